@@ -97,3 +97,36 @@ VARIANTS.register("constrained-decoding", "audit.decoding.constrained:Constraine
                   "prefix-tree constrained generation: every generated slot is a catalog item")
 VARIANTS.register("grounding", "audit.decoding.grounding:GroundingVariant",
                   "post-process black-box lists: replace each slot by its nearest catalog item, or drop it")
+
+VARIANTS.register("dp", "privacy.dp:DPVariant",
+                  "user-level DP-SGD (Opacus) fine-tuning of the public pretrained reference model")
+VARIANTS.register("federated", "privacy.federated:FederatedVariant",
+                  "FedAvg fine-tuning across simulated Flower clients (Ray); optional central DP")
+VARIANTS.register("finetune", "privacy.finetune:FinetuneVariant",
+                  "undefended baseline of the privacy variants: public pretrain, plain private fine-tune")
+PROBES.register("privacy", "privacy.probe:PrivacyAccountingProbe",
+                "accounted (epsilon, delta) of DP training, read from the training manifest")
+
+PROBES.register("membership", "audit.probes.membership:MembershipInferenceProbe",
+                "membership inference on users: loss, zlib, Min-K%, Min-K%++, reference-calibrated, list attack")
+PROBES.register("canary", "audit.probes.canary:CanaryExposureProbe",
+                "canary exposure by repetition count and one-run / Clopper-Pearson epsilon lower bounds")
+PROBES.register("extraction", "audit.probes.extraction:ExtractionProbe",
+                "history extraction (members vs held-out) and few-shot ID::Title data-set recall")
+VARIANTS.register("canaries", "audit.memorisation.canaries:CanariesVariant",
+                  "insert canary users (repeated 1/4/16 times, and randomly included audit canaries) into training")
+VARIANTS.register("mia-reference", "audit.memorisation.calibration:MiaReferenceVariant",
+                  "attach a reference model trained on disjoint users for the calibrated membership attack")
+
+VARIANTS.register("backdoor", "attacks.backdoor:BackdoorVariant",
+                  "pre-training labels replaced by target items with probability r (Wu et al.); clean fine-tune or as-is")
+VARIANTS.register("fake-users", "attacks.shilling:FakeUsersVariant",
+                  "inject random / average / bandwagon / segment fake user profiles holding the target items")
+VARIANTS.register("detect-fakes", "attacks.detection:DetectFakesVariant",
+                  "flag suspected fake users (PCA-VarSelect or profile-popularity z-score) and drop them before training")
+VARIANTS.register("item-text", "attacks.text_attack:ItemTextAttackVariant",
+                  "rewrite the target items' titles within an edit budget (black-box search) at inference")
+VARIANTS.register("canonical-titles", "attacks.text_attack:CanonicalTitlesVariant",
+                  "ground every title to its canonical catalog text before the model sees it")
+PROBES.register("poisoning", "attacks.probe:PoisoningProbe",
+                "target-item exposure (HR/NDCG@K) per target and group, budget, stealth, detector precision/recall")

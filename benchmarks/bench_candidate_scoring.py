@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--users", type=int, default=50, help="users (seeded sample of evaluable users)")
     ap.add_argument("--negatives", type=int, default=99)
     ap.add_argument("--size", default="default", choices=["default", "small", "tiny"])
+    ap.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (quick runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> None:
 
     ds = load_dataset("ml-100k")
     ctx = BuildContext(dataset=ds, cache_dir=models_dir(), seed=args.seed, progress=True)
-    rec = build_recommender("reference", {"adapter": "reference", "size": args.size}, ctx)
+    entry = {"adapter": "reference", "size": args.size}
+    if args.epochs is not None:
+        entry["epochs"] = args.epochs
+    rec = build_recommender("reference", entry, ctx)
     model, fmt = rec.model, rec.fmt
     titles = ds.item_titles
     users = ds.sample_users(args.users, args.seed)

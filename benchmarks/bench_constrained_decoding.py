@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from audit.build import build_recommender
 from audit.catalog import Catalog
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     times = {"unconstrained": 0.0, "constrained": 0.0}
     gens: dict[str, list] = {"unconstrained": [], "constrained": []}
     recs = {"unconstrained": plain, "constrained": constrained}
-    for b, start in enumerate(range(0, len(reqs), args.batch)):
+    starts = list(range(0, len(reqs), args.batch))
+    for b, start in enumerate(tqdm(starts, desc="generate (both ways)", unit="batch")):
         chunk = reqs[start:start + args.batch]
         order = ["unconstrained", "constrained"] if b % 2 == 0 else ["constrained", "unconstrained"]
         batch_out = {}

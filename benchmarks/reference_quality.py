@@ -38,8 +38,9 @@ def _fmt(metric) -> str:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="default", choices=["default", "small", "tiny"])
+    ap.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (quick runs)")
     ap.add_argument("--cached", action="store_true", help="load from $RECAUDIT_HOME/models when present")
-    ap.add_argument("--score-mode", default="item+title", choices=["item", "item+title"])
+    ap.add_argument("--score-mode", default="item", choices=["item", "item+title"])
     ap.add_argument("--users", type=int, default=0, help="evaluate a seeded sample (0 = all users)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training and scoring")
     ap.add_argument("--seed", type=int, default=0)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     ds = load_dataset("ml-100k")
-    config = ReferenceConfig(size=args.size, score_mode=args.score_mode)
+    config = ReferenceConfig(size=args.size, score_mode=args.score_mode, epochs=args.epochs)
     recipe = make_recipe(config, seed=args.seed)
     tmp = None if args.cached else tempfile.TemporaryDirectory(prefix="reference-quality-")
     cache = models_dir() if args.cached else Path(tmp.name)

@@ -92,8 +92,8 @@ def score_continuations(model: GPT2LMHeadModel, prompt: Sequence[int], continuat
         if longest > 1:
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(n)
-            logits = model(input_ids=cand[:, :-1], past_key_values=past, use_cache=True,
-                           position_ids=position_ids_for(n, longest - 1, offset=p_len)).logits
+            logits = model(inputs_embeds=token_embeddings(model, cand[:, :-1]), past_key_values=past,
+                           use_cache=True, position_ids=position_ids_for(n, longest - 1, offset=p_len)).logits
             lp = torch.log_softmax(logits.float(), dim=-1)
             tok_lp = lp.gather(-1, cand[:, 1:].unsqueeze(-1)).squeeze(-1).double()
             total = total + (tok_lp * mask[:, 1:]).sum(dim=1)

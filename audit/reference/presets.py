@@ -24,9 +24,9 @@ PRESETS: dict[str, TrainingRecipe] = {
         max_history=50,
     ),
     "tiny": TrainingRecipe(
-        model=ModelSpec(n_layer=1, n_head=2, d_model=32, dropout=0.0, n_positions=64),
+        model=ModelSpec(n_layer=1, n_head=2, d_model=32, dropout=0.0, n_positions=128),
         stages=(StageSpec(epochs=40, lr=1e-2, batch_size=32),),
-        max_history=12, text_vocab_size=300,
+        max_history=12, text_vocab_size=300, item_init="random",
     ),
 }
 

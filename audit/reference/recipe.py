@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from audit.data.dataset import Dataset
 
 USER_GROUPS: tuple[str, ...] = ("trained", "pretrain", "finetune", "heldout", "all")
+ITEM_INITS: tuple[str, ...] = ("cooccurrence", "random")
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,11 @@ class TrainingRecipe:
 
     ``max_history``: history items per prompt/window; ``attribute_dropout``: probability
     (0..1) that each profile attribute is hidden in a training prompt (so neutral prompts
-    are in distribution); ``text_vocab_size``: BPE tokens besides the item tokens."""
+    are in distribution); ``text_vocab_size``: BPE tokens besides the item tokens;
+    ``item_init``: ``cooccurrence`` initialises item embeddings from the first stage's training
+    sequences (SVD of item-pair PPMI within ``item_init_window`` positions, see
+    :mod:`audit.reference.item_init`), ``random`` keeps GPT-2's init. A recipe whose first stage
+    must not touch data outside its own trainer (e.g. DP-only) should use ``random``."""
 
     model: ModelSpec = field(default_factory=ModelSpec)
     stages: tuple[StageSpec, ...] = (StageSpec(),)
@@ -140,9 +145,13 @@ class TrainingRecipe:
     max_history: int = 50
     attribute_dropout: float = 0.5
     text_vocab_size: int = 2000
+    item_init: str = "cooccurrence"
+    item_init_window: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.item_init not in ITEM_INITS:
+            raise ValueError(f"item_init must be one of {ITEM_INITS}, got {self.item_init!r}")
         object.__setattr__(self, "stages", tuple(self.stages))
         object.__setattr__(self, "sequence_transforms", tuple(self.sequence_transforms))
         if not self.stages:
@@ -160,7 +169,7 @@ class TrainingRecipe:
             "split_seed": self.split_seed, "pretrain_share": self.pretrain_share,
             "heldout_share": self.heldout_share, "max_history": self.max_history,
             "attribute_dropout": self.attribute_dropout, "text_vocab_size": self.text_vocab_size,
-            "seed": self.seed,
+            "item_init": self.item_init, "item_init_window": self.item_init_window, "seed": self.seed,
         }
 
     def stage(self, name: str) -> StageSpec:

@@ -34,7 +34,7 @@ from audit.reference.tokenizer import load_tokenizer, save_tokenizer
 from audit.reference.training import TrainedReference, train_reference
 
 #: the reference modules whose code determines the trained weights (inference code is not among them)
-TRAINING_MODULES = ("tokenizer", "prompts", "model", "recipe", "examples", "trainers", "training")
+TRAINING_MODULES = ("tokenizer", "prompts", "model", "recipe", "examples", "item_init", "trainers", "training")
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "catalog.json", "manifest.json")
 

@@ -18,7 +18,9 @@ import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from audit.data.dataset import Dataset, UserGroups
+from audit.errors import ConfigError
 from audit.reference.examples import StageData, stage_sequences
+from audit.reference.item_init import init_item_embeddings
 from audit.reference.model import make_model, parameter_count
 from audit.reference.prompts import PromptFormat, profile_text
 from audit.reference.recipe import StageSpec, TrainingRecipe
@@ -65,6 +67,19 @@ def tokenizer_corpus(dataset: Dataset) -> list[str]:
     return texts
 
 
+def check_positions(recipe: TrainingRecipe, fmt: PromptFormat, profiles: list[dict[str, str]]) -> None:
+    """Raise ConfigError when the longest training sequence (full profile, ``max_history``
+    items, the longest title) would not fit the model's ``n_positions``."""
+    longest_profile = max((len(fmt.profile_ids(p)) for p in profiles), default=0)
+    longest_output = max((len(fmt.item_output_ids(i)) for i in fmt.vocab.item_ids), default=0)
+    need = 3 + longest_profile + recipe.max_history + longest_output
+    if need > recipe.model.n_positions:
+        raise ConfigError(
+            f"reference recipe: n_positions={recipe.model.n_positions} is too small for this data set: a training "
+            f"sequence takes up to {need} tokens ({longest_profile} profile, {recipe.max_history} history items, "
+            f"{longest_output} output); raise n_positions or lower max_history")
+
+
 def stage_users(spec: StageSpec, groups: UserGroups, dataset: Dataset) -> list[str]:
     if spec.users == "all":
         return dataset.user_ids()
@@ -99,11 +114,13 @@ def train_reference(recipe: TrainingRecipe, dataset: Dataset, *, progress: bool 
         tokenizer = train_tokenizer(tokenizer_corpus(dataset), list(titles), recipe.text_vocab_size)
         vocab = ItemVocab(tokenizer, titles)
         fmt = PromptFormat(vocab, recipe.max_history)
+        check_positions(recipe, fmt, list(dataset.user_profiles.values()))
         model = make_model(recipe.model, len(tokenizer), bos_id=fmt.bos, eos_id=fmt.eos, pad_id=fmt.pad,
                            seed=recipe.seed)
         groups = dataset.user_groups(seed=recipe.split_seed, pretrain=recipe.pretrain_share,
                                      heldout=recipe.heldout_share)
         stages_out = []
+        item_init: dict[str, Any] = {"method": "random"}
         for index, stage in enumerate(recipe.stages):
             users = stage_users(stage, groups, dataset)
             seqs = {u: list(dataset.sequences[u].train) for u in users if u in dataset.sequences}
@@ -118,6 +135,10 @@ def train_reference(recipe: TrainingRecipe, dataset: Dataset, *, progress: bool 
             unknown = sorted({i for s in seqs.values() for i in s if i not in vocab.token_of})
             if unknown:
                 raise ValueError(f"stage {stage.name!r}: sequences hold items outside the catalog, e.g. {unknown[:3]}")
+            if index == 0 and recipe.item_init == "cooccurrence":
+                item_init = init_item_embeddings(model, vocab, seqs.values(), window=recipe.item_init_window,
+                                                 seed=_stage_seed(recipe, 0, "item_init"))
+                item_init.update(method="cooccurrence", stage=stage.name)
             data = StageData(fmt, stage_sequences(seqs), profiles, recipe.attribute_dropout, stage.catalog_titles)
             trainer = TRAINERS.get(stage.trainer)
             summary = trainer(model, tokenizer, data, stage, _stage_seed(recipe, index, "train"), progress)
@@ -130,6 +151,7 @@ def train_reference(recipe: TrainingRecipe, dataset: Dataset, *, progress: bool 
         "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
                    "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
         "stages": stages_out,
+        "item_init": item_init,
         "parameters": parameter_count(model),
         "train_seconds": round(time.perf_counter() - t_start, 2),
         "threads": threads,

@@ -84,6 +84,7 @@ def test_ranking_requests_return_the_top_k_candidates_by_score(rec: ReferenceAda
 
 
 def test_scores_are_log_likelihoods_that_match_token_logprobs(rec: ReferenceAdapter, tiny_dataset: Dataset) -> None:
+    rec = ReferenceAdapter(rec.trained, ReferenceConfig(size="tiny", score_mode="item+title"))
     req = request(tiny_dataset, "6")
     titles = [tiny_dataset.item_titles["3"], "A Film Nobody Made (2033)"]
     scores = rec.score([req], [titles])[0]
@@ -99,6 +100,7 @@ def test_scores_are_log_likelihoods_that_match_token_logprobs(rec: ReferenceAdap
 
 def test_item_mode_scores_the_item_token_alone(tiny_dataset: Dataset, rec: ReferenceAdapter) -> None:
     item_rec = ReferenceAdapter(rec.trained, ReferenceConfig(size="tiny", score_mode="item"))
+    rec = ReferenceAdapter(rec.trained, ReferenceConfig(size="tiny", score_mode="item+title"))
     req = request(tiny_dataset, "6")
     titles = [tiny_dataset.item_titles["3"], tiny_dataset.item_titles["4"], "A Film Nobody Made (2033)"]
     item_scores = item_rec.score([req], [titles])[0]
@@ -182,6 +184,7 @@ def test_the_generation_constraint_hook_restricts_what_is_decoded(rec: Reference
 
 
 def test_a_soft_prefix_changes_prompts_but_not_the_model(rec: ReferenceAdapter, tiny_dataset: Dataset) -> None:
+    rec = ReferenceAdapter(rec.trained, ReferenceConfig(size="tiny", score_mode="item+title"))
     fmt = rec.fmt
     prefix = rec.model.transformer.wte(torch.tensor([fmt.sep])).detach()
     prefixed = rec.with_soft_prefix(prefix)

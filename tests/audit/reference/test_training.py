@@ -127,3 +127,14 @@ def test_stage_data_windows_cover_long_sequences(tiny_trained: TrainedReference)
     assert newest in targets  # the newest item is always a target
     assert len(targets) >= 24  # nearly every item is a next-item target once
     assert all(len(w) <= tiny_trained.model.config.n_positions for w in windows)
+
+
+def test_a_model_too_short_for_the_data_is_refused_with_what_to_change(tiny_dataset: Dataset,
+                                                                        tiny_recipe: TrainingRecipe) -> None:
+    import pytest
+
+    from audit.errors import ConfigError
+
+    short = dataclasses.replace(tiny_recipe, model=dataclasses.replace(tiny_recipe.model, n_positions=16))
+    with pytest.raises(ConfigError, match="n_positions=16 is too small"):
+        train_reference(short, tiny_dataset, threads=1)

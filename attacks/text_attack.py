@@ -1,0 +1,352 @@
+"""Item-text attack at inference (after Zhang et al., ACL 2024) and the canonical-titles defense.
+
+The attacker owns the target items and may rewrite their titles on the platform, within an
+edit budget, without touching the model: word substitutions from a small synonym table and
+inserted punctuation, at most ``max_edits`` edits measured as the word-level Levenshtein
+distance (whitespace-separated words; the trailing year is never edited). The search is
+black-box: for each target the attacker tries up to ``max_candidates`` rewrites on a few
+queries of its own (``search_users`` users' histories, each with the target among
+``search_candidates`` random other items) and keeps the rewrite whose mean rank is best
+(by ``score`` when the recommender has it, else by its ``generate`` ranking); ties go to the
+higher mean score margin, then to fewer edits. The rewrite then replaces the target's title
+everywhere the recommender sees it (histories and candidate lists); generated titles equal
+to a rewrite are mapped back to the item's catalog title, so exposure is counted per item.
+
+``min_edits`` (default 1) makes the attacker always spend at least one edit, so the report
+shows what the cheapest rewrites do even when none helps; ``min_edits: 0`` lets the search
+keep the original title.
+
+The defense ``canonical-titles`` grounds every title the model sees to its canonical catalog
+text (:class:`audit.catalog.Catalog`: exact after normalisation -- which ignores punctuation
+and case -- then rapidfuzz similarity >= ``threshold``) before the model sees it. A title below
+the threshold goes to its nearest catalog title (``unmatched: nearest``, the default), or is
+left as written (``unmatched: keep``) -- which lets an adaptive attacker escape the defense
+with a rewrite just beyond the threshold (a synonym plus a mark), as the tests show. It always
+sits between the attacker's text and the model: applied after ``item-text`` in a variant
+list, it is inserted under the attack, and the attacker's search is re-run against the
+defended model (the attacker faces the deployed system).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+from rapidfuzz.distance import Levenshtein
+
+from attacks.targets import TargetSpec, select_targets
+from audit.catalog import DEFAULT_SCORER, DEFAULT_THRESHOLD, SCORERS, Catalog
+from audit.config import StrictConfig
+from audit.data.dataset import Dataset
+from audit.decoding.delegate import DelegatingRecommender
+from audit.errors import ConfigError
+from audit.interface import Generation, Recommender, RecRequest
+from audit.metrics import rank_in_list, rank_of_target
+from audit.parsing import normalize_title
+from audit.variants import BuildContext, Variant
+
+#: a small synonym table of words frequent in film titles (lower case; both directions listed)
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "film": ("movie",), "movie": ("film",), "story": ("tale",), "tale": ("story",),
+    "man": ("guy",), "men": ("guys",), "woman": ("lady",), "women": ("ladies",),
+    "girl": ("lass",), "boy": ("lad",), "love": ("romance",), "big": ("large", "huge"),
+    "little": ("small", "tiny"), "small": ("little",), "night": ("evening",), "day": ("daytime",),
+    "king": ("monarch",), "war": ("battle",), "house": ("home",), "home": ("house",),
+    "world": ("earth",), "life": ("existence",), "dead": ("deceased",), "new": ("fresh",),
+    "great": ("grand",), "best": ("finest",), "last": ("final",), "first": ("initial",),
+    "good": ("fine",), "bad": ("evil",), "city": ("town",), "game": ("match",), "kiss": ("smooch",),
+    "death": ("demise",), "fire": ("flame",), "heart": ("soul",), "dark": ("shadowy",),
+    "lost": ("missing",), "secret": ("hidden",), "wild": ("untamed",), "head": ("mind",),
+    "music": ("melody",), "wedding": ("marriage",), "gift": ("present",), "water": ("sea",),
+    "above": ("over",), "in": ("inside",), "of": ("from",), "and": ("&",), "the": ("a",), "a": ("the",),
+}
+#: punctuation an attacker may append to a word
+MARKS: tuple[str, ...] = ("!", "!!", ":", "*", "?")
+
+_YEAR_TAIL = re.compile(r"\s*\(\d{4}\)\s*$")
+_CORE = re.compile(r"^(\W*)(\w[\w']*)(\W*)$")
+
+
+def split_year(title: str) -> tuple[str, str]:
+    """'Heat (1995)' -> ('Heat', ' (1995)'); no year -> (title, '')."""
+    m = _YEAR_TAIL.search(title)
+    return (title[:m.start()], title[m.start():]) if m else (title, "")
+
+
+def word_edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between the whitespace-separated words of ``a`` and ``b``."""
+    return int(Levenshtein.distance(a.split(), b.split()))
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A rewritten title and its word-level edit distance to the original."""
+
+    text: str
+    edits: int
+
+
+def _single_edits(words: list[str]) -> list[tuple[int, str]]:
+    """(word index, new word) for every one-word substitution and appended mark."""
+    out: list[tuple[int, str]] = []
+    for j, word in enumerate(words):
+        m = _CORE.match(word)
+        if m:
+            pre, core, post = m.groups()
+            for syn in SYNONYMS.get(core.lower(), ()):
+                new = syn.capitalize() if core[:1].isupper() else syn
+                out.append((j, f"{pre}{new}{post}"))
+        for mark in MARKS:
+            out.append((j, word + mark))
+    return out
+
+
+def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, limit: int = 24,
+                       seed: int = 0) -> list[Rewrite]:
+    """Rewrites of ``title`` with ``min_edits``..``max_edits`` word edits (year kept), at most
+    ``limit`` (a seeded sample when there are more); the original is included when
+    ``min_edits`` is 0. Sorted by (edits, text)."""
+    body, year = split_year(title)
+    words = body.split()
+    singles = _single_edits(words)
+    found: dict[str, int] = {}
+    if min_edits <= 0:
+        found[title] = 0
+    combos: list[tuple[tuple[int, str], ...]] = [(s,) for s in singles]
+    if max_edits >= 2:
+        combos += [pair for pair in itertools.combinations(singles, 2) if pair[0][0] != pair[1][0]]
+    for combo in combos:
+        new_words = list(words)
+        for j, w in combo:
+            new_words[j] = w
+        text = " ".join(new_words) + year
+        if text in found:
+            continue
+        d = word_edit_distance(title, text)
+        if min_edits <= d <= max_edits:
+            found[text] = d
+    items = sorted(found.items(), key=lambda kv: (kv[1], kv[0]))
+    if len(items) > limit:
+        keep = np.random.default_rng(seed).choice(len(items), size=limit, replace=False)
+        items = sorted((items[int(j)] for j in keep), key=lambda kv: (kv[1], kv[0]))
+    return [Rewrite(text, d) for text, d in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# recommenders
+# ---------------------------------------------------------------------------------------------
+class TitleRewritingRecommender(DelegatingRecommender):
+    """Base for wrappers that change the titles in requests before ``inner`` sees them."""
+
+    def rewrite_title(self, title: str) -> str:
+        return title
+
+    def rewrite(self, req: RecRequest) -> RecRequest:
+        return RecRequest(history=tuple(self.rewrite_title(t) for t in req.history), profile=req.profile,
+                          candidates=tuple(self.rewrite_title(t) for t in req.candidates), user=req.user)
+
+    def map_back(self, title: str) -> str:
+        return title
+
+    def generate_detailed(self, reqs: Sequence[RecRequest], k: int) -> list[Generation]:
+        gens = self.inner.generate_detailed([self.rewrite(r) for r in reqs], k)
+        return [Generation(prompt=g.prompt, raw=g.raw, items=tuple(self.map_back(t) for t in g.items))
+                for g in gens]
+
+    def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return self.inner.score([self.rewrite(r) for r in reqs],
+                                [[self.rewrite_title(t) for t in row] for row in items])
+
+
+class ItemTextAttackRecommender(TitleRewritingRecommender):
+    """``inner`` seen through the attacker's rewritten target titles. ``baseline`` is the
+    recommender without the attack (what the ``poisoning`` probe compares against)."""
+
+    def __init__(self, inner: Recommender, rewrites: dict[str, str], report: dict[str, Any]) -> None:
+        super().__init__(inner)
+        self.rewrites = dict(rewrites)
+        self._back = {v: k for k, v in self.rewrites.items()}
+        self._back_norm = {normalize_title(v): k for k, v in self.rewrites.items()}
+        self.info["text_attack"] = report
+
+    @property
+    def baseline(self) -> Recommender:
+        return self.inner
+
+    def rewrite_title(self, title: str) -> str:
+        return self.rewrites.get(title, title)
+
+    def map_back(self, title: str) -> str:
+        if title in self._back:
+            return self._back[title]
+        return self._back_norm.get(normalize_title(title), title)
+
+
+class CanonicalTitlesRecommender(TitleRewritingRecommender):
+    """Grounds every history and candidate title to its canonical catalog text."""
+
+    def __init__(self, inner: Recommender, catalog: Catalog, nearest: bool = True) -> None:
+        super().__init__(inner)
+        self.catalog = catalog
+        self.nearest = nearest
+        self._cache: dict[str, str] = {}
+        self.counts = {"titles": 0, "changed": 0, "unmatched": 0}
+        self.info["canonical_titles"] = self.counts
+
+    def rewrite_title(self, title: str) -> str:
+        out = self._cache.get(title)
+        if out is None:
+            m = self.catalog.match(title)
+            item = m.item_id if m.item_id is not None else (m.nearest_id if self.nearest else None)
+            out = self.catalog.titles[item] if item is not None else title
+            self._cache[title] = out
+            if m.item_id is None:
+                self.counts["unmatched"] += 1
+        self.counts["titles"] += 1
+        self.counts["changed"] += out != title
+        return out
+
+
+def attacker_queries(dataset: Dataset, target: str, *, users: int, candidates: int, seed: int,
+                     ) -> list[tuple[RecRequest, list[str]]]:
+    """The attacker's own queries for one target: (request with the user's training history,
+    ``candidates`` other item ids the user has not seen) for ``users`` seeded users who have
+    not interacted with the target."""
+    titles = dataset.item_titles
+    pool = [u for u in dataset.evaluable_users() if target not in dataset.sequences[u].full]
+    rng = np.random.default_rng([seed, int(target) if target.isdigit() else len(target)])
+    chosen = [pool[int(j)] for j in rng.choice(len(pool), size=min(users, len(pool)), replace=False)]
+    catalog = list(titles)
+    out = []
+    for u in sorted(chosen):
+        seen = set(dataset.sequences[u].full) | {target}
+        others = [i for i in catalog if i not in seen]
+        picked = [others[int(j)] for j in rng.choice(len(others), size=min(candidates, len(others)), replace=False)]
+        req = RecRequest(history=tuple(titles[i] for i in dataset.sequences[u].train),
+                         profile=dataset.user_profiles.get(u, {}), user=u)
+        out.append((req, picked))
+    return out
+
+
+def mean_rank(rec: Recommender, title: str, queries: Sequence[tuple[RecRequest, list[str]]],
+              titles: dict[str, str]) -> tuple[float, float]:
+    """(mean 1-based rank, mean score margin) of ``title`` put first among each query's
+    candidates; the margin is target score minus the best other score (NaN without ``score``)."""
+    reqs = [RecRequest(history=q.history, profile=q.profile, user=q.user,
+                       candidates=(title, *(titles[i] for i in others))) for q, others in queries]
+    if rec.has("score"):
+        scores = rec.score(reqs, [r.candidates for r in reqs])
+        ranks = [rank_of_target(np.asarray(s, float), 0) for s in scores]
+        margins = [float(s[0] - np.max(s[1:])) if len(s) > 1 else 0.0 for s in scores]
+        return float(np.mean(ranks)), float(np.mean(margins))
+    gens = rec.generate(reqs, len(reqs[0].candidates))
+    key = normalize_title(title)
+    ranks = [rank_in_list([normalize_title(t) for t in g], key, len(r.candidates)) for r, g in zip(reqs, gens)]
+    return float(np.mean(ranks)), float("nan")
+
+
+class ItemTextAttackConfig(StrictConfig):
+    """``targets``: the target spec (same as the probe's); ``max_edits`` / ``min_edits``: the
+    edit budget in word edits; ``max_candidates``: rewrites tried per target; ``search_users``:
+    attacker queries per rewrite; ``search_candidates``: other items in each query; ``seed``."""
+
+    targets: TargetSpec = TargetSpec()
+    max_edits: int = Field(2, ge=1, le=5)
+    min_edits: int = Field(1, ge=0)
+    max_candidates: int = Field(24, ge=1)
+    search_users: int = Field(20, ge=1)
+    search_candidates: int = Field(19, ge=1)
+    seed: int = 0
+
+
+def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackConfig) -> ItemTextAttackRecommender:
+    """Search each target's rewrite against ``rec`` (black-box) and wrap ``rec`` with them."""
+    if cfg.min_edits > cfg.max_edits:
+        raise ConfigError(f"variant 'item-text': min_edits ({cfg.min_edits}) exceeds max_edits ({cfg.max_edits})")
+    titles = dataset.item_titles
+    rewrites: dict[str, str] = {}
+    per_target: dict[str, Any] = {}
+    for target in select_targets(dataset, cfg.targets):
+        original = titles[target]
+        queries = attacker_queries(dataset, target, users=cfg.search_users,
+                                   candidates=cfg.search_candidates, seed=cfg.seed)
+        base_rank, base_margin = mean_rank(rec, original, queries, titles)
+        options = candidate_rewrites(original, max_edits=cfg.max_edits, min_edits=cfg.min_edits,
+                                     limit=cfg.max_candidates, seed=cfg.seed)
+        if not options:
+            per_target[target] = {"original": original, "rewrite": original, "edits": 0,
+                                  "search_rank_before": base_rank, "search_rank_after": base_rank,
+                                  "tried": 0}
+            continue
+        tried = []
+        for opt in options:
+            rank, margin = mean_rank(rec, opt.text, queries, titles)
+            tried.append((rank, -(margin if np.isfinite(margin) else 0.0), opt.edits, opt.text))
+        best = min(tried)
+        rewrites[original] = best[3]
+        per_target[target] = {"original": original, "rewrite": best[3], "edits": best[2],
+                              "search_rank_before": base_rank, "search_rank_after": best[0],
+                              "search_margin_before": base_margin, "search_margin_after": -best[1],
+                              "tried": len(tried), "queries": len(queries)}
+    edits = [v["edits"] for v in per_target.values()]
+    report = {"targets": per_target, "mean_edits": float(np.mean(edits)) if edits else 0.0,
+              "max_edits": cfg.max_edits, "min_edits": cfg.min_edits,
+              "search": {"users": cfg.search_users, "candidates": cfg.search_candidates + 1,
+                         "by": "score" if rec.has("score") else "generate"}}
+    return ItemTextAttackRecommender(rec, rewrites, report)
+
+
+class ItemTextAttackVariant(Variant):
+    """Rewrite the target items' titles (edit budget, black-box search) at inference."""
+
+    name: ClassVar[str] = "item-text"
+    Config: ClassVar[type[StrictConfig]] = ItemTextAttackConfig
+    trains: ClassVar[bool] = False
+
+    def wrap(self, rec: Recommender, ctx: BuildContext) -> Recommender:
+        cfg: ItemTextAttackConfig = self.config  # type: ignore[assignment]
+        if not (rec.has("score") or rec.has("generate")):
+            raise ConfigError(f"variant 'item-text' needs a recommender with 'score' or 'generate'; "
+                              f"{rec.name!r} has {sorted(rec.capabilities)}")
+        out = build_text_attack(rec, ctx.dataset, cfg)
+        out.info["text_attack_config"] = cfg.model_dump(mode="json")
+        return out
+
+
+class CanonicalTitlesConfig(StrictConfig):
+    """``threshold``: rapidfuzz similarity (0..100) for a title to count as a catalog title;
+    ``scorer``: the rapidfuzz scorer; ``unmatched``: nearest (ground titles below the
+    threshold to the nearest catalog title) | keep (leave them as written)."""
+
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=0, le=100)
+    scorer: str = DEFAULT_SCORER
+    unmatched: Literal["nearest", "keep"] = "nearest"
+
+
+class CanonicalTitlesVariant(Variant):
+    """Ground every title to its canonical catalog text before the model sees it."""
+
+    name: ClassVar[str] = "canonical-titles"
+    Config: ClassVar[type[StrictConfig]] = CanonicalTitlesConfig
+    trains: ClassVar[bool] = False
+
+    def wrap(self, rec: Recommender, ctx: BuildContext) -> Recommender:
+        cfg: CanonicalTitlesConfig = self.config  # type: ignore[assignment]
+        if cfg.scorer not in SCORERS:
+            raise ConfigError(f"variant 'canonical-titles': unknown scorer {cfg.scorer!r}; "
+                              f"choose one of {', '.join(SCORERS)}")
+        catalog = Catalog(ctx.dataset.item_titles, threshold=cfg.threshold, scorer=cfg.scorer)
+        if isinstance(rec, ItemTextAttackRecommender):
+            defended = CanonicalTitlesRecommender(rec.inner, catalog, nearest=cfg.unmatched == "nearest")
+            attack_cfg = ItemTextAttackConfig.model_validate(rec.info.get("text_attack_config", {}))
+            out: Recommender = build_text_attack(defended, ctx.dataset, attack_cfg)
+            out.info["text_attack_config"] = attack_cfg.model_dump(mode="json")
+        else:
+            out = CanonicalTitlesRecommender(rec, catalog, nearest=cfg.unmatched == "nearest")
+        out.info["canonical_titles_config"] = cfg.model_dump(mode="json")
+        return out

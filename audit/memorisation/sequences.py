@@ -1,0 +1,201 @@
+"""Log-probabilities of item sequences under a recommender: what membership scores and
+canary perplexities are computed from.
+
+A sequence (catalog item ids, oldest first, with a profile) is scored by one of two paths:
+
+- ``tokens`` (capability ``token_logprobs``): the sequence is rendered as *context* (the
+  profile) and *body* (the items); the body's token log-probabilities are those of
+  ``context + body`` beyond the tokens of ``context`` alone (so both share one
+  tokenisation; contexts end at a token boundary in both formats below). Formats:
+
+  * ``reference``: the reference model's own format, ``<profile><hist><item_1><item_2>...``
+    (the start token is the adapter's, per the interface contract): one token per item,
+    each predicted from the items before it, as in training;
+  * ``titles``: plain text for any other language model, ``"<profile>\\n"`` then one
+    title per line.
+
+  Min-K%++ also needs the mean and standard deviation of log p under the model's own
+  next-token distribution. A recommender provides them with an optional method
+  ``token_logprob_stats(texts) -> list[(logp, mu, sigma)]`` (arrays aligned with
+  ``token_logprobs``); failing that, when it exposes a Hugging Face causal LM as
+  ``model`` and its tokenizer as ``tokenizer``, they are computed from the logits, and used
+  only if their log-probabilities agree with the recommender's ``token_logprobs`` to 1e-4
+  (checked on the first batch of texts).
+- ``items`` (capability ``score``): the log-likelihood the recommender gives item t as the
+  next item after items 1..t-1 (one ``score`` call per position, ``max_positions`` last
+  positions), for recommenders without token access. No Min-K%++ on this path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from audit.interface import RecRequest, Recommender
+
+TextFormat = Literal["reference", "titles"]
+STATS_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ScoredSequence:
+    """Per-token (or per-item) natural-log probabilities of one sequence's body, the body
+    text (for the zlib ratio) and, when available, the per-position mean and standard
+    deviation of log p under the model's next-token distribution."""
+
+    logp: np.ndarray
+    text: str
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+
+def default_text_format(rec: Recommender) -> TextFormat:
+    """``reference`` for the built-in reference model (by adapter name), else ``titles``."""
+    if rec.info.get("adapter") == "reference" or getattr(rec, "kind", "") == "reference":
+        return "reference"
+    return "titles"
+
+
+def render(items: Sequence[str], profile: Mapping[str, str], titles: Mapping[str, str],
+           fmt: TextFormat) -> tuple[str, str]:
+    """(context, body) texts of a sequence of item ids in the given format."""
+    if fmt == "reference":
+        from audit.reference.prompts import profile_text
+        from audit.reference.tokenizer import HIST, item_token
+
+        return profile_text(profile) + HIST, "".join(item_token(i) for i in items)
+    prof = ", ".join(f"{k}: {v}" for k, v in sorted(profile.items()))
+    context = (f"User ({prof}) watched:\n" if prof else "A user watched:\n")
+    return context, "\n".join(titles[i] for i in items)
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def score_by_tokens(rec: Recommender, sequences: Sequence[Sequence[str]], profiles: Sequence[Mapping[str, str]],
+                    titles: Mapping[str, str], fmt: TextFormat, *, want_stats: bool = False,
+                    batch_size: int = 64) -> tuple[list[ScoredSequence], str]:
+    """Score through ``token_logprobs``; returns the scored sequences and a note on Min-K%++
+    availability ('' when the statistics were computed)."""
+    rendered = [render(s, p, titles, fmt) for s, p in zip(sequences, profiles)]
+    contexts = sorted({c for c, _ in rendered})
+    ctx_len = {c: len(lp) for c, lp in zip(contexts, rec.token_logprobs(contexts))}
+    fulls = [c + b for c, b in rendered]
+    stats_fn = _stats_function(rec) if want_stats else None
+    note = "" if stats_fn is not None or not want_stats else (
+        f"{rec.name} offers neither token_logprob_stats nor a transformers model to compute them")
+    out: list[ScoredSequence] = []
+    verified = False
+    for chunk in _chunks(len(fulls), batch_size):
+        texts = [fulls[i] for i in chunk]
+        if stats_fn is not None:
+            triples = stats_fn(texts)
+            lps = [t[0] for t in triples]
+            if not verified:  # the statistics' own log-probs must be the recommender's
+                reported = rec.token_logprobs(texts)
+                if any(len(a) != len(b) or not np.allclose(a, b, atol=STATS_TOLERANCE, equal_nan=True)
+                       for a, b in zip(lps, reported)):
+                    stats_fn, note = None, "token statistics disagree with the recommender's token_logprobs"
+                    lps, triples = reported, None
+                verified = True
+        else:
+            lps, triples = rec.token_logprobs(texts), None
+        for j, i in enumerate(chunk):
+            start = ctx_len[rendered[i][0]]
+            lp = np.asarray(lps[j], dtype=float)[start:]
+            mu = sigma = None
+            if triples is not None:
+                mu = np.asarray(triples[j][1], dtype=float)[start:]
+                sigma = np.asarray(triples[j][2], dtype=float)[start:]
+            out.append(ScoredSequence(logp=lp, text=rendered[i][1], mu=mu, sigma=sigma))
+    return out, note
+
+
+def score_by_items(rec: Recommender, sequences: Sequence[Sequence[str]], profiles: Sequence[Mapping[str, str]],
+                   titles: Mapping[str, str], *, max_positions: int = 20, batch_size: int = 64) -> list[ScoredSequence]:
+    """Score through ``score``: log-likelihood of item t given items before it, for the last
+    ``max_positions`` positions t >= 1 of each sequence."""
+    reqs: list[RecRequest] = []
+    owner: list[int] = []
+    for n, (seq, prof) in enumerate(zip(sequences, profiles)):
+        for t in range(max(1, len(seq) - max_positions), len(seq)):
+            reqs.append(RecRequest(history=tuple(titles[i] for i in seq[:t]), profile=prof,
+                                   candidates=(titles[seq[t]],)))
+            owner.append(n)
+    values = np.empty(len(reqs))
+    for chunk in _chunks(len(reqs), batch_size):
+        part = [reqs[i] for i in chunk]
+        scores = rec.score(part, [r.candidates for r in part])
+        values[list(chunk)] = [float(np.asarray(s, dtype=float)[0]) for s in scores]
+    owner_arr = np.asarray(owner)
+    return [ScoredSequence(logp=values[owner_arr == n], text="\n".join(titles[i] for i in seq))
+            for n, seq in enumerate(sequences)]
+
+
+def _stats_function(rec: Recommender) -> Any:
+    own = getattr(rec, "token_logprob_stats", None)
+    if callable(own):
+        return own
+    model, tokenizer = getattr(rec, "model", None), getattr(rec, "tokenizer", None)
+    if model is None or tokenizer is None or not hasattr(model, "config"):
+        return None
+    return lambda texts: hf_token_logprob_stats(model, tokenizer, texts)
+
+
+def hf_token_logprob_stats(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 32,
+                           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(log p of each token, mu, sigma) from a transformers causal LM, each text prefixed with
+    the tokenizer's start token (BOS, else EOS) as the interface's ``token_logprobs`` does.
+    Texts are right-padded in batches (a causal model never looks right)."""
+    import torch
+
+    from audit.memorisation.scores import next_token_stats
+
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prefix = [] if start is None else [start]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
+    seqs = [prefix + list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    out = []
+    with torch.no_grad():
+        for chunk in _chunks(len(seqs), batch_size):
+            rows = [seqs[i] for i in chunk]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+            pos = torch.arange(width)[None, :].expand(len(rows), width)
+            log_dist = torch.log_softmax(model(input_ids=ids, position_ids=pos).logits.double(), dim=-1)
+            for row, seq in enumerate(rows):
+                n = len(seq)
+                dist = log_dist[row, : n - 1]
+                lp = dist.gather(1, ids[row, 1:n, None]).squeeze(1).numpy()
+                mu, sigma = next_token_stats(dist.numpy())
+                if not prefix:
+                    lp, mu, sigma = (np.concatenate([[np.nan], a]) for a in (lp, mu, sigma))
+                out.append((lp, mu, sigma))
+    return out
+
+
+def score_sequences(rec: Recommender, sequences: Sequence[Sequence[str]], profiles: Sequence[Mapping[str, str]],
+                    titles: Mapping[str, str], *, path: str = "auto", text_format: str = "auto",
+                    want_stats: bool = False, max_positions: int = 20, batch_size: int = 64,
+                    ) -> tuple[list[ScoredSequence] | None, str, str]:
+    """Score sequences by the best path the recommender supports.
+
+    ``path``: auto | tokens | items; ``text_format``: auto | reference | titles. Returns
+    (scored sequences or None, a description of the path taken, a note on what is missing:
+    why nothing was scored, or why Min-K%++ statistics are absent; '' when nothing is)."""
+    chosen = path
+    if chosen == "auto":
+        chosen = "tokens" if rec.has("token_logprobs") else "items" if rec.has("score") else "none"
+    if chosen == "tokens" and rec.has("token_logprobs"):
+        fmt: TextFormat = default_text_format(rec) if text_format == "auto" else text_format  # type: ignore[assignment]
+        scored, note = score_by_tokens(rec, sequences, profiles, titles, fmt, want_stats=want_stats,
+                                       batch_size=batch_size)
+        return scored, f"tokens ({fmt} format)", note
+    if chosen == "items" and rec.has("score"):
+        scored = score_by_items(rec, sequences, profiles, titles, max_positions=max_positions,
+                                batch_size=batch_size)
+        return scored, "items (score of each next item)", "per-item scores carry no token distribution"
+    return None, "none", f"{rec.name} offers neither 'token_logprobs' nor 'score' (path {path!r})"

@@ -1,0 +1,182 @@
+"""Canary exposure (Carlini et al. 2019) and an empirical epsilon lower bound from canaries.
+
+Needs a model trained with the ``canaries`` variant (:mod:`audit.memorisation.canaries`):
+its training manifest (the adapter's ``manifest``, or ``info["manifest"]``) lists the
+inserted canary sequences. Every canary and ``references`` fresh random sequences of the
+same length (same item pool, same profile, never inserted; seeded) are scored by
+log-perplexity (mean NLL per item token, see :mod:`audit.memorisation.sequences`). Reported:
+
+- ``exposure_rep<r>``: mean rank-based exposure (bits, 0..log2 |R|) of the canaries
+  inserted r times, with a bootstrap CI over canaries (n = canaries);
+- ``exposure_extrapolated_rep<r>``: the same from a skew-normal fitted to the references'
+  log-perplexities (can exceed log2 |R|);
+- ``epsilon_lb_one_run`` (Steinke, Nasr, Jagielski 2023) and ``epsilon_lb_clopper_pearson``
+  (Jagielski et al. 2020) from the audit canaries (each inserted with probability 1/2),
+  guess rules chosen on a seeded half of them and the bound computed on the other half
+  (``selection: split``) or a Bonferroni correction over all rules (n = canaries bounded,
+  no CI: each is already a one-sided 95% bound);
+- ``canary_auroc``: how well log-perplexity separates included from excluded audit canaries.
+
+The canaries' exposures, the reference perplexity quantiles, the fit and the epsilon guess
+rules are in ``details``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from audit.interface import Recommender
+from audit.memorisation.canaries import canary_manifests, random_sequences
+from audit.memorisation.epsilon import audit_epsilon
+from audit.memorisation.exposure import SkewNormalFit, exposure
+from audit.memorisation.groups import model_manifest
+from audit.memorisation.roc import attack_summary
+from audit.memorisation.scores import mean_nll
+from audit.memorisation.sequences import score_sequences
+from audit.probes.base import Probe, ProbeConfig, ProbeContext
+from audit.results import Metric, ProbeResult
+from audit.stats import mean_metric
+
+
+def accounted_epsilon(rec: Recommender) -> float | None:
+    """The epsilon DP training accounted (an upper bound to set the lower bound against), or None."""
+    from privacy.probe import privacy_accounts
+
+    accounts = privacy_accounts({**rec.info, "manifest": model_manifest(rec) or {}})
+    return sum(float(a["epsilon"]) for a in accounts) if accounts else None
+
+
+class CanaryConfig(ProbeConfig):
+    """``references``: random never-inserted sequences to rank canaries against (|R|, >= 10);
+    ``extrapolate``: also report skew-normal exposure; ``alpha``: significance of the epsilon
+    bounds (0..0.5); ``delta``: the DP delta they assume (0..1); ``selection``: split | bonferroni
+    (how guess rules are chosen without inflating the bound); ``text_format``, ``path``: as in
+    the membership probe; ``batch_size``: sequences per call."""
+
+    references: int = Field(1000, ge=10, le=1_000_000)
+    extrapolate: bool = True
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    delta: float = Field(0.0, ge=0, lt=1)
+    selection: Literal["split", "bonferroni"] = "split"
+    text_format: Literal["auto", "reference", "titles"] = "auto"
+    path: Literal["auto", "tokens", "items"] = "auto"
+    batch_size: int = Field(64, ge=1)
+
+
+class CanaryExposureProbe(Probe):
+    name: ClassVar[str] = "canary"
+    description: ClassVar[str] = ("canary exposure by repetition count (Secret Sharer) and one-run / "
+                                  "Clopper-Pearson epsilon lower bounds from randomly included canaries")
+    requires: ClassVar[frozenset[str]] = frozenset()
+    Config = CanaryConfig
+
+    def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
+        cfg: CanaryConfig = self.config  # type: ignore[assignment]
+        manifest = model_manifest(rec)
+        found = canary_manifests(manifest) if manifest is not None else []
+        if not found:
+            return ProbeResult.skipped(f"{rec.name} was not trained with canaries; add the 'canaries' variant "
+                                       "to a trainable (reference) recommender")
+        if not (rec.has("token_logprobs") or rec.has("score")):
+            return ProbeResult.skipped(f"{rec.name} offers neither 'token_logprobs' nor 'score'")
+        canaries = found[0]
+        seed = ctx.seed + cfg.seed
+        titles = ctx.dataset.item_titles
+        profile = dict(canaries.get("profile", {}))
+        length = int(canaries["length"])
+        exposure_set = canaries.get("exposure", [])
+        audit_set = canaries.get("audit", [])
+        inserted = {tuple(c["items"]) for c in exposure_set} | {tuple(c["items"]) for c in audit_set}
+        refs = self._references(sorted(titles), length, cfg.references, inserted, seed)
+
+        seqs = [c["items"] for c in exposure_set] + [c["items"] for c in audit_set] + refs
+        scored, path, note = score_sequences(rec, seqs, [profile] * len(seqs), titles, path=cfg.path,
+                                             text_format=cfg.text_format, batch_size=cfg.batch_size)
+        if scored is None:
+            return ProbeResult.skipped(note)
+        ppl = np.array([mean_nll(s.logp) for s in scored])
+        n_exp, n_aud = len(exposure_set), len(audit_set)
+        exp_ppl, aud_ppl, ref_ppl = ppl[:n_exp], ppl[n_exp:n_exp + n_aud], ppl[n_exp + n_aud:]
+
+        metrics: dict[str, Metric] = {}
+        details: dict[str, Any] = {
+            "path": path, "references": len(refs), "max_exposure_bits": math.log2(len(refs)),
+            "canary_length": length, "canary_stage": canaries.get("stage"),
+            "reference_log_perplexity": {q: float(np.quantile(ref_ppl, float(q)))
+                                         for q in ("0.001", "0.01", "0.5", "0.99")},
+        }
+        fit = self._fit(ref_ppl, cfg, details)
+        ranked = np.array([exposure(float(p), ref_ppl) for p in exp_ppl])
+        extrapolated = fit.exposures(exp_ppl) if fit is not None else None
+        reps = np.array([int(c["repetitions"]) for c in exposure_set])
+        for r in sorted(set(reps.tolist())):
+            metrics[f"exposure_rep{r}"] = mean_metric(ranked[reps == r], seed=seed, unit="canaries")
+            if extrapolated is not None:
+                metrics[f"exposure_extrapolated_rep{r}"] = mean_metric(extrapolated[reps == r], seed=seed,
+                                                                        unit="canaries")
+        per_canary = [{"index": c["index"], "repetitions": int(c["repetitions"]),
+                       "log_perplexity": float(exp_ppl[j]), "exposure": float(ranked[j]),
+                       "exposure_extrapolated": None if extrapolated is None else float(extrapolated[j])}
+                      for j, c in enumerate(exposure_set)]
+        details["canaries"] = per_canary
+        if audit_set:
+            self._epsilon(audit_set, aud_ppl, cfg, seed, metrics, details)
+        details["accounted_epsilon"] = accounted_epsilon(rec)
+        self._record(ctx, exposure_set, audit_set, refs, scored, ppl, path)
+        return ProbeResult(status="pass", metrics=metrics, details=details)
+
+    @staticmethod
+    def _references(items: list[str], length: int, n: int, inserted: set[tuple[str, ...]],
+                    seed: int) -> list[list[str]]:
+        """``n`` random sequences from the canaries' process that were never inserted."""
+        rng = np.random.default_rng([seed, 0x5EC2E7])
+        out: list[list[str]] = []
+        while len(out) < n:
+            for seq in random_sequences(items, n - len(out), length, rng):
+                if tuple(seq) not in inserted:
+                    out.append(seq)
+        return out
+
+    @staticmethod
+    def _fit(ref_ppl: np.ndarray, cfg: CanaryConfig, details: dict[str, Any]) -> SkewNormalFit | None:
+        if not cfg.extrapolate:
+            return None
+        try:
+            fit = SkewNormalFit.fit(ref_ppl)
+        except ValueError as exc:
+            details["extrapolation"] = f"not fitted: {exc}"
+            return None
+        details["skew_normal_fit"] = fit.to_json()
+        return fit
+
+    @staticmethod
+    def _epsilon(audit_set: list[dict[str, Any]], aud_ppl: np.ndarray, cfg: CanaryConfig, seed: int,
+                 metrics: dict[str, Metric], details: dict[str, Any]) -> None:
+        included = np.array([bool(c["included"]) for c in audit_set])
+        score = -aud_ppl  # lower perplexity = guessed "included"
+        result = audit_epsilon(score, included, delta=cfg.delta, alpha=cfg.alpha, selection=cfg.selection,
+                               seed=seed)
+        metrics["epsilon_lb_one_run"] = Metric(result.one_run, n=result.m, ci=None, unit="canaries")
+        metrics["epsilon_lb_clopper_pearson"] = Metric(result.clopper_pearson, n=result.m, ci=None, unit="canaries")
+        details["epsilon"] = {**result.details, "audit_canaries": int(included.size),
+                              "included": int(included.sum())}
+        if included.any() and not included.all():
+            summary = attack_summary(score, included, fprs=(), seed=seed)
+            metrics["canary_auroc"] = Metric(summary.auroc.value, summary.auroc.n, summary.auroc.ci, unit="canaries")
+            details["roc"] = {"canary": summary.roc}
+
+    @staticmethod
+    def _record(ctx: ProbeContext, exposure_set: list[dict[str, Any]], audit_set: list[dict[str, Any]],
+                refs: list[list[str]], scored: list[Any], ppl: np.ndarray, path: str) -> None:
+        kinds = (["exposure"] * len(exposure_set) + ["audit"] * len(audit_set) + ["reference"] * len(refs))
+        meta = exposure_set + audit_set + [{} for _ in refs]
+        for kind, m, s, p in zip(kinds, meta, scored, ppl):
+            extra = {k: v for k, v in m.items() if k in ("index", "repetitions", "included")}
+            ctx.recorder.record(user=None, condition=kind, prompt=s.text,
+                                raw=json.dumps({"log_perplexity": round(float(p), 6)}), parsed=[],
+                                path=path, **extra)

@@ -1,0 +1,260 @@
+"""Privacy accounting for the DP-SGD and federated variants.
+
+Two mechanisms, two accountants:
+
+- **DP-SGD** (Opacus): Poisson-subsampled Gaussian mechanism over *users* (add/remove one
+  user's whole history). Calibrated and accounted with Opacus's PRV accountant, falling
+  back to its RDP accountant where PRV fails (it can at large epsilon or extreme sampling
+  rates). :func:`calibrate_dp_sgd` returns the noise multiplier for a target epsilon and
+  the epsilon that noise actually buys (never above the target).
+- **Federated + central DP** (Flower's server-side fixed clipping): each round the server
+  samples a fixed number ``m`` of the ``N`` clients without replacement, clips every
+  client's model update to L2 norm ``C``, averages the clipped updates uniformly and adds
+  Gaussian noise of standard deviation ``z * C / m``. One user's data lives in one client,
+  so changing it changes one client's clipped update: *replace-one* adjacency, whose
+  sensitivity on the average is ``2C / m``. Flower's wrappers do not account for sampling,
+  so recaudit does: the RDP bound of Wang, Balle and Kasiviswanathan (AISTATS 2019,
+  Theorem 9) for subsampling without replacement under replace-one adjacency, composed over
+  rounds and converted to (epsilon, delta) with Balle et al. (2020)'s conversion.
+
+``delta`` defaults to 1 / (number of private users) rounded down to a power of ten.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy.special import gammaln, logsumexp
+
+from audit.errors import ConfigError
+
+Accountant = Literal["prv", "rdp"]
+
+#: integer Renyi orders used for the federated (sampling without replacement) bound
+FEDERATED_ORDERS: tuple[int, ...] = tuple(range(2, 65)) + (80, 96, 128, 192, 256, 384, 512)
+_MAX_NOISE = 1e4
+#: PRV discretises the privacy loss on a grid; beyond this many points (large epsilon:
+#: little noise, heavy tails) it takes minutes or fails, and RDP is used instead
+PRV_MAX_POINTS = 1_000_000
+
+
+def default_delta(n_private: int) -> float:
+    """1 / ``n_private`` rounded down to a power of ten (e.g. 377 users -> 1e-3)."""
+    if n_private < 2:
+        raise ConfigError(f"the private group has {n_private} users; DP training needs at least 2")
+    return 10.0 ** -math.ceil(math.log10(n_private) - 1e-12)
+
+
+@dataclass(frozen=True)
+class PrivacyAccount:
+    """What a DP training spent: ``epsilon`` at ``delta`` for one ``unit`` of privacy.
+
+    ``unit``: ``"user"`` (one user's whole history is one record) or ``"example"``
+    (one training window, weaker; labelled as such). ``mechanism`` names the sampled
+    mechanism the accountant composed; ``sample_rate`` is the Poisson rate (DP-SGD) or the
+    client sampling ratio m / N (federated); ``steps`` are optimiser steps or rounds."""
+
+    epsilon: float
+    delta: float
+    target_epsilon: float | None
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    unit: str
+    mechanism: str
+    max_grad_norm: float
+    n_private: int
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["epsilon"] = float(self.epsilon)
+        return out
+
+
+# -- DP-SGD (Opacus) -------------------------------------------------------------------------
+def dp_sgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+                   accountant: Accountant = "prv") -> float:
+    """Epsilon of ``steps`` Poisson-subsampled Gaussian steps (Opacus accountant ``accountant``)."""
+    from opacus.accountants import create_accountant
+
+    if steps == 0:
+        return 0.0
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(acc.get_epsilon(delta=delta))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A noise multiplier and the epsilon it buys (``accountant`` says which one computed it;
+    ``fallback_reason`` is set when PRV failed and RDP was used instead)."""
+
+    noise_multiplier: float
+    epsilon: float
+    accountant: str
+    fallback_reason: str = ""
+
+
+def prv_domain_points(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+                      eps_error: float = 0.01) -> float:
+    """Grid points Opacus's PRV accountant would discretise for this history (its own
+    domain size and mesh rules, ``delta_error = delta / 1000``)."""
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV, compute_safe_domain_size
+
+    delta_error = delta / 1000
+    half_width = compute_safe_domain_size(prvs=[PoissonSubsampledGaussianPRV(sample_rate, noise_multiplier)],
+                                          max_self_compositions=[steps], eps_error=eps_error,
+                                          delta_error=delta_error)
+    mesh = eps_error / math.sqrt(steps * math.log(12 / delta_error) / 2)
+    return float(2 * half_width / mesh)
+
+
+def choose_accountant(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                      preferred: Accountant = "prv") -> tuple[str, str]:
+    """(accountant, reason): PRV unless RDP is asked for, or PRV's grid at half the RDP
+    noise multiplier (the lowest noise its calibration search visits, roughly) would exceed
+    :data:`PRV_MAX_POINTS` -- the large-epsilon regime where PRV takes minutes or fails."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    if preferred == "rdp":
+        return "rdp", ""
+    _check_target(target_epsilon, delta, sample_rate, steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        z_rdp = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                           sample_rate=sample_rate, steps=steps, accountant="rdp"))
+        points = prv_domain_points(0.5 * z_rdp, sample_rate, steps, delta)
+    if points > PRV_MAX_POINTS:
+        return "rdp", (f"PRV not used at epsilon {target_epsilon}: its grid would need {points:.3g} points "
+                       f"(> {PRV_MAX_POINTS:.0e}); RDP accountant instead")
+    return "prv", ""
+
+
+def calibrate_dp_sgd(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                     accountant: Accountant = "prv") -> Calibration:
+    """Smallest noise multiplier (to Opacus's tolerance 0.01 in epsilon) whose accounted
+    epsilon is at most ``target_epsilon`` after ``steps`` steps at ``sample_rate``.
+
+    PRV (tighter) unless :func:`choose_accountant` rules it out; RDP if PRV raises or its
+    answer is not finite."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    _check_target(target_epsilon, delta, sample_rate, steps)
+    first, reason = choose_accountant(target_epsilon, delta, sample_rate, steps, accountant)
+    order = [first] + (["rdp"] if first == "prv" else [])
+    for name in order:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                z = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                               sample_rate=sample_rate, steps=steps, accountant=name))
+            eps = dp_sgd_epsilon(z, sample_rate, steps, delta, name)  # type: ignore[arg-type]
+            if not math.isfinite(eps):
+                raise ValueError(f"{name} returned epsilon {eps}")
+            return Calibration(z, eps, name, reason)
+        except (ValueError, RuntimeError, OverflowError, FloatingPointError, MemoryError) as exc:
+            reason = f"{name} failed: {type(exc).__name__}: {exc}"
+    raise ConfigError(f"cannot reach epsilon {target_epsilon} at delta {delta} with sample rate "
+                      f"{sample_rate:.4g} over {steps} steps ({reason}); raise epsilon or lower the steps")
+
+
+def _check_target(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> None:
+    if not target_epsilon > 0:
+        raise ConfigError(f"epsilon must be > 0, got {target_epsilon}")
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must be in (0, 1), got {delta}")
+    if not 0 < sample_rate <= 1:
+        raise ConfigError(f"sample rate must be in (0, 1], got {sample_rate}")
+    if steps < 1:
+        raise ConfigError(f"need at least one step, got {steps}")
+
+
+# -- federated: subsampling without replacement, replace-one adjacency ---------------------------
+def _log_comb(n: int, k: int) -> float:
+    return float(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1))
+
+
+def gaussian_rdp_replace_one(noise_multiplier: float, order: float) -> float:
+    """RDP of the Gaussian mechanism when one record's clipped contribution (norm <= C) may
+    be replaced by another: sensitivity 2C, noise z*C, so ``2 * order / z**2``."""
+    if noise_multiplier <= 0:
+        return math.inf
+    return 2.0 * order / noise_multiplier ** 2
+
+
+def subsampled_rdp_without_replacement(noise_multiplier: float, sampling_ratio: float, order: int) -> float:
+    """RDP at integer ``order`` >= 2 of the Gaussian mechanism (replace-one, see
+    :func:`gaussian_rdp_replace_one`) applied to a uniformly random subset of size
+    ``sampling_ratio * N`` drawn without replacement (Wang, Balle, Kasiviswanathan 2019,
+    Theorem 9, with the Gaussian's eps(inf) = inf), capped by the unsampled RDP."""
+    if order < 2 or int(order) != order:
+        raise ValueError(f"order must be an integer >= 2, got {order}")
+    if not 0 < sampling_ratio <= 1:
+        raise ValueError(f"sampling ratio must be in (0, 1], got {sampling_ratio}")
+    base = gaussian_rdp_replace_one(noise_multiplier, order)
+    if not math.isfinite(base):
+        return math.inf
+    if sampling_ratio == 1:
+        return base
+    a, g = int(order), sampling_ratio
+    eps2 = gaussian_rdp_replace_one(noise_multiplier, 2)
+    # j = 2 term: gamma^2 C(a,2) min{4 (e^eps2 - 1), 2 e^eps2}
+    log_t2 = min(math.log(4.0) + eps2 + math.log1p(-math.exp(-eps2)), math.log(2.0) + eps2)
+    terms = [0.0, 2 * math.log(g) + _log_comb(a, 2) + log_t2]
+    for j in range(3, a + 1):
+        terms.append(math.log(2.0) + j * math.log(g) + _log_comb(a, j)
+                     + (j - 1) * gaussian_rdp_replace_one(noise_multiplier, j))
+    bound = float(logsumexp(terms)) / (a - 1)
+    return min(bound, base)
+
+
+def federated_epsilon(noise_multiplier: float, clients_per_round: int, num_clients: int, rounds: int,
+                      delta: float, orders: Sequence[int] = FEDERATED_ORDERS) -> tuple[float, float]:
+    """(epsilon, best order) after ``rounds`` rounds of DP-FedAvg with fixed-size client
+    sampling without replacement (replace-one adjacency, any one client's data changed)."""
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    if not 1 <= clients_per_round <= num_clients:
+        raise ConfigError(f"clients per round must be in 1..{num_clients}, got {clients_per_round}")
+    if rounds == 0:
+        return 0.0, float("nan")
+    if noise_multiplier <= 0:
+        return math.inf, float("nan")
+    ratio = clients_per_round / num_clients
+    rdp = np.array([rounds * subsampled_rdp_without_replacement(noise_multiplier, ratio, a) for a in orders])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eps, best = get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
+    return float(max(eps, 0.0)), float(best)
+
+
+def calibrate_federated(target_epsilon: float, delta: float, clients_per_round: int, num_clients: int,
+                        rounds: int, tolerance: float = 0.01) -> Calibration:
+    """Smallest noise multiplier (bisection to ``tolerance`` in epsilon) whose federated
+    epsilon (:func:`federated_epsilon`) is at most ``target_epsilon``."""
+    _check_target(target_epsilon, delta, clients_per_round / max(1, num_clients), rounds)
+    lo, hi = 0.0, 1.0
+    eps_hi, _ = federated_epsilon(hi, clients_per_round, num_clients, rounds, delta)
+    while eps_hi > target_epsilon:
+        lo, hi = hi, hi * 2
+        if hi > _MAX_NOISE:
+            raise ConfigError(f"cannot reach epsilon {target_epsilon} at delta {delta} with "
+                              f"{clients_per_round}/{num_clients} clients over {rounds} rounds")
+        eps_hi, _ = federated_epsilon(hi, clients_per_round, num_clients, rounds, delta)
+    while target_epsilon - eps_hi > tolerance and hi - lo > 1e-6:
+        mid = (lo + hi) / 2
+        eps_mid, _ = federated_epsilon(mid, clients_per_round, num_clients, rounds, delta)
+        if eps_mid <= target_epsilon:
+            hi, eps_hi = mid, eps_mid
+        else:
+            lo = mid
+    return Calibration(hi, eps_hi, "rdp-wor")

@@ -1,0 +1,150 @@
+"""Thin Flower glue (Message API): the ServerApp and ClientApp of the federated trainer.
+
+- ClientApp: ``query`` answers with the client's partition id; ``train`` sets the global
+  weights, trains locally (:func:`privacy.task.local_train`) and returns its weights with
+  ``num-examples`` (FedAvg's weight), ``unit-weight`` (1, for uniform averaging under DP)
+  and ``train-loss``.
+- ServerApp: first asks every node for its partition id (the simulation gives nodes random
+  ids; this makes client sampling reproducible), then runs FedAvg (:class:`SeededFedAvg`:
+  ``clients_per_round`` partitions drawn without replacement by a seeded generator each
+  round), wrapped in Flower's ``DifferentialPrivacyServerSideFixedClipping`` for FL + DP.
+  The final weights, per-round metrics and timings go into the ``outcome`` dict given to
+  :func:`make_server_app`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+from privacy.task import client_seed, load_client_task, local_train
+
+PARTITION_KEY = "partition-id"
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """How the server runs: ``rounds``, ``clients`` (= partitions = supernodes),
+    ``clients_per_round``, the run ``seed``, and central DP (``noise_multiplier`` z and
+    ``clipping_norm`` C, both None without DP)."""
+
+    rounds: int
+    clients: int
+    clients_per_round: int
+    seed: int
+    noise_multiplier: float | None = None
+    clipping_norm: float | None = None
+    timeout: float = 3600.0
+
+    @property
+    def dp(self) -> bool:
+        return self.noise_multiplier is not None
+
+
+def sample_partitions(seed: int, server_round: int, clients: int, per_round: int) -> list[int]:
+    """The partitions trained in ``server_round``: ``per_round`` of ``clients`` without
+    replacement, uniformly, from a generator seeded by (seed, round); sorted."""
+    rng = np.random.default_rng([seed, server_round])
+    return sorted(int(p) for p in rng.choice(clients, size=per_round, replace=False))
+
+
+class SeededFedAvg(FedAvg):
+    """FedAvg whose client sampling is :func:`sample_partitions` (reproducible)."""
+
+    def __init__(self, plan: ServerPlan, node_of_partition: dict[int, int], **kwargs: Any) -> None:
+        super().__init__(fraction_evaluate=0.0, min_available_nodes=plan.clients,
+                         min_train_nodes=plan.clients_per_round, **kwargs)
+        self.plan = plan
+        self.node_of_partition = node_of_partition
+        self.sampled: dict[int, list[int]] = {}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        parts = sample_partitions(self.plan.seed, server_round, self.plan.clients, self.plan.clients_per_round)
+        self.sampled[server_round] = parts
+        config["server-round"] = server_round
+        config["seed"] = self.plan.seed
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, [self.node_of_partition[p] for p in parts], MessageType.TRAIN)
+
+
+def make_client_app(workdir: str, threads: int = 1) -> ClientApp:
+    """The ClientApp: every simulated client reads ``workdir`` (see :mod:`privacy.task`)."""
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config[PARTITION_KEY])
+        return Message(RecordDict({"info": MetricRecord({PARTITION_KEY: pid})}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config[PARTITION_KEY])
+        cfg = msg.content["config"]
+        task = load_client_task(workdir)
+        weights = msg.content["arrays"].to_torch_state_dict()
+        seed = client_seed(int(cfg["seed"]), int(cfg["server-round"]), pid)
+        new_weights, metrics = local_train(task, weights, pid, seed, threads)
+        metrics[PARTITION_KEY] = float(pid)
+        return Message(RecordDict({"arrays": ArrayRecord(new_weights), "metrics": MetricRecord(metrics)}),
+                       reply_to=msg)
+
+    return app
+
+
+def discover_partitions(grid: Grid, clients: int, timeout: float) -> dict[int, int]:
+    """Ask every node for its partition id; returns partition id -> node id."""
+    deadline = time.monotonic() + timeout
+    while len(node_ids := sorted(grid.get_node_ids())) < clients:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(node_ids)} of {clients} simulated clients came up")
+        time.sleep(0.2)
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    replies = list(grid.send_and_receive(msgs, timeout=timeout))
+    out: dict[int, int] = {}
+    for reply in replies:
+        if reply.has_error():
+            raise RuntimeError(f"client {reply.metadata.src_node_id} failed: {reply.error.reason}")
+        out[int(reply.content["info"][PARTITION_KEY])] = reply.metadata.src_node_id
+    if sorted(out) != list(range(clients)):
+        raise RuntimeError(f"expected partitions 0..{clients - 1}, got {sorted(out)}")
+    return out
+
+
+def make_server_app(plan: ServerPlan, initial: dict[str, torch.Tensor], outcome: dict[str, Any]) -> ServerApp:
+    """The ServerApp; fills ``outcome`` with ``weights``, ``train_metrics`` (round -> metrics),
+    ``sampled`` (round -> partitions), ``startup_seconds`` (until every client answered the
+    query: Ray start, actors, first task load) and ``rounds_seconds``."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        t0 = time.perf_counter()
+        node_of_partition = discover_partitions(grid, plan.clients, plan.timeout)
+        outcome["startup_seconds"] = time.perf_counter() - t0
+        fedavg = SeededFedAvg(plan, node_of_partition,
+                              weighted_by_key="unit-weight" if plan.dp else "num-examples")
+        strategy: Any = fedavg
+        if plan.dp:
+            strategy = DifferentialPrivacyServerSideFixedClipping(
+                fedavg, noise_multiplier=float(plan.noise_multiplier),  # type: ignore[arg-type]
+                clipping_norm=float(plan.clipping_norm), num_sampled_clients=plan.clients_per_round)  # type: ignore[arg-type]
+            np.random.seed(plan.seed % (2 ** 32))  # Flower draws the central noise from numpy's global RNG
+        t1 = time.perf_counter()
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=plan.rounds,
+                                timeout=plan.timeout, train_config=ConfigRecord({"seed": plan.seed}))
+        outcome["rounds_seconds"] = time.perf_counter() - t1
+        outcome["weights"] = result.arrays.to_torch_state_dict()
+        outcome["train_metrics"] = {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()}
+        outcome["sampled"] = dict(fedavg.sampled)
+
+    return app

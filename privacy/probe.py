@@ -1,0 +1,68 @@
+"""The ``privacy`` probe: the accounted (epsilon, delta) of a recommender trained with DP.
+
+A pure read of what training recorded: the privacy account of every stage in the model's
+manifest (``info["manifest"]["stages"][*]["summary"]["privacy"]``, written by the ``dp``
+and ``federated`` trainers; or the reference adapter's ``info["training"][*]["privacy"]``)
+or ``info["privacy"]`` (a recommender that reports its own account). Metrics ``epsilon`` and ``delta`` have ``n`` = private records (users, for
+user-level DP) and no CI (accounted, not sampled; unit ``accounted``). Several DP stages
+compose by basic composition (epsilons and deltas add; said in ``details``). A recommender
+trained without DP is skipped with the reason; the dashboard's utility-vs-epsilon series
+joins this probe's ``epsilon`` with the utility probe's HR@K per recommender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from audit.interface import Recommender
+from audit.probes.base import Probe, ProbeConfig, ProbeContext
+from audit.results import Metric, ProbeResult
+
+UNIT = "accounted"
+
+
+def privacy_accounts(info: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every privacy account a recommender's ``info`` carries, with the stage it came from."""
+    accounts: list[dict[str, Any]] = []
+    own = info.get("privacy")
+    if isinstance(own, Mapping) and "epsilon" in own:
+        accounts.append({"stage": None, **own})
+    manifest = info.get("manifest")
+    if isinstance(manifest, Mapping):
+        stages = [(s.get("name"), s.get("summary")) for s in manifest.get("stages", []) or []
+                  if isinstance(s, Mapping)]
+    else:  # the reference adapter's ``info["training"]``: one summary per stage
+        stages = [(None, s) for s in info.get("training", []) or []]
+    for name, summary in stages:
+        account = summary.get("privacy") if isinstance(summary, Mapping) else None
+        if isinstance(account, Mapping) and "epsilon" in account:
+            accounts.append({"stage": name, **account})
+    return accounts
+
+
+class PrivacyAccountingProbe(Probe):
+    name: ClassVar[str] = "privacy"
+    description: ClassVar[str] = "accounted (epsilon, delta) of DP training, from the training manifest"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    Config = ProbeConfig
+
+    def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
+        accounts = privacy_accounts(rec.info)
+        if not accounts:
+            return ProbeResult.skipped(f"{rec.name} was trained without differential privacy "
+                                       "(no privacy account in its info or training manifest)")
+        eps = sum(float(a["epsilon"]) for a in accounts)
+        delta = sum(float(a["delta"]) for a in accounts)
+        n = min(int(a.get("n_private", 0)) for a in accounts)
+        units = sorted({str(a.get("unit", "?")) for a in accounts})
+        metrics = {"epsilon": Metric(eps, n=n, ci=None, unit=UNIT),
+                   "delta": Metric(delta, n=n, ci=None, unit=UNIT)}
+        details: dict[str, Any] = {
+            "privacy_unit": units[0] if len(units) == 1 else units,
+            "accounts": accounts,
+            "composition": "single DP stage" if len(accounts) == 1 else "basic composition over DP stages",
+        }
+        if units != ["user"]:
+            details["warning"] = "not user-level DP: one record is one training example, not one user"
+        return ProbeResult(status="pass", metrics=metrics, details=details)

@@ -1,0 +1,134 @@
+"""The privacy-utility table of a report: one row per recommender with its utility (HR@K,
+NDCG@K with CIs), accounted (epsilon, delta) and privacy unit, membership-inference AUROC,
+canary exposure and the empirical epsilon lower bound.
+
+Reads ``report.json`` only (the probes measured everything): ``utility`` for HR/NDCG,
+``privacy`` for the accounted budget, ``membership`` (not the null-audit control) for the
+AUROC of the strongest attack present (``ref`` > ``minkpp`` > ``mink`` > ``loss`` > ``zlib`` >
+``list``), ``canary`` for exposure by repetition and ``epsilon_lb_*``. A missing measurement
+is ``None`` (printed as a dash). Rows come sorted as an epsilon series: undefended models
+(no accounted epsilon) first, then by epsilon, largest first.
+
+Run: ``.venv/bin/python -m privacy.table reports/privacy/report.json`` (Markdown to stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ATTACK_PREFERENCE: tuple[str, ...] = ("ref", "minkpp", "mink", "loss", "zlib", "list")
+
+
+@dataclass
+class PrivacyRow:
+    """One recommender's row; metric values are report metric dicts (value, ci, n) or None."""
+
+    recommender: str
+    variant: str
+    hr: dict[str, Any] | None = None
+    ndcg: dict[str, Any] | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    unit: str | None = None
+    mia_auroc: dict[str, Any] | None = None
+    mia_attack: str | None = None
+    exposure: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epsilon_lb: float | None = None
+
+
+def _results(report: Mapping[str, Any], probe_name: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in report.get("results", []):
+        if r.get("probe_name", r.get("probe")) != probe_name or r.get("status") not in ("pass", "fail"):
+            continue
+        if probe_name == "membership" and r.get("details", {}).get("control"):
+            continue
+        out.setdefault(r["recommender"], r)
+    return out
+
+
+def _variant_label(entry: Mapping[str, Any]) -> str:
+    variant = entry.get("variant")
+    if not variant:
+        return "undefended"
+    return json.dumps(variant, separators=(",", ":"), sort_keys=True) if not isinstance(variant, str) else variant
+
+
+def privacy_utility_table(report: Mapping[str, Any], k: int = 10) -> list[PrivacyRow]:
+    """The table's rows (see the module docstring)."""
+    utility, privacy = _results(report, "utility"), _results(report, "privacy")
+    membership, canary = _results(report, "membership"), _results(report, "canary")
+    rows = []
+    for rec in report.get("recommenders", []):
+        name = rec["name"]
+        row = PrivacyRow(name, _variant_label(rec))
+        if name in utility:
+            row.hr = utility[name]["metrics"].get(f"hr@{k}")
+            row.ndcg = utility[name]["metrics"].get(f"ndcg@{k}")
+        if name in privacy:
+            m = privacy[name]["metrics"]
+            row.epsilon = m.get("epsilon", {}).get("value")
+            row.delta = m.get("delta", {}).get("value")
+            row.unit = privacy[name]["details"].get("privacy_unit")
+        if name in membership:
+            m = membership[name]["metrics"]
+            for attack in ATTACK_PREFERENCE:
+                if f"mia_auroc_{attack}" in m:
+                    row.mia_auroc, row.mia_attack = m[f"mia_auroc_{attack}"], attack
+                    break
+        if name in canary:
+            m = canary[name]["metrics"]
+            row.exposure = {k_[len("exposure_rep"):]: v for k_, v in m.items() if k_.startswith("exposure_rep")}
+            bounds = [m[b]["value"] for b in ("epsilon_lb_one_run", "epsilon_lb_clopper_pearson")
+                      if b in m and m[b].get("value") is not None]
+            row.epsilon_lb = max(bounds) if bounds else None
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r.epsilon is not None, -(r.epsilon or 0.0)))
+
+
+def _fmt(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not metric or metric.get("value") is None:
+        return "–"
+    text = f"{metric['value']:.{digits}f}"
+    ci = metric.get("ci")
+    if ci and all(c is not None for c in ci):
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return text
+
+
+def _num(x: float | None, fmt: str = ".2f") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def to_markdown(rows: list[PrivacyRow], k: int = 10) -> str:
+    """A Markdown table of the rows (values with 95% CIs in brackets)."""
+    reps = sorted({r for row in rows for r in row.exposure}, key=lambda s: int(s) if s.isdigit() else 1 << 30)
+    head = ["recommender", "variant", f"HR@{k}", f"NDCG@{k}", "ε (accounted)", "δ", "unit", "MIA AUROC (attack)",
+            *[f"exposure rep{r} (bits)" for r in reps], "ε lower bound"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        mia = _fmt(row.mia_auroc) + (f" ({row.mia_attack})" if row.mia_attack else "")
+        cells = [row.recommender, row.variant, _fmt(row.hr), _fmt(row.ndcg), _num(row.epsilon),
+                 _num(row.delta, ".0e"), row.unit or "–", mia,
+                 *[_fmt(row.exposure.get(r), 2) for r in reps], _num(row.epsilon_lb)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="privacy-utility table of a recaudit report")
+    ap.add_argument("report", type=Path, help="report.json, or the report directory")
+    ap.add_argument("--k", type=int, default=10)
+    args = ap.parse_args(argv)
+    path = args.report / "report.json" if args.report.is_dir() else args.report
+    print(to_markdown(privacy_utility_table(json.loads(path.read_text()), args.k), args.k))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Item-text rewrites stay within the edit budget, the black-box search finds a rewrite that a
+text-sensitive recommender rewards, and canonical titles take the gain back."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from poisoning_testkit import PopularityScorer, TextSensitiveScorer, probe_context
+
+from attacks.probe import PoisoningConfig, PoisoningProbe
+from attacks.targets import TargetSpec
+from attacks.text_attack import (
+    CanonicalTitlesConfig,
+    CanonicalTitlesRecommender,
+    CanonicalTitlesVariant,
+    ItemTextAttackConfig,
+    ItemTextAttackRecommender,
+    ItemTextAttackVariant,
+    candidate_rewrites,
+    split_year,
+    word_edit_distance,
+)
+from audit.errors import ConfigError
+from audit.interface import RecRequest
+from audit.variants import BuildContext
+
+SPEC = TargetSpec(n=3, seed=1)
+
+
+def test_word_edit_distance_counts_word_edits():
+    assert word_edit_distance("Heat (1995)", "Heat (1995)") == 0
+    assert word_edit_distance("The Big Sleep", "The Large Sleep") == 1
+    assert word_edit_distance("The Big Sleep", "The Big Sleep!") == 1
+    assert word_edit_distance("The Big Sleep", "A Large Sleep") == 2
+
+
+@pytest.mark.parametrize("budget", [1, 2])
+def test_rewrites_respect_the_budget_and_keep_the_year(budget):
+    title = "Little Film Story (1996)"
+    rewrites = candidate_rewrites(title, max_edits=budget, min_edits=1, limit=500)
+    assert rewrites and all(1 <= r.edits <= budget for r in rewrites)
+    assert all(r.edits == word_edit_distance(title, r.text) for r in rewrites)
+    assert all(split_year(r.text)[1] == " (1996)" for r in rewrites)
+    assert any("Small" in r.text or "Tiny" in r.text for r in rewrites)  # synonym substitutions
+    assert any("!" in r.text for r in rewrites)  # inserted punctuation
+    assert len(candidate_rewrites(title, max_edits=2, limit=5, seed=3)) == 5
+
+
+def _attack(rec, ds, tmp_path, **cfg):
+    ctx = BuildContext(dataset=ds, cache_dir=tmp_path)
+    return ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8, **cfg)).wrap(rec, ctx), ctx
+
+
+def _probe(rec, ds):
+    cfg = PoisoningConfig(targets=SPEC, k=[5], protocol="sampled", negatives=30, utility=False)
+    return PoisoningProbe(cfg).run(rec, probe_context(ds))
+
+
+def test_attack_finds_the_rewrite_a_text_sensitive_model_rewards(longtail, tmp_path):
+    attacked, _ = _attack(TextSensitiveScorer(longtail), longtail, tmp_path)
+    assert isinstance(attacked, ItemTextAttackRecommender)
+    report = attacked.info["text_attack"]["targets"]
+    assert len(report) == 3
+    for entry in report.values():
+        assert "!" in entry["rewrite"] and 1 <= entry["edits"] <= 2
+        assert entry["search_rank_after"] < entry["search_rank_before"]
+    result = _probe(attacked, longtail)
+    m = result.metrics
+    assert m["baseline_target_hr@5"].value < 0.2
+    assert m["target_hr@5"].value > 0.9
+    assert m["exposure_gain@5"].ci[0] > 0.5
+    ratio = m["exposure_ratio@5"].value
+    if m["baseline_target_hr@5"].value > 0:
+        assert ratio > 2
+    else:
+        assert math.isnan(ratio)  # undefined without clean exposure
+    assert m["score_shift"].value > 100
+    assert 1 <= m["edit_cost"].value <= 2 and m["max_edits"].value == 2 and "budget" not in m
+
+
+def test_attack_on_a_text_blind_model_changes_nothing(longtail, tmp_path):
+    # popularity by exact title: every rewrite loses the item (scores 0), the search keeps the
+    # least harmful one; exposure must not rise
+    attacked, _ = _attack(PopularityScorer(longtail), longtail, tmp_path)
+    m = _probe(attacked, longtail).metrics
+    assert m["target_hr@5"].value <= m["baseline_target_hr@5"].value
+
+
+def test_canonical_titles_take_the_gain_back_in_either_order(longtail, tmp_path):
+    ctx = BuildContext(dataset=longtail, cache_dir=tmp_path)
+    attack = ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8))
+    defense = CanonicalTitlesVariant(CanonicalTitlesConfig())
+    clean = _probe(TextSensitiveScorer(longtail), longtail).metrics["target_hr@5"].value
+    attacked = _probe(attack.wrap(TextSensitiveScorer(longtail), ctx), longtail).metrics["target_hr@5"].value
+    for first, second in ((attack, defense), (defense, attack)):
+        rec = second.wrap(first.wrap(TextSensitiveScorer(longtail), ctx), ctx)
+        assert isinstance(rec, ItemTextAttackRecommender) and isinstance(rec.inner, CanonicalTitlesRecommender)
+        m = _probe(rec, longtail).metrics
+        assert m["target_hr@5"].value <= clean + 0.05 < attacked
+        assert rec.info["canonical_titles"]["changed"] > 0
+
+
+def test_an_adaptive_attacker_escapes_grounding_that_keeps_unmatched_titles(longtail, tmp_path):
+    ctx = BuildContext(dataset=longtail, cache_dir=tmp_path)
+    defense = CanonicalTitlesVariant(CanonicalTitlesConfig(unmatched="keep"))
+    rec = ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(
+        defense.wrap(TextSensitiveScorer(longtail), ctx), ctx)
+    m = _probe(rec, longtail).metrics
+    assert m["target_hr@5"].value > 0.5 and rec.info["canonical_titles"]["unmatched"] > 0
+
+
+def test_rewrites_reach_history_and_candidates_and_outputs_map_back(longtail, tmp_path):
+    attacked, _ = _attack(TextSensitiveScorer(longtail), longtail, tmp_path)
+    original, rewritten = next(iter(attacked.rewrites.items()))
+    req = RecRequest(history=(original, "Story Number 1 (1981)"), candidates=(original,))
+    seen = attacked.rewrite(req)
+    assert seen.history[0] == rewritten and seen.candidates == (rewritten,)
+    assert attacked.map_back(rewritten) == original
+
+
+def test_budget_must_be_consistent(longtail, tmp_path):
+    with pytest.raises(ConfigError, match="min_edits"):
+        _attack(TextSensitiveScorer(longtail), longtail, tmp_path, min_edits=3, max_edits=2)

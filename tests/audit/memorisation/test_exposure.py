@@ -1,0 +1,61 @@
+"""Canary exposure from ranks and its skew-normal extrapolation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from audit.memorisation.exposure import SkewNormalFit, canary_rank, exposure, exposure_from_rank, extrapolated_exposure
+
+
+def test_a_canary_that_out_ranks_every_reference_gets_log2_of_the_reference_count():
+    refs = np.linspace(3.0, 6.0, 1000)
+    assert exposure(2.5, refs) == pytest.approx(math.log2(1000))
+
+
+def test_a_canary_at_the_median_gets_about_one_bit():
+    refs = np.random.default_rng(0).normal(5.0, 1.0, size=2001)
+    assert exposure(float(np.median(refs)), refs) == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_canary_worse_than_every_reference_gets_about_zero():
+    refs = np.linspace(3.0, 6.0, 100)
+    assert exposure(10.0, refs) == pytest.approx(-math.log2(1 + 1 / 100))
+    assert exposure(float("nan"), refs) == pytest.approx(-math.log2(1 + 1 / 100))
+
+
+def test_ties_count_against_the_canary():
+    assert canary_rank(4.0, [4.0, 4.0, 5.0]) == 3
+    with pytest.raises(ValueError):
+        exposure_from_rank(0, 10)
+
+
+def test_skew_normal_extrapolation_recovers_the_tail_of_the_reference_distribution():
+    a, loc, scale = 3.0, 4.0, 1.5
+    refs = stats.skewnorm.rvs(a, loc=loc, scale=scale, size=4000, random_state=np.random.default_rng(1))
+    canary = 3.8  # deep in the left tail: P[X <= 3.8] is about 0.2%
+    true_bits = -stats.skewnorm.logcdf(canary, a, loc=loc, scale=scale) / math.log(2)
+    fit = SkewNormalFit.fit(refs)
+    assert fit.exposure(canary) == pytest.approx(true_bits, rel=0.15)
+    # with only 64 references the rank tops out at 6 bits; the fit goes beyond
+    few = refs[:64]
+    assert exposure(2.0, few) == pytest.approx(6.0)
+    assert extrapolated_exposure([2.0], few)[0] > 6.0
+
+
+def test_skew_normal_fit_refuses_degenerate_references():
+    with pytest.raises(ValueError):
+        SkewNormalFit.fit([1.0, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError):
+        SkewNormalFit.fit([1.0, 2.0])
+
+
+def test_extrapolation_beyond_floating_point_range_gives_a_finite_lower_bound():
+    refs = np.random.default_rng(2).normal(5.0, 0.1, size=500)
+    fit = SkewNormalFit.fit(refs)
+    far = fit.exposure(-1000.0)
+    assert math.isfinite(far) and far > 1000
+    assert far >= fit.exposure(3.0) > fit.exposure(4.5)

@@ -1,0 +1,67 @@
+"""The canary probe: exposure by repetition and epsilon lower bounds from audit canaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from audit.config import validate_config
+from audit.probes.canary import CanaryConfig, CanaryExposureProbe
+from tests.audit.probes.memorisation_testkit import (LineModel, SequenceMemoryModel, canary_manifest,
+                                                     probe_context)
+
+
+def run_probe(rec, dataset, **options):
+    probe = CanaryExposureProbe(validate_config(CanaryConfig, options, "canary"))
+    ctx = probe_context(dataset, name=rec.name)
+    return probe.run(rec, ctx), ctx
+
+
+@pytest.fixture(scope="module")
+def manifest(tiny_dataset):
+    return canary_manifest(tiny_dataset, repetitions=(1, 4, 16), per_repetition=6, length=8,
+                           audit_canaries=200, seed=3)
+
+
+def test_exposure_rises_with_the_repetition_count_of_a_memorising_model(tiny_dataset, manifest):
+    result, ctx = run_probe(SequenceMemoryModel(tiny_dataset, manifest, strength=0.1), tiny_dataset,
+                            references=400)
+    assert result.status == "pass"
+    e1, e4, e16 = (result.metrics[f"exposure_rep{r}"] for r in (1, 4, 16))
+    assert e1.value < e4.value < e16.value
+    assert e16.value == pytest.approx(math.log2(400))  # every 16-copy canary beats every reference
+    assert e16.n == 6 and e16.unit == "canaries"
+    assert result.metrics["exposure_extrapolated_rep16"].value > math.log2(400)
+    assert result.details["max_exposure_bits"] == pytest.approx(math.log2(400))
+    # one raw record per scored sequence: 18 exposure + 200 audit canaries + 400 references
+    assert len(ctx.recorder.records) == 618
+
+
+def test_a_memorising_model_gets_a_positive_epsilon_lower_bound(tiny_dataset, manifest):
+    result, _ = run_probe(SequenceMemoryModel(tiny_dataset, manifest, strength=2.0), tiny_dataset,
+                          references=100)
+    assert result.metrics["epsilon_lb_one_run"].value > 0.5
+    assert result.metrics["epsilon_lb_clopper_pearson"].value > 0.5
+    assert result.metrics["epsilon_lb_one_run"].ci is None
+    assert result.metrics["canary_auroc"].ci[0] > 0.9
+    assert result.details["epsilon"]["selection"] == "split"
+
+
+def test_a_model_that_memorises_nothing_shows_no_exposure_and_no_epsilon(tiny_dataset, manifest):
+    result, _ = run_probe(SequenceMemoryModel(tiny_dataset, manifest, strength=0.0), tiny_dataset,
+                          references=400)
+    for r in (1, 4, 16):
+        lo, hi = result.metrics[f"exposure_rep{r}"].ci
+        # a random canary's expected exposure is E[-log2 U] = 1/ln 2 = 1.44 bits
+        assert lo <= 1 / math.log(2) <= hi or hi < 3
+    assert result.metrics["epsilon_lb_one_run"].value == 0.0
+    assert result.metrics["epsilon_lb_clopper_pearson"].value == 0.0
+    lo, hi = result.metrics["canary_auroc"].ci
+    assert lo <= 0.5 <= hi
+
+
+def test_a_model_trained_without_canaries_is_skipped_with_the_fix(tiny_dataset):
+    result, _ = run_probe(LineModel(tiny_dataset, tiny_dataset.user_ids()[:20]), tiny_dataset)
+    assert result.status == "skip"
+    assert "'canaries' variant" in result.reason

@@ -1,0 +1,52 @@
+"""The privacy-utility table joins the probes' results per recommender."""
+
+from __future__ import annotations
+
+from privacy.table import privacy_utility_table, to_markdown
+
+
+def _m(v, ci=None, n=300):
+    return {"value": v, "ci": ci, "n": n}
+
+
+def _result(rec, probe, metrics, details=None, status="pass"):
+    return {"recommender": rec, "probe": probe, "probe_name": probe, "status": status, "metrics": metrics,
+            "details": details or {}, "reason": ""}
+
+
+REPORT = {
+    "recommenders": [{"name": "plain", "variant": {"finetune": {}}}, {"name": "dp1", "variant": {"dp": {"epsilon": 1}}},
+                     {"name": "dp8", "variant": {"dp": {"epsilon": 8}}}],
+    "results": [
+        _result("plain", "utility", {"hr@10": _m(0.6, [0.55, 0.65]), "ndcg@10": _m(0.35, [0.3, 0.4])}),
+        _result("dp1", "utility", {"hr@10": _m(0.45, [0.4, 0.5]), "ndcg@10": _m(0.25, [0.2, 0.3])}),
+        _result("dp8", "utility", {"hr@10": _m(0.5, [0.45, 0.55])}),
+        _result("plain", "privacy", {}, status="skip"),
+        _result("dp1", "privacy", {"epsilon": _m(0.99, n=377), "delta": _m(1e-3, n=377)}, {"privacy_unit": "user"}),
+        _result("dp8", "privacy", {"epsilon": _m(7.9, n=377), "delta": _m(1e-3, n=377)}, {"privacy_unit": "user"}),
+        _result("plain", "membership", {"mia_auroc_loss": _m(0.7, [0.65, 0.75]), "mia_auroc_ref": _m(0.8, [0.75, 0.85])}),
+        _result("plain", "membership", {"mia_auroc_loss": _m(0.5, [0.45, 0.55])}, {"control": True}),
+        _result("dp1", "membership", {"mia_auroc_loss": _m(0.52, [0.47, 0.57])}),
+        _result("dp1", "canary", {"exposure_rep1": _m(1.0, [0.5, 1.5], 5), "exposure_rep16": _m(2.0, [1, 3], 5),
+                                  "epsilon_lb_one_run": _m(0.0), "epsilon_lb_clopper_pearson": _m(0.2)}),
+    ],
+}
+
+
+def test_rows_join_the_probes_and_sort_as_an_epsilon_series():
+    rows = privacy_utility_table(REPORT)
+    assert [r.recommender for r in rows] == ["plain", "dp8", "dp1"]
+    plain, dp8, dp1 = rows
+    assert plain.epsilon is None and plain.hr["value"] == 0.6
+    assert (plain.mia_attack, plain.mia_auroc["value"]) == ("ref", 0.8)  # strongest attack, not the control
+    assert dp1.epsilon == 0.99 and dp1.unit == "user" and dp1.epsilon_lb == 0.2
+    assert dp1.exposure["16"]["value"] == 2.0 and dp8.ndcg is None and dp8.mia_auroc is None
+
+
+def test_markdown_has_a_row_per_recommender_with_cis_and_dashes():
+    text = to_markdown(privacy_utility_table(REPORT))
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3
+    assert "exposure rep1 (bits)" in lines[0] and "exposure rep16 (bits)" in lines[0]
+    assert "0.600 [0.550, 0.650]" in lines[2] and "| – |" in lines[2]
+    assert "0.99" in lines[4] and "1e-03" in lines[4]
