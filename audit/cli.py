@@ -44,6 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from audit.suite import load_suite
 
     suite = load_suite(args.suite)
+    if not args.quiet:  # one line per recommender built and per job finished, on stderr
+        logging.getLogger("audit").setLevel(logging.INFO)
     outcome = run_suite(suite, out=args.out, no_cache=args.no_cache, limit_users=args.limit_users,
                         fail_on=args.fail_on, junit=args.junit, progress=_progress_enabled(args))
     if not args.quiet:

@@ -116,6 +116,8 @@ class _Progress:
         self.jobs_dir = jobs_dir
         self.cache = cache
         self.outcomes: dict[tuple[str, str], JobOutcome] = {}
+        self.pending = 0  # jobs to run (not reused); for the progress log
+        self.finished = 0
 
     def paths(self, job: Job) -> tuple[Path, Path]:
         return self.jobs_dir / f"{job.file_stem}.json", self.jobs_dir / f"{job.file_stem}.outputs.jsonl"
@@ -140,6 +142,9 @@ class _Progress:
 
     def done(self, job: Job, outcome: JobOutcome) -> None:
         self.outcomes[(job.recommender, job.probe.alias)] = outcome
+        self.finished += 1
+        log.info("[%d/%d] %s x %s: %s in %.1f s", self.finished, self.pending, job.recommender, job.probe.alias,
+                 outcome.result.status, outcome.elapsed_s)
         self._write_run_dir(job, outcome)
         if self.cache is not None and outcome.result.status in REUSABLE:
             self.cache.store(job.key, outcome.record(), outcome.outputs)
@@ -176,6 +181,8 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
             state.outcomes[(job.recommender, job.probe.alias)] = reused
         else:
             pending.append(job)
+    state.pending = len(pending)
+    log.info("%s: %d jobs, %d reused, %d to run", suite.name, len(jobs), len(jobs) - len(pending), len(pending))
 
     ctx = RunContext(dataset=dataset, users=users, seed=suite.seed, cache_dir=models_dir(home),
                      entries=suite.recommenders, base_dir=suite.base_dir, progress=progress)
@@ -235,12 +242,22 @@ def load_suite_dataset(suite: Suite, home: Path | None = None) -> Dataset:
     return load_dataset_from_spec(spec, suite.base_dir, home=home)
 
 
-def _headline(outcome: JobOutcome, suite: Suite) -> str | None:
-    metrics = outcome.result.metrics
+def pick_headline(metrics: Sequence[str], preferred: str | None) -> str | None:
+    """The metric summaries show first: ``preferred`` when present, else the first metric
+    that starts with ``preferred`` (a prefix such as ``snsr_jaccard_``), else the first one."""
     if not metrics:
         return None
-    preferred = getattr(suite.probe(outcome.probe).cls, "headline", None)
-    return preferred if isinstance(preferred, str) and preferred in metrics else next(iter(metrics))
+    if isinstance(preferred, str):
+        if preferred in metrics:
+            return preferred
+        for name in metrics:
+            if name.startswith(preferred):
+                return name
+    return next(iter(metrics))
+
+
+def _headline(outcome: JobOutcome, suite: Suite) -> str | None:
+    return pick_headline(list(outcome.result.metrics), getattr(suite.probe(outcome.probe).cls, "headline", None))
 
 
 def build_report(suite: Suite, dataset: Dataset, users: Sequence[str], outcomes: Sequence[JobOutcome],

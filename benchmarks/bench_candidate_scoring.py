@@ -30,7 +30,7 @@ from audit.reference import inference
 from audit.variants import BuildContext
 
 
-def batched_full(model, prompt: list[int], conts: list[list[int]]) -> np.ndarray:  # noqa: ANN001
+def batched_full(model, prompt: list[int], conts: list[list[int]]) -> np.ndarray:
     """All candidates in one padded batch without a cache (prompt recomputed per row)."""
     lps = inference.sequence_logprobs(model, [prompt + c for c in conts], batch_size=len(conts))
     return np.array([lp[len(prompt) - 1:].sum() for lp in lps])

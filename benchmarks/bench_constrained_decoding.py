@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -25,10 +24,13 @@ from tqdm import tqdm
 from audit.build import build_recommender
 from audit.catalog import Catalog
 from audit.data.loaders import load_dataset
-from audit.decoding.constrained import ConstrainedDecodingConfig, ConstrainedDecodingVariant
+from audit.decoding.constrained import (
+    ConstrainedDecodingConfig,
+    ConstrainedDecodingVariant,
+)
 from audit.paths import models_dir
-from audit.probes.hallucination import analyse_list, ratio_metric
 from audit.probes.base import OutputRecorder, ProbeContext
+from audit.probes.hallucination import analyse_list, ratio_metric
 from audit.variants import BuildContext
 
 

@@ -30,30 +30,19 @@ import warnings
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from private_setup import private_finetune_setup  # type: ignore[import-not-found]
 from torch.utils.data import DataLoader, TensorDataset
 
-from audit.data.loaders import load_dataset
 from audit.reference.examples import StageData
-from audit.reference.model import lm_loss_at_targets, make_model, parameter_count
+from audit.reference.model import lm_loss_at_targets, parameter_count
 from audit.reference.presets import PRESETS
-from audit.reference.prompts import PromptFormat
-from audit.reference.tokenizer import ItemVocab, train_tokenizer
-from audit.reference.training import tokenizer_corpus
 from privacy.per_sample import per_sequence_loss
 
 
 def build(threads: int, preset: str = "default"):
     torch.set_num_threads(threads)
-    ds = load_dataset("ml-100k")
-    recipe = PRESETS[preset]
-    titles = dict(ds.item_titles)
-    tok = train_tokenizer(tokenizer_corpus(ds), list(titles), recipe.text_vocab_size)
-    fmt = PromptFormat(ItemVocab(tok, titles), recipe.max_history)
-    model = make_model(recipe.model, len(tok), bos_id=fmt.bos, eos_id=fmt.eos, pad_id=fmt.pad, seed=0)
-    groups = ds.user_groups(seed=recipe.split_seed, pretrain=recipe.pretrain_share, heldout=recipe.heldout_share)
-    seqs = {u: ds.sequences[u].train for u in groups.finetune}
-    data = StageData(fmt, seqs, {u: ds.user_profiles.get(u, {}) for u in seqs}, recipe.attribute_dropout, False)
-    return model, data, recipe
+    setup = private_finetune_setup(preset)
+    return setup.model, setup.data, setup.recipe
 
 
 def batches(data: StageData, batch: int, n: int, seed: int):

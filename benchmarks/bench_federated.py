@@ -26,15 +26,11 @@ import dataclasses
 import time
 
 import torch
+from private_setup import private_finetune_setup  # type: ignore[import-not-found]
 
-from audit.data.loaders import load_dataset
-from audit.reference.examples import StageData
-from audit.reference.model import make_model, parameter_count
+from audit.reference.model import parameter_count
 from audit.reference.presets import PRESETS
-from audit.reference.prompts import PromptFormat
-from audit.reference.tokenizer import ItemVocab, train_tokenizer
 from audit.reference.trainers import train_plain
-from audit.reference.training import tokenizer_corpus
 from privacy.federated import FederatedOptions, partition_users, run_federated
 
 
@@ -47,15 +43,9 @@ def main() -> None:
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
     args = ap.parse_args()
 
-    ds = load_dataset("ml-100k")
-    recipe = PRESETS[args.preset]
-    titles = dict(ds.item_titles)
-    tok = train_tokenizer(tokenizer_corpus(ds), list(titles), recipe.text_vocab_size)
-    fmt = PromptFormat(ItemVocab(tok, titles), recipe.max_history)
-    model = make_model(recipe.model, len(tok), bos_id=fmt.bos, eos_id=fmt.eos, pad_id=fmt.pad, seed=0)
-    groups = ds.user_groups(seed=recipe.split_seed, pretrain=recipe.pretrain_share, heldout=recipe.heldout_share)
-    seqs = {u: ds.sequences[u].train for u in groups.finetune}
-    data = StageData(fmt, seqs, {u: ds.user_profiles.get(u, {}) for u in seqs}, recipe.attribute_dropout, False)
+    setup = private_finetune_setup(args.preset)
+    model, tok, data, recipe = setup.model, setup.tokenizer, setup.data, setup.recipe
+    seqs = data.sequences
     stage = dataclasses.replace(recipe.stages[0], name="finetune", users="finetune", epochs=args.epochs,
                                 catalog_titles=False)
     print(f"reference model {parameter_count(model):,} parameters; {len(seqs)} private users; "

@@ -32,7 +32,7 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402 - after the thread settings
+import numpy as np
 import pandas as pd
 
 from audit.adapters.python import PythonAdapter, PythonConfig

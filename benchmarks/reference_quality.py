@@ -30,7 +30,7 @@ from audit.reference import store
 from audit.reference.presets import make_recipe
 
 
-def _fmt(metric) -> str:  # noqa: ANN001
+def _fmt(metric) -> str:
     lo, hi = metric.ci if metric.ci is not None else (float("nan"), float("nan"))
     return f"{metric.value:.4f}  [{lo:.4f}, {hi:.4f}]  n={metric.n}"
 

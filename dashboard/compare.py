@@ -1,9 +1,11 @@
 """Side-by-side comparisons: defended vs undefended recommenders, and one run vs another.
 
-The documented rule for calling a difference significant: the two 95% confidence
-intervals do not overlap. It is conservative (disjoint 95% CIs imply p < 0.05 for the
-difference, not the reverse) and needs no paired data, which a report does not keep.
-A metric without a CI on either side (an accounted epsilon, say) gets no verdict.
+The rule for calling a difference significant is ``recaudit compare``'s
+(:func:`audit.compare.beyond_uncertainty`), so the dashboard and the CLI always agree: with a
+95% CI on both sides, the CIs do not overlap (conservative: disjoint 95% CIs imply p < 0.05
+for the difference, not the reverse; it needs no paired data, which a report does not keep);
+with a CI on one side only, the other value lies outside it; with no CI on either side (an
+accounted epsilon, say), any change.
 """
 
 from __future__ import annotations
@@ -12,30 +14,26 @@ import math
 
 import pandas as pd
 
+from audit.compare import beyond_uncertainty
 from audit.results import Metric
 from dashboard.model import Report
 
-SIGNIFICANCE_RULE = ("A delta is marked significant when the two 95% confidence intervals do "
-                     "not overlap (a conservative test); '–' means a side has no CI.")
+SIGNIFICANCE_RULE = ("A delta is marked significant when it is beyond the uncertainty, as in "
+                     "`recaudit compare`: the two 95% CIs do not overlap; with a CI on one side only, "
+                     "the other value lies outside it; with no CI on either side, any change.")
 
 COLUMNS = ["metric", "a", "a_lo", "a_hi", "a_n", "b", "b_lo", "b_hi", "b_n", "delta", "significant"]
 
 
-def cis_disjoint(a: Metric, b: Metric) -> bool | None:
-    """True when the CIs of ``a`` and ``b`` do not overlap, False when they do, None when a
-    side has no (finite) CI."""
-    if a.ci is None or b.ci is None:
-        return None
-    a_lo, a_hi = a.ci
-    b_lo, b_hi = b.ci
-    if not all(math.isfinite(x) for x in (a_lo, a_hi, b_lo, b_hi)):
-        return None
-    return a_hi < b_lo or b_hi < a_lo
+def significant_change(a: Metric, b: Metric) -> bool | None:
+    """Whether ``b`` differs from ``a`` beyond the uncertainty (the module's rule); None when
+    a value is missing or not finite."""
+    return beyond_uncertainty({"value": a.value, "ci": a.ci}, {"value": b.value, "ci": b.ci})
 
 
 def metric_deltas(a: dict[str, Metric], b: dict[str, Metric]) -> pd.DataFrame:
     """One row per metric present on both sides: values, CIs, n, ``delta`` = b - a and
-    ``significant`` (CIs disjoint: True/False, or None without CIs). Metrics on one side
+    ``significant`` (beyond the uncertainty: True/False, or None without values). Metrics on one side
     only are left out. Columns: see ``COLUMNS``."""
     rows = []
     for name in [k for k in a if k in b]:
@@ -47,7 +45,7 @@ def metric_deltas(a: dict[str, Metric], b: dict[str, Metric]) -> pd.DataFrame:
             "b": mb.value, "b_lo": mb.ci[0] if mb.ci else math.nan, "b_hi": mb.ci[1] if mb.ci else math.nan,
             "b_n": mb.n,
             "delta": mb.value - ma.value,
-            "significant": cis_disjoint(ma, mb),
+            "significant": significant_change(ma, mb),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["significant"] = table["significant"].astype(object)  # True / False / None, not numpy bools

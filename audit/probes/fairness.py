@@ -90,6 +90,8 @@ class CounterfactualFairnessProbe(Probe):
     description: ClassVar[str] = ("counterfactual prompts per selected attribute value: Jaccard, SERP*, PRAG* "
                                   "to the neutral list -> SNSR/SNSV, HR/NDCG per value, group utility gap")
     requires: ClassVar[frozenset[str]] = frozenset({"generate"})
+    #: summaries show the first attribute set's SNSR of Jaccard@K (a prefix: see the runner)
+    headline: ClassVar[str] = "snsr_jaccard_"
     Config = FairnessConfig
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:

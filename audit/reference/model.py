@@ -11,11 +11,26 @@ prompt's input embeddings, a caller may splice learned vectors into them, and
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from audit.reference.recipe import ModelSpec
+
+
+class _RightPaddingNeedsNoMask(logging.Filter):
+    """Drops transformers' one-time "pass an attention_mask" warning. Training, scoring and
+    log-prob batches here are right-padded, and a causal model never attends to padding that
+    comes after a position, so the warning does not apply; left-padded generation always
+    passes its attention mask (see :mod:`audit.reference.inference`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(_RightPaddingNeedsNoMask())
 
 
 def make_model(spec: ModelSpec, vocab_size: int, *, bos_id: int, eos_id: int, pad_id: int,

@@ -18,15 +18,15 @@ _NUMBER = st.column_config.NumberColumn(format="%.3f")
 
 
 def summary_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per probe: how many metrics were compared, how many deltas have disjoint CIs, and
-    those deltas (``metric +0.012``)."""
+    """Per probe: how many metrics were compared, how many deltas are beyond the uncertainty,
+    and those deltas (``metric +0.012``)."""
     rows = []
     for probe, table in tables.items():
         sig = table[table["significant"].map(lambda v: v is True)]
         deltas = ", ".join(f"{m} {d:+.3f}" for m, d in zip(sig["metric"], sig["delta"]))
-        rows.append({"probe": probe, "metrics": len(table), "disjoint CIs": len(sig),
+        rows.append({"probe": probe, "metrics": len(table), "significant": len(sig),
                      "significant deltas": deltas})
-    return pd.DataFrame(rows, columns=["probe", "metrics", "disjoint CIs", "significant deltas"])
+    return pd.DataFrame(rows, columns=["probe", "metrics", "significant", "significant deltas"])
 
 
 def _render_tables(tables: dict[str, pd.DataFrame], label_a: str, label_b: str, key: str) -> None:

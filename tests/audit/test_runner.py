@@ -200,3 +200,14 @@ def test_real_ml100k_suite_through_the_cli(tmp_path: Path, capsys: pytest.Captur
     # open generation: both echo the user's history, which is all catalog titles but all consumed
     assert results[("oracle", "hallucination")]["metrics"]["hallucination_rate"]["value"] == 0.0
     assert results[("oracle", "hallucination")]["metrics"]["consumed_rate"]["value"] == 1.0
+
+
+def test_the_headline_is_the_preferred_metric_then_its_prefix_then_the_first() -> None:
+    from audit.runner import pick_headline
+
+    metrics = ["hr_neutral", "snsr_jaccard_gender", "snsr_jaccard_age"]
+    assert pick_headline(metrics, "hr_neutral") == "hr_neutral"
+    assert pick_headline(metrics, "snsr_jaccard_") == "snsr_jaccard_gender"
+    assert pick_headline(metrics, "missing") == "hr_neutral"
+    assert pick_headline(metrics, None) == "hr_neutral"
+    assert pick_headline([], "x") is None

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from audit.results import Metric
-from dashboard.compare import (cis_disjoint, common_recommenders, compare_recommenders, compare_runs,
+from dashboard.compare import (significant_change, common_recommenders, compare_recommenders, compare_runs,
                                default_pairs, metric_deltas)
 from dashboard.model import parse_report
 from report_fixtures import RUN_NEW, RUN_OLD, report_data
@@ -30,14 +30,28 @@ def old_report():
     ((0.10, 0.20), (0.20, 0.30), False),    # touching intervals overlap
     ((0.10, 0.20), (0.12, 0.15), False),    # nested
 ])
-def test_cis_disjoint(a, b, expected) -> None:
-    assert cis_disjoint(Metric(0.0, 10, a), Metric(0.0, 10, b)) is expected
+def test_with_both_cis_a_change_is_significant_when_they_are_disjoint(a, b, expected) -> None:
+    assert significant_change(Metric(0.0, 10, a), Metric(0.0, 10, b)) is expected
 
 
-def test_no_verdict_without_both_cis() -> None:
-    assert cis_disjoint(Metric(8.0, 1, None), Metric(1.0, 1, None)) is None
-    assert cis_disjoint(Metric(0.4, 10, (0.3, 0.5)), Metric(0.1, 1, None)) is None
-    assert cis_disjoint(Metric(0.4, 10, (math.nan, math.nan)), Metric(0.1, 10, (0.0, 0.2))) is None
+def test_with_one_or_no_ci_the_rule_is_recaudit_compares() -> None:
+    assert significant_change(Metric(8.0, 1, None), Metric(1.0, 1, None)) is True    # no CIs: any change
+    assert significant_change(Metric(8.0, 1, None), Metric(8.0, 1, None)) is False
+    assert significant_change(Metric(0.4, 10, (0.3, 0.5)), Metric(0.1, 1, None)) is True   # outside A's CI
+    assert significant_change(Metric(0.4, 10, (0.3, 0.5)), Metric(0.45, 1, None)) is False  # inside it
+    # a non-finite CI counts as none: 0.4 lies outside B's CI
+    assert significant_change(Metric(0.4, 10, (math.nan, math.nan)), Metric(0.1, 10, (0.0, 0.2))) is True
+    assert significant_change(Metric(math.nan, 10, None), Metric(0.1, 10, (0.0, 0.2))) is None
+
+
+def test_the_dashboard_and_recaudit_compare_agree() -> None:
+    from audit.compare import beyond_uncertainty
+
+    cases = [(Metric(0.4, 10, (0.3, 0.5)), Metric(0.1, 1, None)), (Metric(1.0, 1, None), Metric(1.0, 1, None)),
+             (Metric(0.2, 10, (0.1, 0.3)), Metric(0.5, 10, (0.4, 0.6)))]
+    for a, b in cases:
+        assert significant_change(a, b) == beyond_uncertainty({"value": a.value, "ci": a.ci},
+                                                              {"value": b.value, "ci": b.ci})
 
 
 def test_metric_deltas_values_and_significance_on_the_planted_dp_effect(new_report) -> None:
