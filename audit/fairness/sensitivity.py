@@ -52,6 +52,11 @@ def sensitivity(matrix: np.ndarray, *, seed: int, n_resamples: int, permutations
     each user's row are exchangeable under that null, so they are permuted within
     rows and SNSR recomputed (``permutations`` times, seeded); p = (1 + #{perm >= obs})
     / (1 + permutations). A recommender that ignores the attribute gets SNSR 0 and p = 1.
+
+    SNSR and SNSV are spreads of means, so resampling users inflates them (each bootstrap
+    draw adds its own noise to the per-value means): near zero, the percentile CI can sit
+    just above the point estimate (e.g. 0.0000 [0.0001, 0.0052]). The CI bounds the size of
+    the effect; whether there is any effect at all is what the p-value tests.
     """
     m = np.asarray(matrix, dtype=float)
     rows = m[np.isfinite(m).any(axis=1)]
