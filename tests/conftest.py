@@ -11,6 +11,10 @@ import pytest
 
 from audit.data.dataset import Dataset
 
+#: the $RECAUDIT_HOME the test run started with (where ``make data`` fetched ML-100k); tests
+#: that monkeypatch their own empty home must not hide it from the session's ml100k fixture
+SESSION_HOME = os.environ.get("RECAUDIT_HOME")
+
 GENDERS = ("F", "M")
 AGES = ("18-24", "25-34", "35-44")
 OCCUPATIONS = ("engineer", "student", "writer")
@@ -47,10 +51,12 @@ def tiny_dataset() -> Dataset:
 
 @pytest.fixture(scope="session")
 def ml100k() -> Dataset:
-    """Real MovieLens-100k from the recaudit cache (``recaudit fetch ml-100k`` puts it there)."""
+    """Real MovieLens-100k from the recaudit cache (``recaudit fetch ml-100k`` puts it there),
+    read from the home the run started with, whichever test first asks for it."""
     from audit.data.loaders import load_dataset
+    from audit.paths import DEFAULT_HOME
 
-    return load_dataset("ml-100k")
+    return load_dataset("ml-100k", home=SESSION_HOME or DEFAULT_HOME)
 
 
 @pytest.fixture()

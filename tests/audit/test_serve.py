@@ -196,7 +196,7 @@ def test_serving_the_reference_model_reproduces_its_lists(tiny_dataset, tmp_path
     from audit.variants import BuildContext
 
     ctx = BuildContext(dataset=tiny_dataset, cache_dir=tmp_path / "cache", progress=False)
-    rec = build_recommender("ref", {"adapter": "reference"}, ctx)  # trains on the tiny data set
+    rec = build_recommender("ref", {"adapter": "reference", "size": "tiny"}, ctx)  # trains on the tiny data set
     assert isinstance(rec, reference.ReferenceAdapter)
     reqs = [RecRequest(history=("Film Number 1 (1991)", "Film Number 2 (1992)")),
             RecRequest(history=("Film Number 5 (1995)",), profile={"gender": "F"})]
