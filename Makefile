@@ -38,6 +38,8 @@ bench: data
 	$(BIN)/python benchmarks/bench_candidate_scoring.py
 	$(BIN)/python benchmarks/bench_harness_overhead.py
 	$(BIN)/python benchmarks/bench_constrained_decoding.py
+	$(BIN)/python benchmarks/bench_dp_step.py
+	$(BIN)/python benchmarks/bench_federated.py
 
 clean:
 	rm -rf reports/*/ .pytest_cache test-artifacts

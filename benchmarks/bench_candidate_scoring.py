@@ -1,7 +1,7 @@
 """Shared-prompt (KV-cache) candidate scoring vs one full forward per candidate.
 
 Builds the reference model on ML-100k (loads it from the model cache; trains it first when
-absent, ~6-10 min for ``--size default``), then for ``--users`` users scores the test item
+absent, ~2 min for ``--size default`` on 2 cores), then for ``--users`` users scores the test item
 and 99 sampled negatives (100 candidates, ``<item_X> title<sep>`` each) three ways:
 
 - ``cached``: :func:`audit.reference.inference.score_continuations` (prompt once, its KV cache
