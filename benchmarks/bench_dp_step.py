@@ -91,21 +91,19 @@ def main() -> None:
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
-    def step_plain(ids, tgt):
-        with autocast():
-            loss = lm_loss_at_targets(plain, ids, tgt)
-        plain_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
-        plain_opt.step()
+    def clipped_step(model, opt, loss_fn):
+        """One non-private step: loss, backward, clip 1.0, AdamW (what the plain trainer does)."""
+        def step(ids, tgt):
+            with autocast():
+                loss = loss_fn(model, ids, tgt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        return step
 
-    def step_perseq(ids, tgt):
-        with autocast():
-            loss = per_sequence_loss(perseq, ids, tgt).mean()
-        perseq_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(perseq.parameters(), 1.0)
-        perseq_opt.step()
+    step_plain = clipped_step(plain, plain_opt, lm_loss_at_targets)
+    step_perseq = clipped_step(perseq, perseq_opt, lambda m, ids, tgt: per_sequence_loss(m, ids, tgt).mean())
 
     def step_dp(ids, tgt):
         with autocast():

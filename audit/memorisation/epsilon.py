@@ -30,6 +30,8 @@ import numpy as np
 from scipy import stats
 from scipy.special import expit
 
+from audit.memorisation.roc import checked_scores
+
 DEFAULT_ALPHA = 0.05
 #: shares of the canaries guessed "in" (top scores) by the one-run auditor's search
 GUESS_SHARES: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -212,12 +214,7 @@ def audit_epsilon(scores: Sequence[float] | np.ndarray, included: Sequence[bool]
     and the threshold on a seeded half and bounds on the other half; ``"bonferroni"``
     searches all options on all canaries at ``alpha`` divided by the number of options.
     """
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(included, dtype=bool)
-    if s.shape != y.shape or s.ndim != 1:
-        raise ValueError(f"scores and included must be 1-d of equal length, got {s.shape} and {y.shape}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("canary scores must be finite")
+    s, y = checked_scores(scores, included, "canary")
     m = int(s.size)
     if m < 2 or y.all() or not y.any():
         return EpsilonAudit(0.0, 0.0, m, {"reason": "needs at least one included and one excluded canary"})

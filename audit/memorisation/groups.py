@@ -22,8 +22,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from audit.data.dataset import Dataset
-from audit.interface import Recommender
 from audit.errors import ConfigError
+from audit.interface import Recommender
 from audit.memorisation.canaries import is_canary_user
 
 #: attribute under which the calibration variant attaches the reference model

@@ -33,13 +33,20 @@ def fpr_label(fpr: float) -> str:
     return f"{fpr * 100:g}%"
 
 
-def _split(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def checked_scores(scores: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float scores, bool labels) as 1-d arrays of equal length; ValueError naming ``what``
+    (e.g. "membership", "canary") when shapes differ or a score is not finite."""
     s = np.asarray(scores, dtype=float)
-    y = np.asarray(is_member, dtype=bool)
+    y = np.asarray(labels, dtype=bool)
     if s.shape != y.shape or s.ndim != 1:
-        raise ValueError(f"scores and labels must be 1-d of equal length, got {s.shape} and {y.shape}")
+        raise ValueError(f"{what} scores and labels must be 1-d of equal length, got {s.shape} and {y.shape}")
     if not np.all(np.isfinite(s)):
-        raise ValueError("membership scores must be finite")
+        raise ValueError(f"{what} scores must be finite")
+    return s, y
+
+
+def _split(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s, y = checked_scores(scores, is_member, "membership")
     return s[y], s[~y]
 
 

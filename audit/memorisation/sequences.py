@@ -33,7 +33,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from audit.interface import RecRequest, Recommender
+from audit.interface import Recommender, RecRequest
 
 TextFormat = Literal["reference", "titles"]
 STATS_TOLERANCE = 1e-4
