@@ -48,10 +48,7 @@ def prompt_states(model: GPT2LMHeadModel, prompts: Sequence[Sequence[int]],
     n_pre = prefix_len(soft_prefix)
     for s in range(0, len(prompts), batch_size):
         chunk = prompts[s:s + batch_size]
-        length = max(len(p) for p in chunk)
-        ids = torch.zeros((len(chunk), length), dtype=torch.long)
-        for r, p in enumerate(chunk):
-            ids[r, :len(p)] = torch.tensor(p, dtype=torch.long)
+        ids = _right_pad(chunk)
         emb = _prompt_embeds(model, ids, soft_prefix)
         hidden = model.transformer(inputs_embeds=emb, position_ids=position_ids_for(emb.shape[0], emb.shape[1]),
                                    use_cache=False).last_hidden_state
@@ -123,10 +120,7 @@ def sequence_logprobs(model: GPT2LMHeadModel, sequences: Sequence[Sequence[int]]
     n_pre = prefix_len(soft_prefix)
     for s in range(0, len(sequences), batch_size):
         chunk = sequences[s:s + batch_size]
-        length = max(len(q) for q in chunk)
-        ids = torch.zeros((len(chunk), length), dtype=torch.long)
-        for r, q in enumerate(chunk):
-            ids[r, :len(q)] = torch.tensor(list(q), dtype=torch.long)
+        ids = _right_pad(chunk)
         emb = _prompt_embeds(model, ids, soft_prefix)
         logits = model(inputs_embeds=emb, position_ids=position_ids_for(emb.shape[0], emb.shape[1]),
                        use_cache=False).logits
@@ -146,10 +140,9 @@ def mean_hidden(model: GPT2LMHeadModel, sequences: Sequence[Sequence[int]], batc
     for s in range(0, len(sequences), batch_size):
         chunk = sequences[s:s + batch_size]
         length = max(len(q) for q in chunk)
-        ids = torch.zeros((len(chunk), length), dtype=torch.long)
+        ids = _right_pad(chunk)
         mask = torch.zeros((len(chunk), length), dtype=torch.float32)
         for r, q in enumerate(chunk):
-            ids[r, :len(q)] = torch.tensor(list(q), dtype=torch.long)
             mask[r, 1:len(q)] = 1.0
         hidden = model.transformer(input_ids=ids, position_ids=position_ids_for(len(chunk), length),
                                    use_cache=False).last_hidden_state.float()
@@ -158,6 +151,15 @@ def mean_hidden(model: GPT2LMHeadModel, sequences: Sequence[Sequence[int]], batc
     if not out:
         return np.zeros((0, model.config.n_embd), dtype=np.float32)
     return np.concatenate(out)
+
+
+def _right_pad(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(n, longest) int64 ids, each row left-aligned and padded with 0 (a causal model never
+    attends to padding after a position, so no mask is needed for positions before it)."""
+    ids = torch.zeros((len(sequences), max(len(q) for q in sequences)), dtype=torch.long)
+    for r, q in enumerate(sequences):
+        ids[r, :len(q)] = torch.tensor(list(q), dtype=torch.long)
+    return ids
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

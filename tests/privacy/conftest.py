@@ -10,6 +10,7 @@ from audit.data.dataset import Dataset
 from audit.reference.examples import StageData
 from audit.reference.recipe import ModelSpec, StageSpec, TrainingRecipe
 from audit.reference.training import TrainedReference, train_reference
+from tests.torch_threads import torch_threads
 
 TINY_MODEL = ModelSpec(n_layer=1, n_head=2, d_model=32, n_positions=64, dropout=0.0)
 
@@ -24,10 +25,8 @@ def tiny_recipe(epochs: int = 2, batch_size: int = 8, dropout: float = 0.0, tie:
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny models run fastest on one thread (and the cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

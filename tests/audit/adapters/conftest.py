@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from hf_tiny_models import CHAT_TEMPLATE, build_tiny_lm  # type: ignore[import-not-found]
+
+from tests.torch_threads import torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +32,5 @@ def chat_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread() -> Iterator[None]:
     """32-wide models: one thread is faster than two on cores shared with other jobs."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield

@@ -10,6 +10,7 @@ import torch
 
 from audit.data.dataset import Dataset
 from audit.variants import BuildContext
+from tests.torch_threads import torch_threads
 
 
 def build_random_lm(directory: Path, dataset: Dataset) -> Path:
@@ -49,7 +50,5 @@ def build_ctx(tiny_dataset: Dataset, tmp_path: Path) -> BuildContext:
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny models decode far faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import torch
 
 from audit.data.dataset import Dataset
 from audit.reference import store
 from audit.reference.presets import PRESETS
 from audit.reference.recipe import TrainingRecipe
 from audit.reference.training import TrainedReference
+from tests.torch_threads import torch_threads
 
 #: one layer, d=32: trains on the 40-user synthetic set in a few seconds on one thread
 TINY_RECIPE = PRESETS["tiny"]
@@ -21,10 +21,8 @@ TINY_RECIPE = PRESETS["tiny"]
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread() -> Iterator[None]:
     """32-wide models: one thread is faster than two on cores shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
