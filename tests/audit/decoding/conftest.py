@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from audit.data.dataset import Dataset
+from audit.reference.training import torch_threads
 from audit.variants import BuildContext
-from tests.torch_threads import torch_threads
 
 
 def build_random_lm(directory: Path, dataset: Dataset) -> Path:
