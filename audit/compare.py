@@ -3,57 +3,73 @@
 For each recommender x probe x metric present in either run: the values A and B,
 ``delta = B - A``, and whether the change is *beyond the uncertainty*:
 
-- both metrics have a 95% CI: the CIs do not overlap;
+- both metrics carry per-user values (``per_unit``) for at least :data:`MIN_PAIRED` shared
+  users: a **paired** two-sided Wilcoxon signed-rank test on the per-user differences
+  (zero differences dropped; for 0/1 hits this is the sign test of the discordant users,
+  i.e. McNemar's test) at :data:`ALPHA`; this sees regressions that overlapping CIs hide;
+- else, both metrics have a 95% CI: the CIs do not overlap;
 - neither has a CI (an unsampled number, e.g. an accounted epsilon): any change;
 - only one has a CI: the other value lies outside that CI.
 
-Whether a change is better or worse comes from :data:`METRIC_DIRECTIONS` (first
-matching pattern wins); metrics matching no pattern are reported, never gated.
-A *regression* is a change in the worse direction beyond the uncertainty, or a
-directional metric that A measured and B did not (B skipped, errored or dropped it).
+Whether a change is better or worse comes from the metric's **declared** meaning
+(``spec.direction`` in the report, :class:`audit.results.MetricSpec`, written by the probe
+that emitted it; B's declaration first, else A's). Nothing is guessed from a metric's name:
+an undeclared metric (reports of schema 1, or a probe that declares nothing) is reported,
+never gated, and listed in the notes. A *regression* is a change in the worse direction
+beyond the uncertainty, or a directional metric that A measured and B did not (B skipped,
+errored or dropped it).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+import numpy as np
+from scipy import stats
+
 from audit.report import fmt_number, validate_report
 
 Direction = Literal["higher", "lower"]
-
-#: (regex on the lower-cased metric name, better direction or None = explicitly undirected).
-#: First match wins, so specific rules (gaps, p-values, baselines) come before general ones.
-METRIC_DIRECTIONS: tuple[tuple[str, Direction | None], ...] = (
-    (r"(^|_)p_?value", None),                                  # significance, not quality
-    (r"^(popularity|pop|random|baseline)_", None),              # baselines are context, not the model
-    (r"_gap(_|$)", "lower"),                                    # group gaps (fairness, position bias)
-    (r"_diff(_|$)", None),                                      # signed differences
-    (r"^(score_|grounded_)?(hr|hit_?rate|ndcg|mrr|recall|precision|map)(@|_|$)", "higher"),
-    (r"(^|_)(compliance|valid|catalog)(_rate)?(_|$)", "higher"),
-    (r"(^|_)(snsr|snsv)(_|$)", "lower"),                        # fairness sensitivity
-    (r"halluc", "lower"),
-    (r"(^|_)(duplicate|consumed|out_of_candidate)(_|$)", "lower"),
-    (r"grounding_distance", "lower"),
-    (r"(^|_)(auc|f1|advantage)(@|_|$)", "lower"),              # attacker AUC / F1 (leakage, membership)
-    (r"(^|_)(epsilon|leak|exposure|asr|attack_success|extraction|memori[sz]ation)", "lower"),
-)
+ALPHA = 0.05
+MIN_PAIRED = 2
 
 
-def metric_direction(name: str) -> Direction | None:
-    """'higher' or 'lower' is better for ``name``, or None when unknown."""
-    low = name.lower()
-    for pattern, direction in METRIC_DIRECTIONS:
-        if re.search(pattern, low):
-            return direction
+def declared_direction(*metrics: Mapping[str, Any] | None) -> Direction | None:
+    """The better direction declared in the first metric that has a ``spec`` (None: undeclared
+    or declared undirected)."""
+    for m in metrics:
+        spec = (m or {}).get("spec")
+        if isinstance(spec, Mapping):
+            return spec.get("direction")
     return None
+
+
+def is_declared(*metrics: Mapping[str, Any] | None) -> bool:
+    return any(isinstance((m or {}).get("spec"), Mapping) for m in metrics)
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def paired_test(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float, int] | None:
+    """(mean per-user difference B - A, two-sided p, shared users) of the paired test in the
+    module docstring, or None when fewer than :data:`MIN_PAIRED` users carry values in both."""
+    pa, pb = a.get("per_unit"), b.get("per_unit")
+    if not isinstance(pa, Mapping) or not isinstance(pb, Mapping):
+        return None
+    shared = [u for u in pa if u in pb and _finite(pa[u]) and _finite(pb[u])]
+    if len(shared) < MIN_PAIRED:
+        return None
+    d = np.array([float(pb[u]) - float(pa[u]) for u in shared])
+    mean = float(d.mean())
+    if not np.any(d != 0):
+        return mean, 1.0, len(shared)
+    p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    return mean, p, len(shared)
 
 
 def beyond_uncertainty(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
@@ -61,6 +77,9 @@ def beyond_uncertainty(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | Non
     va, vb = a.get("value"), b.get("value")
     if not (_finite(va) and _finite(vb)):
         return None
+    paired = paired_test(a, b)
+    if paired is not None:
+        return paired[1] < ALPHA
     ca, cb = a.get("ci"), b.get("ci")
     ca = ca if ca is not None and all(_finite(x) for x in ca) else None
     cb = cb if cb is not None and all(_finite(x) for x in cb) else None
@@ -93,6 +112,11 @@ class MetricDelta:
         return None if self.a is None or self.b is None else beyond_uncertainty(self.a, self.b)
 
     @property
+    def paired(self) -> tuple[float, float, int] | None:
+        """(mean per-user difference, p, shared users) when a paired test applies."""
+        return None if self.a is None or self.b is None else paired_test(self.a, self.b)
+
+    @property
     def change(self) -> str:
         """better | worse | changed (no direction) | same (within uncertainty) | missing | new | n/a."""
         if self.a is None:
@@ -103,7 +127,8 @@ class MetricDelta:
             return "same" if self.beyond_ci is not None else "n/a"
         if self.direction is None:
             return "changed"
-        up = (self.delta or 0.0) > 0
+        paired = self.paired
+        up = (paired[0] if paired is not None else (self.delta or 0.0)) > 0
         return "better" if up == (self.direction == "higher") else "worse"
 
     @property
@@ -133,9 +158,18 @@ def compare_reports(a: str | Path, b: str | Path) -> Comparison:
     ra, rb = validate_report(a), validate_report(b)
     ma, mb = _metrics(ra), _metrics(rb)
     keys = list(ma) + [k for k in mb if k not in ma]
-    deltas = [MetricDelta(rec, probe, metric, ma.get((rec, probe, metric)), mb.get((rec, probe, metric)),
-                          metric_direction(metric)) for rec, probe, metric in keys]
+    deltas = []
+    undeclared = []
+    for rec, probe, metric in keys:
+        a_m, b_m = ma.get((rec, probe, metric)), mb.get((rec, probe, metric))
+        if not is_declared(b_m, a_m):
+            undeclared.append(f"{probe}.{metric}")
+        deltas.append(MetricDelta(rec, probe, metric, a_m, b_m, declared_direction(b_m, a_m)))
     notes = []
+    if undeclared:
+        names = sorted(set(undeclared))
+        notes.append(f"{len(names)} metric(s) without a declared meaning are shown but never gated: "
+                     + ", ".join(names[:12]) + (" ..." if len(names) > 12 else ""))
     da, db = ra["dataset"], rb["dataset"]
     if da["fingerprint"] != db["fingerprint"]:
         notes.append(f"data sets differ: {da['name']} {da['fingerprint']} vs {db['name']} {db['fingerprint']}")
@@ -162,6 +196,9 @@ def _rows(cmp: Comparison) -> list[list[str]]:
     rows = []
     for d in cmp.deltas:
         delta = "" if d.delta is None else f"{d.delta:+.4g}"
+        paired = d.paired
+        if paired is not None:
+            delta += f" (paired p={paired[1]:.2g}, n={paired[2]})"
         verdict = d.change + (" (REGRESSION)" if d.regression else "")
         rows.append([d.recommender, d.probe, d.metric, _cell(d.a), _cell(d.b), delta,
                      {"higher": "up", "lower": "down", None: "?"}[d.direction], verdict])
@@ -179,7 +216,7 @@ def render_comparison_text(cmp: Comparison) -> str:
              fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*r).rstrip() for r in rows]
     lines += [""] + [f"note: {n}" for n in cmp.notes]
-    lines.append(f"{len(cmp.regressions)} regression(s) beyond the confidence intervals")
+    lines.append(f"{len(cmp.regressions)} regression(s) beyond the uncertainty (paired test or 95% CIs)")
     return "\n".join(lines)
 
 
@@ -188,5 +225,5 @@ def render_comparison_markdown(cmp: Comparison) -> str:
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in _rows(cmp)]
     lines += [""] + [f"- note: {n}" for n in cmp.notes]
-    lines.append(f"**{len(cmp.regressions)} regression(s)** beyond the confidence intervals")
+    lines.append(f"**{len(cmp.regressions)} regression(s)** beyond the uncertainty (paired test or 95% CIs)")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 ``<out>/`` holds
 
-- ``report.json``: the run (schema below, ``schema_version: 1``);
+- ``report.json``: the run (schema below, ``schema_version: 2``: each metric may carry its
+  declared meaning ``spec`` and its per-user values ``per_unit``);
 - ``outputs.jsonl``: one line per model call (recommender, probe, user, condition,
   prompt, raw, parsed, plus probe-specific keys) so every number can be recomputed;
 - ``summary.md``: Markdown tables for a PR comment or ``$GITHUB_STEP_SUMMARY``;
@@ -32,7 +33,9 @@ import jsonschema
 from audit.cache import atomic_write_jsonl, atomic_write_text, dumps_json
 from audit.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this code reads: 1 (metrics without declarations) and 2 (``spec`` and ``per_unit``)
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 REPORT_FILE = "report.json"
 OUTPUTS_FILE = "outputs.jsonl"
 SUMMARY_FILE = "summary.md"
@@ -49,6 +52,22 @@ _METRIC = {
                          {"type": "array", "items": _NUMBER_OR_NULL, "minItems": 2, "maxItems": 2}]},
         "n": {"type": "integer", "minimum": 0},
         "unit": {"type": "string"},
+        "spec": {
+            "type": "object",
+            "description": "the metric's declared meaning (audit.results.MetricSpec)",
+            "required": ["direction", "range", "chance", "unit", "sampled"],
+            "properties": {
+                "direction": {"enum": ["higher", "lower", None]},
+                "range": {"type": "array", "items": _NUMBER_OR_NULL, "minItems": 2, "maxItems": 2},
+                "chance": _NUMBER_OR_NULL,
+                "unit": {"type": "string"},
+                "sampled": {"type": "boolean"},
+                "meaning": {"type": "string"},
+            },
+            "additionalProperties": False,
+        },
+        "per_unit": {"type": "object", "additionalProperties": {"type": "number"},
+                     "description": "per-unit values (user id -> value) behind a mean, for paired tests"},
     },
     "additionalProperties": False,
 }
@@ -79,15 +98,16 @@ _GATE = {
         "passed": {"type": "boolean"}, "reason": {"type": "string"},
     },
 }
-#: JSON Schema (draft 2020-12) of ``report.json``, schema_version 1.
+#: JSON Schema (draft 2020-12) of ``report.json``, schema_version 2 (version 1 reports, whose
+#: metrics carry no ``spec``/``per_unit``, still validate).
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://recaudit.invalid/schemas/report-v1.json",
+    "$id": "https://recaudit.invalid/schemas/report-v2.json",
     "title": "recaudit report",
     "type": "object",
     "required": ["schema_version", "suite", "created", "dataset", "recommenders", "results", "gates"],
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {"enum": list(READABLE_SCHEMA_VERSIONS)},
         "suite": {"type": "string"},
         "created": {"type": "string", "format": "date-time"},
         "seed": {"type": "integer"},
@@ -140,9 +160,9 @@ def report_path(path: str | Path) -> Path:
 
 def validate_report_data(data: Any, where: str = "report") -> dict[str, Any]:
     """Check a loaded report against :data:`REPORT_SCHEMA`; ConfigError names the first problem."""
-    if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
+    if isinstance(data, dict) and data.get("schema_version") not in (None, *READABLE_SCHEMA_VERSIONS):
         raise ConfigError(f"{where}: schema_version {data.get('schema_version')!r} is not supported "
-                          f"(this recaudit reads {SCHEMA_VERSION})")
+                          f"(this recaudit reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})")
     validator = jsonschema.Draft202012Validator(REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:

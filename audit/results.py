@@ -3,10 +3,46 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Mapping
 
 Status = Literal["pass", "fail", "skip", "error"]
+Direction = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric means, declared by the probe that emits it.
+
+    ``direction``: which way is better for the audited model (``higher``/``lower``), or None
+    (context such as a baseline, a p-value or a signed difference: never gated by compare);
+    ``range``: (low, high) the value can take (None = unbounded on that side);
+    ``chance``: the value of a model that knows nothing, where one exists (0.5 for an AUROC,
+    k/(n+1) for HR@k among n sampled negatives); ``unit``: what the value counts;
+    ``sampled``: True when the value is estimated from sampled units (it has a CI), False when
+    it is exact (an accounted epsilon); ``meaning``: one short sentence."""
+
+    direction: Direction | None
+    range: tuple[float | None, float | None] = (0.0, 1.0)
+    chance: float | None = None
+    unit: str = "share"
+    sampled: bool = True
+    meaning: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"direction": self.direction, "range": list(self.range), "chance": self.chance,
+                "unit": self.unit, "sampled": self.sampled, "meaning": self.meaning}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "MetricSpec":
+        lo, hi = (list(data.get("range") or [None, None]) + [None, None])[:2]
+        return cls(direction=data.get("direction"), range=(lo, hi), chance=data.get("chance"),
+                   unit=str(data.get("unit", "")), sampled=bool(data.get("sampled", True)),
+                   meaning=str(data.get("meaning", "")))
+
+    def at(self, **changes: Any) -> "MetricSpec":
+        """A copy with some fields changed (e.g. a chance level that depends on k)."""
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -22,20 +58,39 @@ class Metric:
     n: int
     ci: tuple[float, float] | None = None
     unit: str = "users"
+    spec: MetricSpec | None = None
+    #: per-unit values (user id -> value) behind a mean, for paired comparisons between runs
+    per_unit: Mapping[str, float] | None = None
+
+    def declare(self, spec: MetricSpec) -> "Metric":
+        """This metric with its declared meaning attached."""
+        return replace(self, spec=spec)
+
+    def with_units(self, units: "list[str] | tuple[str, ...]", values: Any) -> "Metric":
+        """This metric with its per-unit values (same order as ``units``; NaN values dropped)."""
+        vals = [float(v) for v in values]
+        return replace(self, per_unit={str(u): v for u, v in zip(units, vals) if math.isfinite(v)})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": _finite(self.value), "n": int(self.n)}
         out["ci"] = None if self.ci is None else [_finite(self.ci[0]), _finite(self.ci[1])]
         if self.unit != "users":
             out["unit"] = self.unit
+        if self.spec is not None:
+            out["spec"] = self.spec.to_json()
+        if self.per_unit is not None:
+            out["per_unit"] = {u: round(float(v), 6) for u, v in self.per_unit.items()}
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Metric":
         ci = data.get("ci")
+        spec = data.get("spec")
         return cls(value=_nan_if_none(data["value"]), n=int(data["n"]),
                    ci=None if ci is None else (_nan_if_none(ci[0]), _nan_if_none(ci[1])),
-                   unit=data.get("unit", "users"))
+                   unit=data.get("unit", "users"),
+                   spec=None if spec is None else MetricSpec.from_json(spec),
+                   per_unit=data.get("per_unit"))
 
 
 def _finite(x: float) -> float | None:
@@ -63,6 +118,16 @@ class ProbeResult:
     @classmethod
     def errored(cls, reason: str) -> "ProbeResult":
         return cls(status="error", reason=reason)
+
+    def declare(self, specs: Mapping[str, MetricSpec]) -> "ProbeResult":
+        """Attach ``specs[name]`` to each metric named there (metrics already declared keep theirs)."""
+        self.metrics = {name: (m.declare(specs[name]) if m.spec is None and name in specs else m)
+                        for name, m in self.metrics.items()}
+        return self
+
+    def undeclared(self) -> list[str]:
+        """Names of emitted metrics without a declared meaning."""
+        return [name for name, m in self.metrics.items() if m.spec is None]
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status,

@@ -1,4 +1,4 @@
-"""The report as the dashboard reads it: typed, validated views of ``report.json`` (schema 1).
+"""The report as the dashboard reads it: typed, validated views of ``report.json`` (schema 1 or 2).
 
 Parsing is strict on what the dashboard relies on (keys, types, statuses) and lenient
 on what it does not (extra keys are kept, so newer writers that only add fields still
@@ -15,9 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from audit.errors import RecauditError
-from audit.results import Metric
+from audit.results import Metric, MetricSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: report versions the dashboard reads (1: metrics without declared meanings)
+READABLE_SCHEMA_VERSIONS = (1, 2)
 STATUSES = ("pass", "fail", "skip", "error")
 
 
@@ -192,8 +194,13 @@ def _metric(m: _MetricModel) -> Metric:
     if m.ci is not None:
         lo, hi = (float("nan") if c is None else float(c) for c in m.ci)
         ci = (lo, hi)
-    unit = (m.model_extra or {}).get("unit", "users")
-    return Metric(value=value, n=int(m.n), ci=ci, unit=str(unit))
+    extra = m.model_extra or {}
+    unit = extra.get("unit", "users")
+    spec = extra.get("spec")
+    per_unit = extra.get("per_unit")
+    return Metric(value=value, n=int(m.n), ci=ci, unit=str(unit),
+                  spec=MetricSpec.from_json(spec) if isinstance(spec, dict) else None,
+                  per_unit=per_unit if isinstance(per_unit, dict) else None)
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -215,10 +222,10 @@ def parse_report(data: Any) -> Report:
         raise ReportFormatError(f"expected a JSON object at the top level, got {type(data).__name__}")
     version = data.get("schema_version")
     if version is None:
-        raise ReportFormatError("missing 'schema_version' (expected 1); is this a recaudit report?")
-    if version != SCHEMA_VERSION:
+        raise ReportFormatError("missing 'schema_version' (expected 1 or 2); is this a recaudit report?")
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise ReportFormatError(f"schema_version {version!r} is not supported; this dashboard reads "
-                                f"schema_version {SCHEMA_VERSION}")
+                                f"schema_version {' or '.join(map(str, READABLE_SCHEMA_VERSIONS))}")
     try:
         model = _ReportModel.model_validate(data)
     except ValidationError as exc:

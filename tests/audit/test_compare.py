@@ -9,7 +9,7 @@ import pytest
 
 import runner_testkit as kit
 from audit.cli import main
-from audit.compare import beyond_uncertainty, compare_reports, metric_direction
+from audit.compare import beyond_uncertainty, compare_reports, declared_direction, paired_test
 from audit.data.dataset import Dataset
 from audit.report import write_report_dir
 from audit.runner import run_suite_file
@@ -33,18 +33,30 @@ def write(tmp_path: Path, name: str, metrics: dict[str, dict[str, Any]], status:
     return out
 
 
-def m(value: float, lo: float | None = None, hi: float | None = None, n: int = 100) -> dict[str, Any]:
-    return {"value": value, "ci": None if lo is None else [lo, hi], "n": n}
+DIRECTIONS = {"ndcg@10": "higher", "mrr": "higher", "hallucination_rate": "lower", "something": None,
+              "mia_auroc_loss": "lower", "hr@10": "higher"}
 
 
-@pytest.mark.parametrize("name, direction", [
-    ("hr@10", "higher"), ("ndcg@10", "higher"), ("mrr", "higher"), ("grounded_ndcg@10", "higher"),
-    ("compliance_rate", "higher"), ("snsr_jaccard_gender", "lower"), ("hallucination_rate", "lower"),
-    ("auc_embed_gender", "lower"), ("hr_gap_gender", "lower"), ("popularity_hr@10", None),
-    ("pvalue_snsr_jaccard_gender", None), ("something_new", None),
-])
-def test_metric_directions(name: str, direction: str | None) -> None:
-    assert metric_direction(name) == direction
+def m(value: float, lo: float | None = None, hi: float | None = None, n: int = 100,
+      direction: str | None | bool = False, **extra: Any) -> dict[str, Any]:
+    """A metric record; ``direction`` False = undeclared, else its declared better direction."""
+    out = {"value": value, "ci": None if lo is None else [lo, hi], "n": n, **extra}
+    if direction is not False:
+        out["spec"] = {"direction": direction, "range": [0, 1], "chance": None, "unit": "share",
+                       "sampled": lo is not None}
+    return out
+
+
+def d(name: str, value: float, lo: float | None = None, hi: float | None = None, **extra: Any) -> dict[str, Any]:
+    """A metric declared with the direction of :data:`DIRECTIONS`."""
+    return m(value, lo, hi, direction=DIRECTIONS[name], **extra)
+
+
+def test_direction_comes_from_the_declaration_not_the_name() -> None:
+    assert declared_direction(m(0.5, direction="lower")) == "lower"
+    assert declared_direction(None, m(0.5, direction="higher")) == "higher"
+    assert declared_direction(m(0.5)) is None, "an undeclared hr@10 is not guessed from its name"
+    assert declared_direction(m(0.5, direction=None)) is None
 
 
 @pytest.mark.parametrize("a, b, beyond", [
@@ -60,10 +72,12 @@ def test_beyond_uncertainty_rule(a: dict, b: dict, beyond: bool | None) -> None:
 
 
 def test_regression_only_beyond_the_ci_and_in_the_worse_direction(tmp_path: Path) -> None:
-    a = write(tmp_path, "a", {"ndcg@10": m(0.30, 0.25, 0.35), "hallucination_rate": m(0.10, 0.08, 0.12),
-                              "mrr": m(0.30, 0.25, 0.35), "something": m(1.0, 0.9, 1.1)})
-    b = write(tmp_path, "b", {"ndcg@10": m(0.20, 0.15, 0.24), "hallucination_rate": m(0.05, 0.03, 0.07),
-                              "mrr": m(0.27, 0.22, 0.31), "something": m(3.0, 2.9, 3.1)})
+    a = write(tmp_path, "a", {"ndcg@10": d("ndcg@10", 0.30, 0.25, 0.35),
+                              "hallucination_rate": d("hallucination_rate", 0.10, 0.08, 0.12),
+                              "mrr": d("mrr", 0.30, 0.25, 0.35), "something": d("something", 1.0, 0.9, 1.1)})
+    b = write(tmp_path, "b", {"ndcg@10": d("ndcg@10", 0.20, 0.15, 0.24),
+                              "hallucination_rate": d("hallucination_rate", 0.05, 0.03, 0.07),
+                              "mrr": d("mrr", 0.27, 0.22, 0.31), "something": d("something", 3.0, 2.9, 3.1)})
     cmp = compare_reports(a, b)
     by_metric = {d.metric: d for d in cmp.deltas}
     assert by_metric["ndcg@10"].delta == pytest.approx(-0.10) and by_metric["ndcg@10"].change == "worse"
@@ -74,7 +88,7 @@ def test_regression_only_beyond_the_ci_and_in_the_worse_direction(tmp_path: Path
 
 
 def test_metric_lost_to_an_error_is_a_regression(tmp_path: Path) -> None:
-    a = write(tmp_path, "a", {"ndcg@10": m(0.30, 0.25, 0.35)})
+    a = write(tmp_path, "a", {"ndcg@10": d("ndcg@10", 0.30, 0.25, 0.35)})
     b = write(tmp_path, "b", {}, status="error")
     cmp = compare_reports(a, b)
     assert [(d.metric, d.change) for d in cmp.regressions] == [("ndcg@10", "missing")]
@@ -109,3 +123,45 @@ def test_compare_refuses_a_directory_without_a_report(tmp_path: Path, capsys: py
     a = write(tmp_path, "a", {"ndcg@10": m(0.3)})
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("recaudit: error: no report at")
+
+
+def test_fail_on_regression_sees_a_worse_mia_auroc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the membership-inference AUROC got worse (declared 'lower is better'): exit 1. The
+    old name patterns matched no mia_auroc_* metric, so this regression was invisible."""
+    same = {"hr@10": d("hr@10", 0.60, 0.57, 0.63)}
+    a = write(tmp_path, "a", {**same, "mia_auroc_loss": d("mia_auroc_loss", 0.52, 0.48, 0.56)})
+    b = write(tmp_path, "b", {**same, "mia_auroc_loss": d("mia_auroc_loss", 0.81, 0.77, 0.85)})
+    assert [x.metric for x in compare_reports(a, b).regressions] == ["mia_auroc_loss"]
+    assert main(["compare", str(a), str(b), "--fail-on-regression"]) == 1
+    assert main(["compare", str(b), str(a), "--fail-on-regression"]) == 0, "an improvement is no regression"
+
+
+def test_undeclared_metrics_are_never_gated(tmp_path: Path) -> None:
+    a = write(tmp_path, "a", {"hr@10": m(0.60, 0.57, 0.63)})
+    b = write(tmp_path, "b", {"hr@10": m(0.20, 0.17, 0.23)})
+    cmp = compare_reports(a, b)
+    assert cmp.regressions == [] and cmp.deltas[0].change == "changed"
+    assert any("without a declared meaning" in n and "p.hr@10" in n for n in cmp.notes)
+
+
+def test_paired_test_finds_a_regression_that_overlapping_cis_hide(tmp_path: Path) -> None:
+    """200 users: B loses the hit of 16 users that A had and gains none. The means (0.50 vs 0.42)
+    have overlapping 95% CIs, but the paired sign test on per-user hits is decisive (p < 1e-4)."""
+    users = [f"u{i}" for i in range(200)]
+    hits_a = {u: float(i % 2 == 0) for i, u in enumerate(users)}
+    hits_b = dict(hits_a)
+    for u in users[0:32:2]:
+        hits_b[u] = 0.0
+    ma = d("hr@10", 0.50, 0.43, 0.57, per_unit=hits_a)
+    mb = d("hr@10", 0.42, 0.35, 0.49, per_unit=hits_b)
+    assert beyond_uncertainty({k: v for k, v in ma.items() if k != "per_unit"},
+                              {k: v for k, v in mb.items() if k != "per_unit"}) is False
+    mean, p, n = paired_test(ma, mb)
+    assert n == 200 and mean == pytest.approx(-0.08) and p < 1e-4
+    cmp = compare_reports(write(tmp_path, "a", {"hr@10": ma}), write(tmp_path, "b", {"hr@10": mb}))
+    assert [(x.metric, x.change) for x in cmp.regressions] == [("hr@10", "worse")]
+
+
+def test_paired_test_without_differences_is_no_change() -> None:
+    vals = {f"u{i}": float(i % 3 == 0) for i in range(50)}
+    assert paired_test({"per_unit": vals}, {"per_unit": vals})[1] == 1.0

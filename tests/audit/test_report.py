@@ -43,7 +43,7 @@ def mixed_run(tmp_path: Path, tiny_dataset: Dataset, recaudit_home: Path) -> Run
 
 def test_report_json_validates_and_has_the_contract_fields(mixed_run: RunOutcome) -> None:
     report = validate_report(mixed_run.out)
-    assert report["schema_version"] == 1 and report["suite"] == "mixed"
+    assert report["schema_version"] == 2 and report["suite"] == "mixed"
     assert report["dataset"]["sampled_users"] == 6 and report["dataset"]["n_items"] == 30
     assert [r["name"] for r in report["recommenders"]] == ["echo", "down"]
     assert [(r["recommender"], r["probe"], r["status"]) for r in report["results"]] == [
@@ -69,8 +69,8 @@ def test_schema_rejects_broken_reports_naming_the_place(mixed_run: RunOutcome, b
 
 
 def test_newer_schema_version_is_refused(mixed_run: RunOutcome) -> None:
-    with pytest.raises(ConfigError, match="schema_version 2 is not supported"):
-        validate_report_data({**mixed_run.report, "schema_version": 2})
+    with pytest.raises(ConfigError, match="schema_version 99 is not supported"):
+        validate_report_data({**mixed_run.report, "schema_version": 99})
 
 
 def test_outputs_jsonl_has_one_line_per_model_call(mixed_run: RunOutcome) -> None:

@@ -211,7 +211,7 @@ _minimal = {"schema_version": 1, "suite": "quick", "created": "2024-05-09T03:00:
 MALFORMED = {
     "bad-json": '{"schema_version": 1, "suite": "quick", "created": "2024-05-09T03:00:00",\n "results": [',
     "empty": "",
-    "wrong-version": json.dumps({"schema_version": 2, "suite": "quick", "created": "2024-05-09T03:00:00Z",
+    "wrong-version": json.dumps({"schema_version": 99, "suite": "quick", "created": "2024-05-09T03:00:00Z",
                                  "recommenders": [], "results": [], "gates": []}),
     "missing-keys": json.dumps({"schema_version": 1, "suite": "quick", "created": "2024-05-09T03:00:00Z",
                                 "recommenders": []}),
