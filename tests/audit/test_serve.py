@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -202,3 +209,208 @@ def test_serving_the_reference_model_reproduces_its_lists(tiny_dataset, tmp_path
             RecRequest(history=("Film Number 5 (1995)",), profile={"gender": "F"})]
     with running_server(rec) as server:
         assert adapter(server.base_url, send_request=True).generate(reqs, 5) == rec.generate(reqs, 5)
+
+
+# -- the OpenAI wire format, through the official client ----------------------------------------
+def _messages(req: RecRequest = REQS[0], k: int = 3) -> list[dict]:
+    return list(default_prompts().render("generate", req, k).messages)
+
+
+class WordTokenizer:
+    """A stand-in tokenizer (``encode``/``decode``) splitting on spaces: one token per word."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[str]:
+        return text.split(" ") if text else []
+
+    def decode(self, ids: list[str]) -> str:
+        return " ".join(ids)
+
+
+def test_official_client_streams_chunks_and_plain_answers_validate() -> None:
+    openai = pytest.importorskip("openai")
+    rec = ToyRecommender()
+    with running_server(rec, model_name="toy") as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        expected = json.dumps(rec.generate(REQS[:1], 3)[0])
+        chunks = list(client.chat.completions.create(model="toy", messages=_messages(), stream=True))
+        assert len(chunks) > 2 and chunks[0].choices[0].delta.role == "assistant"
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        plain = client.chat.completions.create(model="toy", messages=_messages(), n=3)
+        assert [c.message.content for c in plain.choices] == [expected] * 3
+        assert [c.index for c in plain.choices] == [0, 1, 2]
+        prompt = default_prompts().render("generate", REQS[0], 3).text
+        texts = list(client.completions.create(model="toy", prompt=prompt, stream=True))
+        assert "".join(c.choices[0].text for c in texts) == expected
+        assert client.models.retrieve("toy").id == "toy"
+        assert [m.id for m in client.models.list()] == ["toy"]
+        with pytest.raises(openai.NotFoundError) as err:
+            client.chat.completions.create(model="gpt-4o", messages=_messages())
+        assert err.value.status_code == 404 and err.value.code == "model_not_found"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-4o")
+
+
+def test_raw_stream_ends_with_done_and_carries_usage_when_asked() -> None:
+    rec = ToyRecommender()
+    with running_server(rec, tokenizer=WordTokenizer()) as server:
+        resp = requests.post(f"{server.base_url}/chat/completions", timeout=10, stream=True, json={
+            "model": "toy", "messages": _messages(), "stream": True, "stream_options": {"include_usage": True}})
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in resp.iter_lines(decode_unicode=True) if line]
+        assert events[-1] == "[DONE]"
+        last = json.loads(events[-2])
+        text = json.dumps(rec.generate(REQS[:1], 3)[0])
+        prompt_words = sum(len(m["content"].split(" ")) for m in _messages())
+        assert last["choices"] == [] and last["usage"] == {
+            "prompt_tokens": prompt_words, "completion_tokens": len(text.split(" ")),
+            "total_tokens": prompt_words + len(text.split(" "))}
+        plain = requests.post(f"{server.base_url}/chat/completions", timeout=10,
+                              json={"messages": _messages(), "max_tokens": 2}).json()
+        choice = plain["choices"][0]
+        assert choice["message"]["content"] == " ".join(text.split(" ")[:2]) and choice["finish_reason"] == "length"
+        assert plain["usage"]["completion_tokens"] == 2
+    with running_server(rec) as server:  # no tokenizer: no made-up token counts
+        body = requests.post(f"{server.base_url}/chat/completions", timeout=10, json={"messages": _messages()}).json()
+        assert body["usage"] is None
+
+
+def test_content_as_a_list_of_text_parts_is_read() -> None:
+    rec = ToyRecommender()
+    with running_server(rec) as server:
+        messages = _messages()
+        text = messages[-1]["content"]
+        messages[-1]["content"] = [{"type": "text", "text": text[:10]}, {"type": "text", "text": text[10:]}]
+        body = requests.post(f"{server.base_url}/chat/completions", timeout=10, json={"messages": messages}).json()
+        assert body["choices"][0]["message"]["content"] == json.dumps(rec.generate(REQS[:1], 3)[0])
+        messages[-1]["content"] = [{"type": "image_url", "image_url": {"url": "x"}}]
+        resp = requests.post(f"{server.base_url}/chat/completions", timeout=10, json={"messages": messages})
+        assert resp.status_code == 400 and "only text parts" in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"messages": "hi"}, 400, "messages"),
+    ({"messages": [{"content": "x"}]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": 3}]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 0}, 400, "n"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": "2"}, 400, "n"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, 400, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 400, "stream"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": 9}, 400, "temperature"),
+    ({"messages": [{"role": "user", "content": "x"}], "model": 7}, 400, "model"),
+    ({"messages": [{"role": "user", "content": "x"}], "model": "other"}, 404, "model"),
+    ({"prompt": 5}, 400, "prompt"),
+])
+def test_malformed_fields_answer_4xx_in_the_openai_error_shape(body: dict, status: int, param: str) -> None:
+    path = "completions" if "prompt" in body else "chat/completions"
+    with running_server(ToyRecommender()) as server:
+        resp = requests.post(f"{server.base_url}/{path}", json=body, timeout=10)
+        error = resp.json()["error"]
+        assert resp.status_code == status and error["param"] == param
+        assert set(error) == {"message", "type", "param", "code"} and error["message"]
+
+
+def _raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except socket.timeout:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"1e3"])
+def test_malformed_content_length_is_a_4xx_and_blocks_nothing(length: bytes) -> None:
+    with running_server(ToyRecommender()) as server:
+        port = server.server_address[1]
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + length + b"\r\n\r\n{}")
+        t0 = time.perf_counter()
+        answer = _raw_exchange(port, head, timeout=3)
+        assert re.match(rb"HTTP/1.1 4\d\d ", answer), answer[:80]
+        assert time.perf_counter() - t0 < 3
+        assert requests.get(f"{server.base_url}/models", timeout=5).status_code == 200
+
+
+def test_oversize_body_is_413_and_its_rest_is_never_read_as_a_request() -> None:
+    with running_server(ToyRecommender(), max_body_bytes=1000) as server:
+        port = server.server_address[1]
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        body = b"x" * 1500 + smuggled  # inside the declared body: must never be served as a request
+        declared = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                    + str(len(body)).encode() + b"\r\n\r\n" + body)
+        answer = _raw_exchange(port, declared)
+        assert answer.startswith(b"HTTP/1.1 413 ") and answer.count(b"HTTP/1.1") == 1
+        chunked = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"%x\r\n" % 1500 + b"y" * 1500 + b"\r\n0\r\n\r\n")
+        answer = _raw_exchange(port, chunked)
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"over 1000 bytes" in answer
+
+
+def test_chunked_bodies_are_read() -> None:
+    rec = ToyRecommender()
+    with running_server(rec) as server:
+        payload = json.dumps({"messages": _messages()}).encode()
+        gen = (payload[i:i + 50] for i in range(0, len(payload), 50))  # requests sends a generator chunked
+        resp = requests.post(f"{server.base_url}/chat/completions", data=gen, timeout=10,
+                             headers={"Content-Type": "application/json"})
+        assert resp.status_code == 200
+        assert resp.json()["choices"][0]["message"]["content"] == json.dumps(rec.generate(REQS[:1], 3)[0])
+
+
+def test_bearer_auth_when_a_key_is_set() -> None:
+    with running_server(ToyRecommender(), api_key="s3cret") as server:
+        url = f"{server.base_url}/chat/completions"
+        assert requests.post(url, json={"messages": _messages()}, timeout=10).status_code == 401
+        wrong = requests.post(url, json={"messages": _messages()}, timeout=10, headers={"Authorization": "Bearer no"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        assert requests.get(f"{server.base_url}/models", timeout=10).status_code == 401
+        ok = requests.post(url, json={"messages": _messages()}, timeout=10, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert requests.get(server.base_url.rsplit("/v1", 1)[0] + "/health", timeout=10).status_code == 200
+
+
+def test_a_slow_recommender_times_out_with_504_and_the_server_keeps_answering() -> None:
+    with running_server(ToyRecommender(delay=1.0), request_timeout=0.2, serialize=False) as server:
+        resp = requests.post(f"{server.base_url}/chat/completions", json={"messages": _messages()}, timeout=10)
+        assert resp.status_code == 504 and resp.json()["error"]["code"] == "timeout"
+        assert requests.get(f"{server.base_url}/models", timeout=5).status_code == 200
+
+
+def test_sigterm_stops_gracefully_and_closes_the_recommender(tmp_path) -> None:
+    marker = tmp_path / "closed"
+    script = tmp_path / "serve_one.py"
+    script.write_text(
+        "import sys\n"
+        "from audit.interface import Recommender\n"
+        "from audit.serve import serve\n"
+        "class Rec(Recommender):\n"
+        "    name = 'closing'\n"
+        "    capabilities = frozenset({'generate'})\n"
+        "    def generate(self, reqs, k):\n"
+        "        return [['A (2000)'] for _ in reqs]\n"
+        "    def close(self):\n"
+        f"        open({str(marker)!r}, 'w').write('closed')\n"
+        "serve(Rec(), port=int(sys.argv[1]))\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert marker.read_text() == "closed"
