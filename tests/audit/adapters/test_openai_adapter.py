@@ -134,10 +134,12 @@ def test_closed_port_raises_endpoint_error_quickly() -> None:
         unchecked.generate([REQ], 3)
 
 
-def test_timeout_is_retried_then_an_endpoint_error() -> None:
+@contextmanager
+def slow_server(delay: float) -> Iterator[Scripted]:
+    """A scripted server that sleeps ``delay`` s before each POST answer."""
     class Slow(_ScriptedHandler):
         def do_POST(self) -> None:  # noqa: N802
-            time.sleep(0.5)
+            time.sleep(delay)
             super().do_POST()
 
     server = Scripted([], (200, GOOD, {}))
@@ -145,14 +147,72 @@ def test_timeout_is_retried_then_an_endpoint_error() -> None:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        rec = make(server.base_url, timeout=0.1, max_retries=1)
-        with pytest.raises(EndpointError, match="timed out"):
-            rec.generate([REQ], 2)
-        assert rec.stats["retries"] == 1
+        yield server
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_a_read_timeout_is_not_resent_and_names_the_settings_to_change() -> None:
+    with slow_server(0.5) as server:
+        rec = make(server.base_url, timeout=0.1, max_retries=3)
+        with pytest.raises(EndpointError, match="timed out") as err:
+            rec.generate([REQ], 2)
+        for setting in ("timeout", "max_concurrency", "max_tokens"):
+            assert setting in str(err.value)
+        assert rec.stats["retries"] == 0 and rec.stats["failed_requests"] == 1
+        time.sleep(0.7)  # the server records a POST after its delay
+        assert len(server.posts) == 1  # the slow server got the request once
+        resend = make(server.base_url, timeout=0.1, max_retries=1, retry_read_timeouts=True)
+        with pytest.raises(EndpointError):
+            resend.generate([REQ], 2)
+        assert resend.stats["retries"] == 1
+
+
+def test_failures_within_the_share_keep_the_answers_and_are_counted() -> None:
+    script = [(500, "down", {})] * 3  # one request (1 try + 2 retries) fails for good
+    with scripted(script) as server:
+        rec = make(server.base_url, max_retries=2, max_concurrency=1, max_failure_share=0.25)
+        gens = rec.generate_detailed([REQ] * 4, 2)
+        assert [g.items for g in gens[1:]] == [("Fargo (1996)", "Heat (1995)")] * 3
+        assert gens[0].items == () and gens[0].raw.startswith("[request failed]") and "HTTP 500" in gens[0].raw
+        assert rec.stats["failed_requests"] == 1 and rec.stats["retries"] == 2 and rec.stats["requests"] == 1 + 6  # + the GET /models check
+
+
+def test_past_the_failure_share_the_rest_is_cancelled_promptly() -> None:
+    with scripted([], default=(503, "overloaded", {})) as server:
+        rec = make(server.base_url, max_retries=2, backoff=0.2, backoff_max=0.2, max_concurrency=2,
+                   max_failure_share=0.0, check=False)
+        t0 = time.perf_counter()
+        with pytest.raises(EndpointError, match="max_failure_share") as err:
+            rec.generate([REQ] * 40, 2)
+        assert time.perf_counter() - t0 < 3.0
+        assert "1 of 40" in str(err.value) or "2 of 40" in str(err.value)
+        sent = len(server.posts)
+        assert sent <= 2 * 3 + 2  # at most the in-flight pair's attempts, never all 40 x 3
+        rec.close()
+
+
+def test_retry_after_as_an_http_date_is_honoured() -> None:
+    import email.utils
+
+    when = email.utils.formatdate(time.time() + 1.2, usegmt=True)
+    with scripted([(429, "wait", {"Retry-After": when})]) as server:
+        rec = make(server.base_url, backoff_max=5.0)
+        t0 = time.perf_counter()
+        assert rec.generate([REQ], 2) == [["Fargo (1996)", "Heat (1995)"]]
+        assert time.perf_counter() - t0 >= 0.2  # an HTTP date has 1 s resolution
+
+
+def test_default_max_tokens_fits_k_titles_and_an_explicit_one_wins() -> None:
+    with scripted([]) as server:
+        make(server.base_url).generate([REQ], 10)
+        assert server.posts[-1]["max_tokens"] == 24 * 10 + 32
+        make(server.base_url).generate([REQ], 3)
+        assert server.posts[-1]["max_tokens"] == 24 * 3 + 32
+        make(server.base_url, max_tokens=50).generate([REQ], 10)
+        assert server.posts[-1]["max_tokens"] == 50
 
 
 @pytest.mark.parametrize("status", [401, 404])
