@@ -128,17 +128,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rec = build_recommender(args.recommender, suite.recommenders[args.recommender],
                             BuildContext(dataset=dataset, cache_dir=models_dir(), seed=suite.seed,
                                          progress=_progress_enabled(args), suite_dir=suite.base_dir))
-    try:
-        serve(rec, host=args.host, port=args.port)
-    finally:
-        rec.close()
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            rec.close()
+            raise ConfigError(f"--api-key-env {args.api_key_env!r}: that environment variable is not set; "
+                              "export the key clients must send as 'Authorization: Bearer <key>'")
+    serve(rec, host=args.host, port=args.port, model_name=args.model_name, api_key=api_key,  # closes rec
+          tokenizer=args.tokenizer, request_timeout=args.request_timeout, max_connections=args.max_connections,
+          max_body_bytes=args.max_body_bytes, serialize=not args.concurrent)
     return EXIT_OK
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboard import launch_command
 
-    command = launch_command(args.reports)
+    command = launch_command(args.reports, streamlit_args=["--server.address", args.host,
+                                                           "--server.port", str(args.port)])
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"recaudit dashboard: listening on {args.host}:{args.port}; the dashboard has no "
+              "authentication and shows users' histories and attributes", file=sys.stderr)
     if args.print_command:
         print(" ".join(command))
         return EXIT_OK
@@ -190,12 +200,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="serve one recommender of a suite over an OpenAI-compatible API")
     p.add_argument("--recommender", required=True, metavar="NAME")
     p.add_argument("--suite", required=True, type=Path, metavar="SUITE.yaml")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", help="the model id clients must send (default: the recommender's name)")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="require 'Authorization: Bearer <key>' with the key in this environment variable")
+    p.add_argument("--tokenizer", metavar="DIR", help="a local Hugging Face tokenizer directory: token usage "
+                                                      "and exact max_tokens")
+    p.add_argument("--request-timeout", type=float, default=300.0, metavar="S",
+                   help="longest a recommender call may take (504 after it)")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections at most (503 past it)")
+    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="larger request bodies get 413")
+    p.add_argument("--concurrent", action="store_true",
+                   help="call the recommender from several requests at once (only for thread-safe ones)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("dashboard", parents=[common], help="open the Streamlit dashboard on a reports directory")
     p.add_argument("reports", nargs="?", type=Path, default=Path("reports"), metavar="REPORTS_DIR")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network: "
+                        "the dashboard has no authentication)")
+    p.add_argument("--port", type=int, default=8501)
     p.add_argument("--print-command", action="store_true", help="print the streamlit command instead of running it")
     p.set_defaults(handler=cmd_dashboard)
     return parser
