@@ -17,7 +17,7 @@ Two mechanisms, two accountants:
   Theorem 9) for subsampling without replacement under replace-one adjacency, composed over
   rounds and converted to (epsilon, delta) with Balle et al. (2020)'s conversion.
 
-``delta`` defaults to 1 / (number of private users) rounded down to a power of ten.
+``delta`` defaults to 1 / (10 x number of private users) rounded down to a power of ten.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ PRV_MAX_POINTS = 1_000_000
 
 
 def default_delta(n_private: int) -> float:
-    """1 / ``n_private`` rounded down to a power of ten (e.g. 377 users -> 1e-3)."""
+    """1 / (10 ``n_private``) rounded down to a power of ten (e.g. 377 users -> 1e-4, 578 -> 1e-4,
+    1000 -> 1e-4): delta well below 1/n, so "leak one user's whole record" stays improbable."""
     if n_private < 2:
         raise ConfigError(f"the private group has {n_private} users; DP training needs at least 2")
-    return 10.0 ** -math.ceil(math.log10(n_private) - 1e-12)
+    return 10.0 ** -math.ceil(math.log10(10 * n_private) - 1e-12)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,11 @@ class MembershipSplit:
     source: str
     excluded: int = 0
 
+    @property
+    def assumed(self) -> bool:
+        """True when the recommender did not declare whom it trained on (membership assumed)."""
+        return self.source.startswith("assumed")
+
 
 def membership_split(rec: Recommender, dataset: Dataset, *, exclude: Iterable[str] = (),
                      min_items: int = 2, member_stage: str | None = None) -> MembershipSplit:

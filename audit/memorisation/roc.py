@@ -2,7 +2,8 @@
 
 AUROC (scikit-learn's ``roc_auc_score``; 0.5 = chance, 1 = perfect), TPR at a fixed low
 FPR (the best threshold whose empirical FPR does not exceed the target; with n0
-non-members an FPR below 1/n0 means no false positive at all), and the ROC curve
+non-members an FPR below 1/n0 means no false positive at all, so TPR@FPR is reported only
+where n0 >= 10 / FPR and is otherwise "not estimable" with the reason), and the ROC curve
 (``roc_curve``) thinned for the dashboard.
 
 Confidence intervals are 95% bootstraps over users that resample members and non-members
@@ -13,6 +14,7 @@ and percentile for TPR@FPR (a step statistic, for which BCa's jackknife degenera
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -117,6 +119,22 @@ class AttackSummary:
     n_members: int
     n_nonmembers: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: FPR -> why TPR at that FPR is not reported (too few non-members to resolve it)
+    not_estimable: dict[float, str] = field(default_factory=dict)
+
+
+#: TPR@FPR is reported only when the non-members can resolve the FPR: n0 >= this / FPR
+#: (at least 10 false positives allowed), otherwise it is TPR at zero false positives
+MIN_FALSE_POSITIVES = 10
+
+
+def fpr_estimable(fpr: float, n_nonmembers: int) -> str | None:
+    """None when ``n_nonmembers`` resolve ``fpr`` (n0 >= 10 / FPR), else the reason it is not estimable."""
+    need = math.ceil(MIN_FALSE_POSITIVES / fpr - 1e-9)
+    if n_nonmembers >= need:
+        return None
+    return (f"not estimable: {n_nonmembers} non-members resolve FPRs only in steps of 1/{n_nonmembers}; "
+            f"TPR@{fpr_label(fpr)} FPR needs at least {need} non-members ({MIN_FALSE_POSITIVES} / FPR)")
 
 
 def attack_summary(scores: Sequence[float] | np.ndarray, is_member: Sequence[bool] | np.ndarray, *,
@@ -143,7 +161,13 @@ def attack_summary(scores: Sequence[float] | np.ndarray, is_member: Sequence[boo
     n = n1 + n0
     auc = Metric(value=value, n=n, ci=_auroc_bca(members, nonmembers, seed, n_resamples, confidence))
     tprs = {}
+    not_estimable: dict[float, str] = {}
     for f in fprs:
+        reason = fpr_estimable(f, n0)
+        if reason is not None:
+            not_estimable[f] = reason
+            continue
         point = float(tpr_at_fpr(members, nonmembers, f)[0])
         tprs[f] = Metric(value=point, n=n, ci=ci(tpr_at_fpr(boot_mem, boot_non, f)))
-    return AttackSummary(auroc=auc, tpr=tprs, roc=thinned_roc(s, y), n_members=n1, n_nonmembers=n0)
+    return AttackSummary(auroc=auc, tpr=tprs, roc=thinned_roc(s, y), n_members=n1, n_nonmembers=n0,
+                         not_estimable=not_estimable)

@@ -21,7 +21,11 @@ the last ``max_items`` of them, with their profile. Attacks (scores: higher = me
 
 Reported per attack: ``mia_auroc_<attack>``, ``tpr@1%fpr_<attack>`` and
 ``tpr@0.1%fpr_<attack>`` (95% bootstrap CIs over users; n = users scored) and the ROC
-curve in ``details["roc"][attack]``. An attack the recommender cannot support is listed
+curve in ``details["roc"][attack]``. A TPR@FPR is reported only where the n0 non-members
+resolve it (n0 >= 10 / FPR); otherwise it is listed in ``details["not_estimable"]`` with
+the reason. When the recommender does not declare its training users, membership is
+assumed (the data set's default split) and the figures are renamed ``assumed_mia_auroc_*``
+/ ``assumed_tpr@...`` and declared as context (no better direction): not findings. An attack the recommender cannot support is listed
 in ``details["skipped"]`` with the reason. ``control: true`` runs the null audit instead:
 "members" and "non-members" are two random halves of the non-members, so every AUROC
 should be 0.5 within its CI.
@@ -43,10 +47,22 @@ from audit.memorisation.roc import attack_summary, fpr_label
 from audit.memorisation.scores import loss_score, min_k, min_k_plus_plus, reference_calibrated, zlib_ratio
 from audit.memorisation.sequences import ScoredSequence, score_sequences
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 
 ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp", "ref", "list")
 SEQUENCE_ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp")
+
+SPECS: dict[str, MetricSpec] = {
+    "mia_auroc": MetricSpec(direction="lower", range=(0.0, 1.0), chance=0.5, unit="AUROC", sampled=True,
+                            meaning="membership-inference AUROC of the attack (0.5 = members indistinguishable)"),
+    "assumed_mia_auroc": MetricSpec(direction=None, range=(0.0, 1.0), chance=0.5, unit="AUROC", sampled=True,
+                                    meaning="membership-inference AUROC under ASSUMED membership (the recommender "
+                                            "does not declare its training users): context, not a finding"),
+    "tpr": MetricSpec(direction="lower", range=(0.0, 1.0), unit="share of members", sampled=True,
+                      meaning="true-positive rate of the attack at the stated false-positive rate"),
+    "assumed_tpr": MetricSpec(direction=None, range=(0.0, 1.0), unit="share of members", sampled=True,
+                              meaning="TPR at the stated FPR under ASSUMED membership: context, not a finding"),
+}
 
 
 class MembershipConfig(ProbeConfig):
@@ -144,16 +160,23 @@ class MembershipInferenceProbe(Probe):
         metrics: dict[str, Metric] = {}
         roc: dict[str, dict[str, list[float]]] = {}
         counts: dict[str, dict[str, int]] = {}
+        not_estimable: dict[str, str] = {}
+        # membership the recommender did not declare is an assumption: its AUROC is context, not a finding
+        assumed = split.assumed and not cfg.control
+        prefix = "assumed_" if assumed else ""
         for attack in [a for a in ATTACKS if a in scores]:
             s, y = scores[attack]
             summary = attack_summary(s, y, fprs=cfg.fprs, seed=seed)
-            metrics[f"mia_auroc_{attack}"] = summary.auroc
+            metrics[f"{prefix}mia_auroc_{attack}"] = summary.auroc.declare(SPECS[f"{prefix}mia_auroc"])
             for f, m in summary.tpr.items():
-                metrics[f"tpr@{fpr_label(f)}fpr_{attack}"] = m
+                metrics[f"{prefix}tpr@{fpr_label(f)}fpr_{attack}"] = m.declare(SPECS[f"{prefix}tpr"])
+            for f, reason in summary.not_estimable.items():
+                not_estimable[f"tpr@{fpr_label(f)}fpr_{attack}"] = reason
             roc[attack] = summary.roc
             counts[attack] = {"members": summary.n_members, "nonmembers": summary.n_nonmembers}
         details = {
-            "membership": split.source, "control": cfg.control, "path": path,
+            "membership": split.source, "membership_assumed": assumed, "control": cfg.control, "path": path,
+            "not_estimable": not_estimable,
             "members": len(members), "nonmembers": len(nonmembers),
             "excluded_users": split.excluded, "k": cfg.k, "max_items": cfg.max_items,
             "users_per_attack": counts, "roc": roc, "skipped": skipped,

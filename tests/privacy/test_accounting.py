@@ -23,10 +23,12 @@ from privacy.accounting import (
 )
 
 
-@pytest.mark.parametrize("n, delta", [(2, 0.1), (10, 0.1), (11, 0.01), (377, 1e-3), (1000, 1e-3), (1001, 1e-4)])
-def test_default_delta_is_one_over_n_rounded_down_to_a_power_of_ten(n, delta):
+@pytest.mark.parametrize("n, delta", [(2, 0.01), (10, 0.01), (11, 1e-3), (377, 1e-4), (578, 1e-4),
+                                      (1000, 1e-4), (1001, 1e-5)])
+def test_default_delta_is_at_most_a_tenth_of_one_over_n(n, delta):
+    # issue 14: 578 private users used to get delta 1e-3 (> 1/(10 n)); now 1e-4
     assert default_delta(n) == pytest.approx(delta)
-    assert default_delta(n) <= 1 / n
+    assert default_delta(n) <= 1 / (10 * n)
 
 
 def test_default_delta_needs_two_private_users():

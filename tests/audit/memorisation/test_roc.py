@@ -42,9 +42,11 @@ def test_a_planted_effect_is_found_and_a_clean_control_is_not():
     rng = np.random.default_rng(2)
     y = np.arange(400) < 200
     planted = rng.normal(size=400) + 1.5 * y
-    found = attack_summary(planted, y, seed=0)
+    found = attack_summary(planted, y, seed=0, fprs=(0.05, 0.01))
     assert found.auroc.ci[0] > 0.75
-    assert found.tpr[0.01].value > 0.05
+    assert found.tpr[0.05].value > 0.05
+    # 200 non-members cannot resolve FPR 1 % (needs 1000): not estimable, not TPR at zero false positives
+    assert 0.01 not in found.tpr and "not estimable" in found.not_estimable[0.01]
     clean = attack_summary(rng.normal(size=400), y, seed=0)
     assert clean.auroc.ci[0] < 0.5 < clean.auroc.ci[1]
     assert found.auroc.n == 400 and found.n_members == 200

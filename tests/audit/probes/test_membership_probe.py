@@ -26,7 +26,9 @@ def test_a_model_that_memorised_its_members_is_caught_by_every_sequence_attack(t
         auc = result.metrics[f"mia_auroc_{attack}"]
         assert auc.ci[0] > 0.8, (attack, auc)
         assert auc.n == 40
-        assert f"tpr@1%fpr_{attack}" in result.metrics and f"tpr@0.1%fpr_{attack}" in result.metrics
+        # 20 non-members cannot resolve FPR 1 % or 0.1 % (needs 1000 / 10000): not estimable, with the reason
+        assert f"tpr@1%fpr_{attack}" not in result.metrics and f"tpr@0.1%fpr_{attack}" not in result.metrics
+        assert "not estimable" in result.details["not_estimable"][f"tpr@1%fpr_{attack}"]
         roc = result.details["roc"][attack]
         assert roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0
     assert result.details["members"] == 20 and result.details["nonmembers"] == 20
@@ -146,3 +148,25 @@ def test_config_rejects_unknown_attacks_and_bad_fprs():
         validate_config(MembershipConfig, {"attacks": ["loss", "lira"]}, "membership")
     with pytest.raises(ConfigError, match="FPR"):
         validate_config(MembershipConfig, {"fprs": [1.5]}, "membership")
+
+
+def test_tpr_at_fpr_is_reported_only_where_the_non_members_resolve_it(tiny_dataset):
+    """Issue 14: with n0 non-members, TPR@FPR is reported only where n0 >= 10 / FPR."""
+    members, _ = halves(tiny_dataset)
+    result, _ = run_probe(LineModel(tiny_dataset, members), tiny_dataset, attacks=["loss"], fprs=[0.5, 0.01])
+    assert "tpr@50%fpr_loss" in result.metrics  # 20 non-members >= 10 / 0.5
+    assert "tpr@1%fpr_loss" not in result.metrics
+    assert "1000 non-members" in result.details["not_estimable"]["tpr@1%fpr_loss"]
+    assert result.undeclared() == []
+
+
+def test_undeclared_membership_is_marked_assumed_and_not_a_finding(tiny_dataset):
+    """Issue 14: a recommender that does not say whom it trained on gets no mia_auroc finding."""
+    members, _ = halves(tiny_dataset)
+    rec = LineModel(tiny_dataset, members)
+    del rec.info["trained_users"]
+    result, _ = run_probe(rec, tiny_dataset, attacks=["loss"])
+    assert "mia_auroc_loss" not in result.metrics
+    assumed = result.metrics["assumed_mia_auroc_loss"]
+    assert assumed.spec is not None and assumed.spec.direction is None
+    assert result.details["membership_assumed"] is True
