@@ -1,7 +1,18 @@
-"""Bootstrap confidence intervals over users (scipy.stats.bootstrap, percentile method)."""
+"""Confidence intervals: Wilson score intervals for proportions, bootstrap over users otherwise.
+
+- :func:`wilson_ci` / :func:`proportion_metric`: a share of independent 0/1 outcomes. The
+  Wilson score interval never collapses at 0 or 1 (0 of 200 gives [0, 0.019], not [0, 0]);
+  :func:`mean_metric` uses it automatically when every value is 0 or 1 (hit rates, compliance).
+- :func:`bootstrap_ci`: a mean of non-binary per-user values (scipy.stats.bootstrap, percentile).
+- :func:`paired_bootstrap`: a statistic over rows resampled together (ratios, differences).
+- :func:`ratio_ci`: a pooled ratio sum(num)/sum(den) over users: the user bootstrap, except at 0
+  or 1 where that collapses to a point; there the Wilson interval over the users (each user one
+  trial, conservative for clustered slots) is used.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -38,13 +49,61 @@ def bootstrap_ci(
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
-def mean_metric(values: Sequence[float] | np.ndarray, *, seed: int = 0, unit: str = "users") -> Metric:
-    """Mean of per-unit values with its bootstrap CI and n (NaN values are dropped)."""
+def wilson_ci(successes: float, n: int, *, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n``; (nan, nan) when n is 0."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = float(successes) / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes <= 0 else max(0.0, centre - half)
+    hi = 1.0 if successes >= n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def is_binary(x: np.ndarray) -> bool:
+    """True when every value is 0 or 1."""
+    return bool(x.size) and bool(np.all((x == 0) | (x == 1)))
+
+
+def proportion_metric(values: Sequence[float] | np.ndarray, *, unit: str = "users") -> Metric:
+    """Share of 0/1 outcomes with its Wilson interval and n (NaN values dropped)."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return Metric(value=float("nan"), n=0, ci=None, unit=unit)
+    if not is_binary(x):
+        raise ValueError("proportion_metric needs 0/1 values")
+    return Metric(value=float(x.mean()), n=int(x.size), ci=wilson_ci(float(x.sum()), int(x.size)), unit=unit)
+
+
+def mean_metric(values: Sequence[float] | np.ndarray, *, seed: int = 0, unit: str = "users") -> Metric:
+    """Mean of per-unit values with its CI and n (NaN values are dropped): Wilson when every
+    value is 0 or 1, else the percentile bootstrap."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return Metric(value=float("nan"), n=0, ci=None, unit=unit)
+    if is_binary(x):
+        return proportion_metric(x, unit=unit)
     return Metric(value=float(x.mean()), n=int(x.size), ci=bootstrap_ci(x, seed=seed), unit=unit)
+
+
+def ratio_ci(num: np.ndarray, den: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
+    """CI of sum(num)/sum(den) over users (rows with den > 0): see the module docstring."""
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    keep = den > 0
+    rows = np.stack([num[keep], den[keep]], axis=1)
+    n = int(rows.shape[0])
+    if n == 0:
+        return (float("nan"), float("nan"))
+    total, whole = float(rows[:, 0].sum()), float(rows[:, 1].sum())
+    if total == 0 or total == whole:
+        return wilson_ci(total / whole * n, n)
+    return paired_bootstrap(rows, lambda r: float(r[:, 0].sum() / r[:, 1].sum()), seed=seed)
 
 
 def paired_bootstrap(

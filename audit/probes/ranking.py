@@ -14,8 +14,12 @@ to the candidate list. Conditions (each recorded in ``outputs.jsonl``):
 - ``shuffled``: the base candidates with the history in a seeded random order ->
   ``history_order_sensitivity`` = 1 - Jaccard of the two top-K sets (0 = order-blind).
 
-Ranks count matched candidates only, first occurrence, in output order; an absent
-held-out item ranks ``candidates``. ``out_of_candidate_rate`` is the share of slots,
+A rank is the held-out item's *slot* in the answer (first occurrence): slots that name no
+candidate (invented titles, real films outside the list, another year or sequel of a
+candidate — the year/sequel/subtitle rule of :mod:`audit.catalog`) and repeated slots still
+take their place, so answering outside the candidates costs HR@1 and NDCG like any miss; an
+absent held-out item ranks ``candidates``. ``compliance_rate`` needs exactly ``k`` slots that
+each name a title (not a bare number). ``out_of_candidate_rate`` is the share of slots,
 pooled over all conditions, that match no candidate. Popularity is the item's number of
 training interactions: ``popularity_mean_rankR`` (the item placed at output rank R),
 ``avg_rec_popularity`` (all matched top-K slots) beside ``candidate_popularity_mean``, and
@@ -27,7 +31,8 @@ candidates by score. Every figure is a mean over users with a 95% bootstrap CI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Sequence, Union
 
 import numpy as np
@@ -39,10 +44,45 @@ from audit.interface import RecRequest, Recommender
 from audit.metrics import hit_at_k, ndcg_at_k, rank_of_target
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.probes.hallucination import ratio_metric
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 from audit.stats import mean_metric, paired_bootstrap
 
 PositionName = Literal["first", "mid", "last"]
+
+_POP = "training interactions per item"
+#: the declared meaning of each metric family (``@K`` = the configured k, ``P``/``R`` = position/rank)
+METRIC_SPECS: dict[str, MetricSpec] = {
+    "out_of_candidate_rate": MetricSpec("lower", unit="share of slots", meaning="slots naming no candidate"),
+    "compliance_rate": MetricSpec("higher", unit="share of users", meaning="answers of exactly k titled slots"),
+    "hr@K": MetricSpec("higher", unit="share of users", meaning="held-out item within the first k slots"),
+    "ndcg@K": MetricSpec("higher", unit="NDCG", meaning="NDCG of the held-out item's slot"),
+    "position_bias_hr@1_posP": MetricSpec(None, unit="share of users",
+                                          meaning="HR@1 with the held-out item at candidate position P"),
+    "position_bias_hr@1_gap": MetricSpec("lower", range=(-1.0, 1.0), chance=0.0, unit="difference of shares",
+                                         meaning="HR@1 at the first tested position minus the last"),
+    "popularity_mean_rankR": MetricSpec(None, range=(0.0, None), unit=_POP,
+                                        meaning="mean popularity of the item at output rank R"),
+    "avg_rec_popularity": MetricSpec(None, range=(0.0, None), unit=_POP, meaning="mean popularity of ranked items"),
+    "candidate_popularity_mean": MetricSpec(None, range=(0.0, None), unit=_POP,
+                                            meaning="mean popularity of the candidates (baseline)"),
+    "popularity_lift": MetricSpec("lower", range=(None, None), chance=0.0, unit=_POP,
+                                  meaning="popularity of the ranked top k minus the candidates' mean"),
+    "history_order_sensitivity": MetricSpec("lower", chance=0.0, unit="1 - Jaccard",
+                                            meaning="top-k change when the history is shuffled"),
+    "score_hr@K": MetricSpec("higher", unit="share of users", meaning="HR@k when ranking by score"),
+    "score_ndcg@K": MetricSpec("higher", unit="NDCG", meaning="NDCG@k when ranking by score"),
+}
+
+
+def metric_spec(name: str, k: int, candidates: int) -> MetricSpec:
+    """The declared meaning of an emitted metric name (chance: a uniform random ranking)."""
+    family = re.sub(r"_pos\d+$", "_posP", re.sub(r"_rank\d+$", "_rankR", name.replace(f"@{k}", "@K")))
+    spec = METRIC_SPECS[family]
+    if family in ("hr@K", "score_hr@K"):
+        return spec.at(chance=k / candidates)
+    if family == "position_bias_hr@1_posP":
+        return spec.at(chance=1 / candidates)
+    return spec
 
 
 class RankingConfig(ProbeConfig):
@@ -93,6 +133,11 @@ class RankedList:
     slots: int
     out_of_candidate: int
     compliant: bool
+    slot_candidates: list[int | None] = field(default_factory=list)  # per slot: candidate index or None
+
+    def rank_of(self, index: int, absent: int) -> int:
+        """1-based slot of candidate ``index`` (first occurrence), ``absent`` when not named."""
+        return self.slot_candidates.index(index) + 1 if index in self.slot_candidates else absent
 
 
 def read_ranking(items: Sequence[str], k: int, candidates: Sequence[str], threshold: float,
@@ -104,16 +149,19 @@ def read_ranking(items: Sequence[str], k: int, candidates: Sequence[str], thresh
     slots = [str(t) for t in list(items)[:k]]
     cat = Catalog({str(i): t for i, t in enumerate(candidates)}, threshold=threshold)
     ranked: list[int] = []
+    per_slot: list[int | None] = []
     outside = 0
     for m in cat.match_many(slots):
         if not m.matched or (m.kind == "fuzzy" and catalog is not None and m.query in catalog):
             outside += 1
+            per_slot.append(None)
             continue
         idx = int(m.item_id)  # type: ignore[arg-type]
+        per_slot.append(idx)
         if idx not in ranked:
             ranked.append(idx)
-    compliant = len(items) == k and all(isinstance(t, str) and t.strip() for t in items)
-    return RankedList(ranked, len(slots), outside, compliant)
+    compliant = len(items) == k and all(isinstance(t, str) and cat.names_a_title(t.strip()) for t in items)
+    return RankedList(ranked, len(slots), outside, compliant, per_slot)
 
 
 def place(negatives: Sequence[str], target: str, position: int) -> list[str]:
@@ -153,7 +201,7 @@ class CandidateRankingProbe(Probe):
             shuffled = [hist[i] for i in rng.permutation(len(hist))]
             if len(hist) >= 2 and shuffled == hist:
                 shuffled = hist[::-1]
-            plan.append((seq.test, negs, int(rng.integers(cfg.candidates)), shuffled))
+            plan.append((seq.test, negs, int(rng.integers(cfg.candidates)), shuffled, u))
 
         base: list[RankedList] = []
         base_cands: list[list[str]] = []
@@ -166,7 +214,7 @@ class CandidateRankingProbe(Probe):
             conds: list[str] = []
             cand_lists: list[list[str]] = []
             for i in chunk:
-                target, negs, p0, shuf = plan[i]
+                target, negs, p0, shuf, _user = plan[i]
                 cands = place(negs, target, p0)
                 variants = [("candidates:random", cands, None)]
                 variants += [(f"candidates:pos={p}", place(negs, target, p), None) for p in positions]
@@ -209,7 +257,7 @@ class CandidateRankingProbe(Probe):
         metrics: dict[str, Metric] = {}
 
         def target_rank(read: RankedList, target_index: int) -> int:
-            return read.ranked.index(target_index) + 1 if target_index in read.ranked else c
+            return read.rank_of(target_index, c)
 
         # out-of-candidate share, pooled over every condition per user
         all_reads = [[base[i], *(by_pos[p][i] for p in by_pos), *([shuffled[i]] if shuffled[i] else [])]
@@ -220,8 +268,9 @@ class CandidateRankingProbe(Probe):
         metrics["compliance_rate"] = mean_metric([float(r.compliant) for r in base], seed=seed)
 
         ranks = np.array([target_rank(r, plan[i][2]) for i, r in enumerate(base)])
-        metrics[f"hr@{k}"] = mean_metric(hit_at_k(ranks, k), seed=seed)
-        metrics[f"ndcg@{k}"] = mean_metric(ndcg_at_k(ranks, k), seed=seed)
+        users = [str(p[4]) for p in plan]
+        metrics[f"hr@{k}"] = mean_metric(hit_at_k(ranks, k), seed=seed).with_units(users, hit_at_k(ranks, k))
+        metrics[f"ndcg@{k}"] = mean_metric(ndcg_at_k(ranks, k), seed=seed).with_units(users, ndcg_at_k(ranks, k))
 
         # position bias: HR@1 with the held-out item at each tested position
         pos_hr1: dict[int, np.ndarray] = {}
@@ -252,7 +301,7 @@ class CandidateRankingProbe(Probe):
                 rec_pop_n[i] += 1
         for r in range(k):
             metrics[f"popularity_mean_rank{r + 1}"] = mean_metric(by_rank[r], seed=seed)
-        metrics["avg_rec_popularity"] = ratio_metric(rec_pop_sum, rec_pop_n, seed=seed)
+        metrics["avg_rec_popularity"] = ratio_metric(rec_pop_sum, rec_pop_n, seed=seed, proportion=False)
         cand_pop = np.array([float(np.mean([popularity.get(x, 0) for x in cands])) for cands in base_cands])
         metrics["candidate_popularity_mean"] = mean_metric(cand_pop, seed=seed)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -278,8 +327,8 @@ class CandidateRankingProbe(Probe):
 
         details = {
             "k": k, "candidates": c, "users": len(base),
-            "protocol": (f"held-out item among {c - 1} uniformly sampled unseen items; ranks over matched "
-                         f"candidates in output order; absent -> rank {c}"),
+            "protocol": (f"held-out item among {c - 1} uniformly sampled unseen items; rank = its slot in the "
+                         f"answer (out-of-candidate and repeated slots count as misses); absent -> rank {c}"),
             "popularity_unit": "training interactions per item",
             "position_series": pos_series,
             "popularity_by_rank": [{"rank": r + 1, "mean": float(np.mean(v)) if v else None, "n": len(v)}
@@ -287,4 +336,5 @@ class CandidateRankingProbe(Probe):
             "rank_histogram": np.bincount(ranks, minlength=c + 1)[1:].tolist(),
             "history_order": details_hist,
         }
+        metrics = {name: m.declare(metric_spec(name, k, c)) for name, m in metrics.items()}
         return ProbeResult(status="pass", metrics=metrics, details=details)

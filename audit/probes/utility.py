@@ -3,8 +3,12 @@
 For each audited user the held-out (test) item is ranked among ``negatives``
 items the user never interacted with (uniform, seeded per user). Recommenders
 with ``score`` are ranked by their scores; generate-only recommenders rank the
-candidates through ``generate`` (items absent from the list rank last). A
-popularity ranking (training interaction counts, seeded random tie-breaks) of
+candidates through ``generate``: each returned slot is matched to the candidates with
+:class:`audit.catalog.Catalog` (exact, then fuzzy, never across a year more than one off,
+a sequel number or a subtitle), and the held-out item's rank is the slot that names it; a
+slot naming a same-title remake of another year, or a title without a year that a remake
+among the candidates shares, is not the held-out item; items absent from the list rank
+last. A popularity ranking (training interaction counts, seeded random tie-breaks) of
 the same candidates is reported beside it as ``popularity_*``.
 """
 
@@ -14,12 +18,48 @@ from typing import ClassVar
 
 import numpy as np
 
+from audit.catalog import Catalog
 from audit.interface import RecRequest, Recommender
-from audit.metrics import hit_at_k, ndcg_at_k, rank_in_list, rank_of_target, reciprocal_rank
-from audit.parsing import normalize_title
+from audit.metrics import hit_at_k, ndcg_at_k, rank_of_target, reciprocal_rank
+from audit.parsing import title_year
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 from audit.stats import mean_metric
+
+#: declared meanings; ``@K`` = a configured cut-off. Chance (a random ranking of the held-out item
+#: among ``negatives + 1`` candidates) is filled in per run: K / (negatives + 1).
+METRIC_SPECS: dict[str, MetricSpec] = {
+    "hr@K": MetricSpec("higher", unit="share of users", meaning="held-out item in the top K"),
+    "ndcg@K": MetricSpec("higher", unit="NDCG", meaning="NDCG@K of the held-out item"),
+    "mrr": MetricSpec("higher", unit="reciprocal rank", meaning="mean reciprocal rank of the held-out item"),
+}
+
+
+def utility_spec(name: str, negatives: int) -> MetricSpec:
+    """The declared meaning of an emitted name; ``popularity_*`` baselines are undirected context."""
+    base = name.removeprefix("popularity_")
+    family, _, cut = base.partition("@")
+    spec = METRIC_SPECS[f"{family}@K" if cut else family]
+    n = negatives + 1
+    if family == "hr":
+        spec = spec.at(chance=int(cut) / n)
+    elif family == "mrr":
+        spec = spec.at(chance=sum(1 / r for r in range(1, n + 1)) / n)
+    if base != name:
+        spec = spec.at(direction=None, meaning="popularity baseline: " + spec.meaning)
+    return spec
+
+
+def generated_rank(items: list[str], candidates: tuple[str, ...] | list[str], threshold: float = 90.0) -> int:
+    """1-based slot of the held-out item ``candidates[0]`` in ``items`` (``len(candidates)`` when no
+    slot names it unambiguously; see the module docstring)."""
+    cat = Catalog({str(i): t for i, t in enumerate(candidates)}, threshold=threshold)
+    target_year = title_year(candidates[0])
+    for j, m in enumerate(cat.match_many([str(t) for t in items])):
+        if m.matched and "0" in m.item_ids and all(title_year(candidates[int(i)]) == target_year
+                                                   for i in m.item_ids):
+            return j + 1
+    return len(candidates)
 
 
 class UtilityConfig(ProbeConfig):
@@ -65,9 +105,12 @@ class UtilityProbe(Probe):
         seed = ctx.seed
         for prefix, ranks in (("", model_ranks), ("popularity_", pop_ranks)):
             for k in cfg.k:
-                metrics[f"{prefix}hr@{k}"] = mean_metric(hit_at_k(ranks, k), seed=seed)
-                metrics[f"{prefix}ndcg@{k}"] = mean_metric(ndcg_at_k(ranks, k), seed=seed)
-            metrics[f"{prefix}mrr"] = mean_metric(reciprocal_rank(ranks), seed=seed)
+                hits, gains = hit_at_k(ranks, k), ndcg_at_k(ranks, k)
+                metrics[f"{prefix}hr@{k}"] = mean_metric(hits, seed=seed).with_units(users, hits)
+                metrics[f"{prefix}ndcg@{k}"] = mean_metric(gains, seed=seed).with_units(users, gains)
+            rr = reciprocal_rank(ranks)
+            metrics[f"{prefix}mrr"] = mean_metric(rr, seed=seed).with_units(users, rr)
+        metrics = {name: m.declare(utility_spec(name, cfg.negatives)) for name, m in metrics.items()}
         details = {
             "protocol": f"leave-one-out, test item vs {cfg.negatives} uniformly sampled unseen items",
             "ranking": "score" if rec.has("score") else "generate",
@@ -92,8 +135,4 @@ class UtilityProbe(Probe):
     @staticmethod
     def _ranks_by_generation(rec: Recommender, reqs: list[RecRequest], ctx: ProbeContext) -> list[int]:
         gens = ctx.generate(rec, reqs, len(reqs[0].candidates), "rank")
-        ranks = []
-        for req, gen in zip(reqs, gens):
-            parsed = [normalize_title(t) for t in gen.items]
-            ranks.append(rank_in_list(parsed, normalize_title(req.candidates[0]), len(req.candidates)))
-        return ranks
+        return [generated_rank(list(gen.items), req.candidates) for req, gen in zip(reqs, gens)]

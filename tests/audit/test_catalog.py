@@ -119,3 +119,60 @@ def test_ml100k_titles_match_themselves_and_duplicates_are_grouped(ml100k) -> No
     assert all(iid in m.item_ids for iid, m in zip(titles, matches))
     assert cat.same_item("246", "268")  # Chasing Amy, listed twice
     assert cat.match("The Godfather").item_id == "127"
+
+
+# -- the matching rule: year, sequel number and subtitle (issue 14) ----------------------------
+RULE_TITLES = {
+    "1": "Toy Story (1995)", "2": "Godfather, The (1972)", "3": "Godfather: Part II, The (1974)",
+    "6": "Sabrina (1954)", "7": "Sabrina (1995)", "8": "Star Trek: First Contact (1996)",
+    "9": "Alien: Resurrection (1997)", "10": "Shawshank Redemption, The (1994)",
+    "11": "Home Alone (1990)", "12": "Apollo 13 (1995)", "13": "Lion King, The (1994)",
+    "14": "Monty Python and the Holy Grail (1974)", "15": "Amélie (2001)", "16": "Rocky (1976)",
+}
+
+#: queries that name another film than the nearest catalog title: each must stay unmatched
+DIFFERENT_FILMS = [
+    "Toy Story 4 (2019)", "Toy Story 4", "Toy Story 2", "Toy Story (2019)", "The Godfather Part IV",
+    "The Godfather: Part III", "Godfather Part 3 (1990)", "Sabrina (2010)", "Star Trek: Insurrection",
+    "Star Trek: Generations (1994)", "Alien", "Shawshank Redemption (1990)", "Home Alone 2: Lost in New York",
+    "Home Alone 3", "Apollo 18 (2011)", "Rocky II", "Rocky V (1990)", "Rocky Balboa - The Return",
+    "The Lion King (2019)", "The Lion King II: Simba's Pride",
+]
+
+#: paraphrases of catalog titles (query, id): each must still match that id
+PARAPHRASES = [
+    ("Godfather, The", "2"), ("the godfather", "2"), ("THE GODFATHER (1972)", "2"), ("Godfather (1973)", "2"),
+    ("The Godfather: Part II", "3"), ("The Godfather Part II (1974)", "3"), ("Godfather Part II", "3"),
+    ("toy story", "1"), ("Toy Story (1996)", "1"), ("Toy-Story!", "1"), ("Sabrina (1954)", "6"),
+    ("Sabrina (1995)", "7"), ("Star Trek - First Contact", "8"), ("Star Trek First Contact (1996)", "8"),
+    ("Alien Resurrection", "9"), ("The Shawshank Redemption", "10"), ("Shawshank Redemtion (1994)", "10"),
+    ("Apollo 13", "12"), ("Apolo 13 (1995)", "12"), ("Lion King", "13"), ("The Lion King (1994)", "13"),
+    ("Monty Python & the Holy Grail", "14"), ("Amelie", "15"), ("amélie (2001)", "15"), ("Rocky", "16"),
+]
+
+
+@pytest.mark.parametrize("query", DIFFERENT_FILMS)
+def test_other_year_sequel_or_subtitle_is_another_film(query: str) -> None:
+    m = Catalog(RULE_TITLES).match(query)
+    assert not m.matched, f"{query!r} matched {m.nearest_title!r} ({m.kind}, {m.score:.0f})"
+    assert m.nearest_id is not None
+
+
+@pytest.mark.parametrize("query, item_id", PARAPHRASES)
+def test_paraphrases_still_match(query: str, item_id: str) -> None:
+    m = Catalog(RULE_TITLES).match(query)
+    assert m.item_id == item_id, f"{query!r} -> {m.item_id} ({m.kind}, {m.score:.0f}, {m.reason})"
+
+
+def test_refusals_say_why() -> None:
+    cat = Catalog(RULE_TITLES)
+    assert "year 2019" in cat.match("Toy Story (2019)").reason
+    assert "numbers [4] vs [2]" in cat.match("The Godfather Part IV").reason
+    assert "subtitle" in cat.match("Star Trek: Insurrection (1998)").reason or \
+        cat.match("Star Trek: Insurrection (1998)").score < 90
+
+
+def test_bare_numbers_do_not_name_a_title() -> None:
+    cat = Catalog({**RULE_TITLES, "20": "1941 (1979)"})
+    assert not cat.names_a_title("1996") and not cat.names_a_title("  ")
+    assert cat.names_a_title("1941") and cat.names_a_title("Toy Story 4")

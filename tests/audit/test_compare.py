@@ -111,7 +111,7 @@ def test_compare_cli_end_to_end_on_real_runs(tmp_path: Path, tiny_dataset: Datas
 
     assert main(["compare", str(runs["good"]), str(runs["bad"])]) == 0
     text = capsys.readouterr().out
-    assert "hr@5" in text and "1.000 [1.000, 1.000]" in text and "worse (REGRESSION)" in text
+    assert "hr@5" in text and "1.000 [0.758, 1.000]" in text and "worse (REGRESSION)" in text
     assert main(["compare", str(runs["good"]), str(runs["bad"]), "--fail-on-regression"]) == 1
     assert main(["compare", str(runs["good"]), str(runs["good"]), "--fail-on-regression"]) == 0
     assert "0 regression(s)" in capsys.readouterr().out

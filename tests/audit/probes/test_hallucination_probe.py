@@ -89,7 +89,7 @@ def test_catalog_titles_in_mixed_forms_have_zero_hallucination(films: Dataset) -
     result, ctx = run(ListRecommender(make), films, k=10, fuzzy_threshold=90)
     m = result.metrics
     assert m["hallucination_rate"].value == 0.0
-    assert m["hallucination_rate"].ci == (0.0, 0.0)
+    assert m["hallucination_rate"].ci[0] == 0.0 and m["hallucination_rate"].ci[1] > 0.05, "never a zero-width CI at 0"
     assert m["hallucination_rate"].n == 40
     assert m["compliance_rate"].value == 1.0
     assert m["duplicate_rate"].value == 0.0
@@ -226,3 +226,46 @@ def test_probe_is_reproducible(films: Dataset) -> None:
     b, _ = run(ListRecommender(rng_make), films, k=10, users=25)
     assert a.to_json() == b.to_json()
     assert a.metrics["hallucination_rate"].n == 25
+
+
+# -- issue 14: invented sequels and wrong years, title-less lines, short answers -----------------
+def test_invented_sequels_and_wrong_years_are_hallucinated(films: Dataset) -> None:
+    """Every slot names a catalog title with another year (> 1 off) or an invented sequel
+    number: all ten are hallucinated (the old fuzzy match ignored year and number: rate 0)."""
+    fakes = ["Toy Story 4 (2019)", "Toy Story (2019)", "The Godfather Part IV", "Rocky V (1990)",
+             "Heat 2 (2022)", "Alien (2024)", "Jaws 5", "Scream 4 (2011)", "Titanic II (2010)",
+             "Psycho (1998)"]
+    result, _ = run(ListRecommender(lambda req, k, u: fakes[:k]), films, k=10)
+    m = result.metrics
+    assert m["hallucination_rate"].value == 1.0 and m["hallucination_rate_of_k"].value == 1.0
+    assert result.details["refused_near_matches"], "refusals are shown with their reason"
+
+
+def test_lines_without_a_title_are_not_compliant(films: Dataset) -> None:
+    """'1. 1996\\n2. 1997 ...' (SmolLM2 via llama.cpp) parses to ten slots but names no title."""
+    from audit.parsing import parse_item_list
+
+    years = parse_item_list("\n".join(f"{i + 1}. {1996 + i}" for i in range(10)))
+    assert len(years) == 10
+    result, _ = run(ListRecommender(lambda req, k, u: years[:k]), films, k=10)
+    assert result.metrics["compliance_rate"].value == 0.0
+    assert result.metrics["hallucination_rate"].value == 1.0
+
+
+def test_short_answers_do_not_lower_the_rate_over_requested_slots(films: Dataset) -> None:
+    """Half the users answer one invented title, the other half nothing at all: the rate over
+    returned items is 1 over the half that answered; over the k requested slots it is 1 for all
+    40 users; nobody is dropped."""
+    result, _ = run(ListRecommender(lambda req, k, u: INVENTED[:1] if u % 2 else []), films, k=10)
+    m = result.metrics
+    assert m["hallucination_rate"].value == 1.0 and m["hallucination_rate"].n == 20
+    assert m["hallucination_rate_of_k"].value == 1.0 and m["hallucination_rate_of_k"].n == 40
+    assert m["empty_answer_rate"].value == 0.5 and m["compliance_rate"].value == 0.0
+    assert result.details["users_returning_nothing"] == 20
+
+
+def test_every_metric_is_declared(films: Dataset) -> None:
+    result, _ = run(ListRecommender(lambda req, k, u: INVENTED[:k]), films, k=10)
+    assert result.undeclared() == []
+    assert result.metrics["hallucination_rate_of_k"].spec.direction == "lower"
+    assert len(result.metrics["hallucination_rate_of_k"].per_unit) == 40, "per-user values for paired tests"

@@ -183,3 +183,22 @@ def test_config_is_validated() -> None:
 def test_too_many_candidates_is_a_config_error(tiny_dataset: Dataset) -> None:
     with pytest.raises(ConfigError, match="candidates"):
         run(Ranker(lambda r: list(r.candidates)), tiny_dataset, candidates=25)
+
+
+def test_out_of_candidate_slots_count_as_misses(tiny_dataset: Dataset) -> None:
+    """An invented title in the first slot, then the held-out item: the held-out item ranks 2,
+    not 1 (the old reading skipped the invented slot and gave HR@1 = NDCG = 1)."""
+    oracle = oracle_order(tiny_dataset)
+    result, _ = run(Ranker(lambda req: ["Completely Invented Film (2031)", *oracle(req)]), tiny_dataset)
+    m = result.metrics
+    assert m["hr@5"].value == 1.0
+    assert m["ndcg@5"].value == pytest.approx(1 / np.log2(3))
+    assert m["position_bias_hr@1_pos0"].value == 0.0
+    assert result.undeclared() == [] and m["hr@5"].spec.chance == pytest.approx(0.5)
+
+
+def test_a_candidate_with_another_year_or_sequel_number_is_out_of_candidates() -> None:
+    cands = ["Heat (1995)", "Toy Story (1995)", "Godfather: Part II, The (1974)"]
+    read = read_ranking(["Heat (2022)", "Toy Story 4", "The Godfather Part IV", "1996"], 4, cands, 90)
+    assert read.out_of_candidate == 4 and read.ranked == [] and not read.compliant
+    assert read_ranking(["Heat (1996)", "toy story", "Godfather Part II"], 3, cands, 90).ranked == [0, 1, 2]

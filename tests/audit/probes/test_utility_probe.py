@@ -117,3 +117,25 @@ def test_popularity_baseline_is_reported_beside_the_model(tiny_dataset):
 def test_recommender_without_score_or_generate_is_skipped(tiny_dataset):
     res, _ = run_utility(Recommender(), tiny_dataset)
     assert res.status == "skip" and "neither" in res.reason
+
+
+def test_generated_rank_respects_year_and_sequel() -> None:
+    """The old generate path stripped years: a same-title remake counted as the held-out item."""
+    from audit.probes.utility import generated_rank
+
+    cands = ["Sabrina (1954)", "Sabrina (1995)", "Heat (1995)", "Toy Story (1995)"]
+    assert generated_rank(["Sabrina (1995)", "Sabrina (1954)"], cands) == 2
+    assert generated_rank(["Sabrina", "Heat"], cands) == 4, "ambiguous between the remakes: not a hit"
+    assert generated_rank(["sabrina (1954)"], cands) == 1
+    toy = ["Toy Story (1995)", "Heat (1995)"]
+    assert generated_rank(["Toy Story 4 (2019)", "Toy Story (2019)", "Heat"], toy) == 2
+    assert generated_rank(["Heat", "toy story"], toy) == 2
+
+
+def test_utility_metrics_are_declared_with_chance_levels(tiny_dataset):
+    res, _ = run_utility(ConstantScorer(), tiny_dataset)
+    m = res.metrics
+    assert res.undeclared() == []
+    assert m["hr@5"].spec.direction == "higher" and m["hr@5"].spec.chance == pytest.approx(0.5)
+    assert m["popularity_hr@5"].spec.direction is None
+    assert len(m["hr@5"].per_unit) == m["hr@5"].n
