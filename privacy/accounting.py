@@ -13,9 +13,9 @@ Two mechanisms, two accountants:
   Gaussian noise of standard deviation ``z * C / m``. One user's data lives in one client,
   so changing it changes one client's clipped update: *replace-one* adjacency, whose
   sensitivity on the average is ``2C / m``. Flower's wrappers do not account for sampling,
-  so recaudit does: the RDP bound of Wang, Balle and Kasiviswanathan (AISTATS 2019,
-  Theorem 9) for subsampling without replacement under replace-one adjacency, composed over
-  rounds and converted to (epsilon, delta) with Balle et al. (2020)'s conversion.
+  so recaudit does, with Google's maintained ``dp-accounting`` library: its RDP accountant
+  for subsampling without replacement under replace-one adjacency (Wang, Balle and
+  Kasiviswanathan, AISTATS 2019), composed over rounds and converted to (epsilon, delta).
 
 ``delta`` defaults to 1 / (10 x number of private users) rounded down to a power of ten.
 """
@@ -29,14 +29,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
 
 from audit.errors import ConfigError
 
 Accountant = Literal["prv", "rdp"]
 
-#: integer Renyi orders used for the federated (sampling without replacement) bound
-FEDERATED_ORDERS: tuple[int, ...] = tuple(range(2, 65)) + (80, 96, 128, 192, 256, 384, 512)
 _MAX_NOISE = 1e4
 #: PRV discretises the privacy loss on a grid; beyond this many points (large epsilon:
 #: little noise, heavy tails) it takes minutes or fails, and RDP is used instead
@@ -180,49 +177,19 @@ def _check_target(target_epsilon: float, delta: float, sample_rate: float, steps
 
 
 # -- federated: subsampling without replacement, replace-one adjacency ---------------------------
-def _log_comb(n: int, k: int) -> float:
-    return float(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1))
-
-
-def gaussian_rdp_replace_one(noise_multiplier: float, order: float) -> float:
-    """RDP of the Gaussian mechanism when one record's clipped contribution (norm <= C) may
-    be replaced by another: sensitivity 2C, noise z*C, so ``2 * order / z**2``."""
-    if noise_multiplier <= 0:
-        return math.inf
-    return 2.0 * order / noise_multiplier ** 2
-
-
-def subsampled_rdp_without_replacement(noise_multiplier: float, sampling_ratio: float, order: int) -> float:
-    """RDP at integer ``order`` >= 2 of the Gaussian mechanism (replace-one, see
-    :func:`gaussian_rdp_replace_one`) applied to a uniformly random subset of size
-    ``sampling_ratio * N`` drawn without replacement (Wang, Balle, Kasiviswanathan 2019,
-    Theorem 9, with the Gaussian's eps(inf) = inf), capped by the unsampled RDP."""
-    if order < 2 or int(order) != order:
-        raise ValueError(f"order must be an integer >= 2, got {order}")
-    if not 0 < sampling_ratio <= 1:
-        raise ValueError(f"sampling ratio must be in (0, 1], got {sampling_ratio}")
-    base = gaussian_rdp_replace_one(noise_multiplier, order)
-    if not math.isfinite(base):
-        return math.inf
-    if sampling_ratio == 1:
-        return base
-    a, g = int(order), sampling_ratio
-    eps2 = gaussian_rdp_replace_one(noise_multiplier, 2)
-    # j = 2 term: gamma^2 C(a,2) min{4 (e^eps2 - 1), 2 e^eps2}
-    log_t2 = min(math.log(4.0) + eps2 + math.log1p(-math.exp(-eps2)), math.log(2.0) + eps2)
-    terms = [0.0, 2 * math.log(g) + _log_comb(a, 2) + log_t2]
-    for j in range(3, a + 1):
-        terms.append(math.log(2.0) + j * math.log(g) + _log_comb(a, j)
-                     + (j - 1) * gaussian_rdp_replace_one(noise_multiplier, j))
-    bound = float(logsumexp(terms)) / (a - 1)
-    return min(bound, base)
-
-
 def federated_epsilon(noise_multiplier: float, clients_per_round: int, num_clients: int, rounds: int,
-                      delta: float, orders: Sequence[int] = FEDERATED_ORDERS) -> tuple[float, float]:
+                      delta: float, orders: Sequence[float] | None = None) -> tuple[float, float]:
     """(epsilon, best order) after ``rounds`` rounds of DP-FedAvg with fixed-size client
-    sampling without replacement (replace-one adjacency, any one client's data changed)."""
-    from opacus.accountants.analysis.rdp import get_privacy_spent
+    sampling without replacement (replace-one adjacency, any one client's data changed).
+
+    Accounted by Google's ``dp-accounting`` (``RdpAccountant`` with ``NeighborRel.REPLACE_ONE``
+    and ``SampledWithoutReplacementDpEvent``: Wang, Balle, Kasiviswanathan 2019, Theorem 27),
+    not hand-written privacy math. Flower adds noise of std ``z * C / m`` to the average of ``m``
+    clipped updates; replacing one client moves the average by up to ``2C / m``, so the
+    Gaussian event's noise multiplier relative to that sensitivity is ``z / 2``."""
+    from dp_accounting import GaussianDpEvent, SampledWithoutReplacementDpEvent, SelfComposedDpEvent
+    from dp_accounting.rdp import RdpAccountant
+    from dp_accounting.privacy_accountant import NeighboringRelation
 
     if not 1 <= clients_per_round <= num_clients:
         raise ConfigError(f"clients per round must be in 1..{num_clients}, got {clients_per_round}")
@@ -230,12 +197,14 @@ def federated_epsilon(noise_multiplier: float, clients_per_round: int, num_clien
         return 0.0, float("nan")
     if noise_multiplier <= 0:
         return math.inf, float("nan")
-    ratio = clients_per_round / num_clients
-    rdp = np.array([rounds * subsampled_rdp_without_replacement(noise_multiplier, ratio, a) for a in orders])
+    acc = (RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE) if orders is None else
+           RdpAccountant(list(orders), neighboring_relation=NeighboringRelation.REPLACE_ONE))
+    event = SampledWithoutReplacementDpEvent(num_clients, clients_per_round, GaussianDpEvent(noise_multiplier / 2))
+    acc.compose(SelfComposedDpEvent(event, rounds))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        eps, best = get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
-    return float(max(eps, 0.0)), float(best)
+        eps, order = acc.get_epsilon_and_optimal_order(delta)
+    return float(max(eps, 0.0)), float(order)
 
 
 def calibrate_federated(target_epsilon: float, delta: float, clients_per_round: int, num_clients: int,

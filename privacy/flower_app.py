@@ -9,7 +9,8 @@
   ``clients_per_round`` partitions drawn without replacement by a seeded generator each
   round), wrapped in Flower's ``DifferentialPrivacyServerSideFixedClipping`` for FL + DP.
   The final weights, per-round metrics and timings go into the ``outcome`` dict given to
-  :func:`make_server_app`.
+  :func:`make_server_app`. Under DP a round with fewer replies than ``clients_per_round``
+  fails (:func:`check_round`): the noise is sized for m updates.
 """
 
 from __future__ import annotations
@@ -75,6 +76,28 @@ class SeededFedAvg(FedAvg):
         config["seed"] = self.plan.seed
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, [self.node_of_partition[p] for p in parts], MessageType.TRAIN)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg's aggregation; under central DP a short round fails (see :func:`check_round`)."""
+        replies = list(replies)
+        check_round(self.plan, server_round, sum(not r.has_error() for r in replies))
+        return super().aggregate_train(server_round, replies)
+
+
+class ShortRoundError(RuntimeError):
+    """A DP round got fewer client updates than the noise was sized for."""
+
+
+def check_round(plan: ServerPlan, server_round: int, replies: int) -> None:
+    """Under central DP, Flower's noise is sized for ``clients_per_round`` (std z C / m) but it
+    averages over however many clients reply: with fewer replies each update weighs more than
+    the accountant assumed, so the round's privacy loss is larger than accounted. Such a round
+    raises :class:`ShortRoundError` instead of being released."""
+    if plan.dp and replies != plan.clients_per_round:
+        raise ShortRoundError(f"round {server_round}: {replies} of {plan.clients_per_round} sampled clients replied; "
+                              f"the central DP noise is sized for {plan.clients_per_round} updates, so this round "
+                              "would spend more privacy than accounted -- stopping (raise the timeout or fix the "
+                              "failing clients)")
 
 
 def make_client_app(workdir: str, threads: int = 1) -> ClientApp:
