@@ -56,7 +56,7 @@ from audit.interface import Recommender
 from audit.metrics import ndcg_at_k
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 from audit.stats import mean_metric, paired_bootstrap
 
 
@@ -177,6 +177,7 @@ class PoisoningProbe(Probe):
                 {"budget": budget, "metric": name, **metrics[name].to_json()}
                 for name in (f"target_hr@{k}" for k in cfg.k) if name in metrics]
         ordered = {f"target_hr@{cfg.k[0]}": metrics.pop(f"target_hr@{cfg.k[0]}"), **metrics}
+        ordered = {name: m if m.spec is not None else m.declare(poisoning_spec(name)) for name, m in ordered.items()}
         return ProbeResult(status="pass", metrics=ordered, details=details)
 
     # -- pieces -----------------------------------------------------------------------------
@@ -277,6 +278,49 @@ class PoisoningProbe(Probe):
             metrics["budget"] = Metric(value, n=1, unit=label)
             return value
         return None
+
+
+_HIT = "share of users"
+#: declared meanings per metric family (the part of the name before ``@``/``=``; see poisoning_spec)
+POISONING_SPECS: dict[str, MetricSpec] = {
+    "target_hr": MetricSpec("lower", unit=_HIT, meaning="attacked target items in the users' top K (exposure)"),
+    "target_ndcg": MetricSpec("lower", unit="NDCG", meaning="NDCG@K of the attacked targets"),
+    "target_score": MetricSpec("lower", range=(None, None), unit="model score", meaning="mean target score"),
+    "target_percentile": MetricSpec("lower", chance=0.5, unit="percentile among items",
+                                    meaning="share of catalog items the target outscores"),
+    "baseline_target_hr": MetricSpec(None, unit=_HIT, meaning="target exposure of the unattacked baseline"),
+    "exposure_ratio": MetricSpec("lower", range=(0.0, None), chance=1.0, unit="ratio",
+                                 meaning="target HR attacked / baseline (1 = no effect)"),
+    "exposure_gain": MetricSpec("lower", range=(-1.0, 1.0), chance=0.0, unit="difference of shares",
+                                meaning="target HR attacked minus baseline"),
+    "score_shift": MetricSpec("lower", range=(None, None), chance=0.0, unit="model score",
+                              meaning="target score attacked minus baseline"),
+    "hr": MetricSpec("higher", unit=_HIT, meaning="clean HR@K (stealth: utility kept by the attack)"),
+    "ndcg": MetricSpec("higher", unit="NDCG", meaning="clean NDCG@K (stealth)"),
+    "fake_share": MetricSpec(None, range=(0.0, None), unit="fake / real users", sampled=False,
+                             meaning="attack budget: fake users per real user"),
+    "fake_users": MetricSpec(None, range=(0.0, None), unit="users", sampled=False, meaning="fake users injected"),
+    "backdoor_rate": MetricSpec(None, unit="share of labels", sampled=False, meaning="attack budget: labels replaced"),
+    "replaced_labels": MetricSpec(None, range=(0.0, None), unit="labels", sampled=False,
+                                  meaning="pre-training labels replaced"),
+    "flagged_users": MetricSpec(None, range=(0.0, None), unit="users", sampled=False,
+                                meaning="users the fake-user detector removed"),
+    "detector_precision": MetricSpec("higher", unit="share of flagged users", meaning="flagged users that are fake"),
+    "detector_recall": MetricSpec("higher", unit="share of fake users", meaning="fake users flagged"),
+    "fake_base_rate": MetricSpec(None, unit="share of users", sampled=False,
+                                 meaning="fake users among the stage's users (precision's chance level)"),
+    "edit_cost": MetricSpec(None, range=(0.0, None), unit="edits per target", meaning="item-text attack edits"),
+    "max_edits": MetricSpec(None, range=(0.0, None), unit="edits", sampled=False, meaning="edit budget"),
+    "budget": MetricSpec(None, range=(0.0, None), unit="attack budget", sampled=False,
+                         meaning="the single attack's budget (its unit names it)"),
+}
+
+
+def poisoning_spec(name: str) -> MetricSpec:
+    """The declared meaning of an emitted name: its family is the text before ``@`` or ``=``
+    (``target_hr@10_gender=F`` -> ``target_hr``)."""
+    family = name.split("@", 1)[0].split("=", 1)[0]
+    return POISONING_SPECS[family]
 
 
 def ratio_metric(attacked: np.ndarray, clean: np.ndarray, *, seed: int = 0) -> Metric:

@@ -1,9 +1,12 @@
 """Job result cache and atomic file writes.
 
 A job (one recommender x one probe) is identified by a SHA-256 key over its
-inputs: the data set fingerprint, the recommender's suite entry, the probe name
-and validated config, the run seed and audited users, and the code version (a
-hash of the source files of the ``audit``, ``attacks`` and ``privacy`` packages).
+inputs: the data set fingerprint, the recommender's suite entry and its *identity*
+(:func:`recommender_identity`: the SHA-256 of the module file of every ``python``
+adapter callable, so editing the recommender's code changes the key; an ``openai``
+endpoint's normalised base URL and model), the probe name and validated config, the run
+seed and audited users, and the code version (a hash of the source files of the
+``audit``, ``attacks`` and ``privacy`` packages).
 Finished jobs are stored as ``<root>/<key>.json`` plus ``<root>/<key>.outputs.jsonl``
 (the raw model outputs); the JSON file is written last and marks the entry complete.
 
@@ -113,12 +116,64 @@ def stable_hash(data: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: entry keys of the ``python`` adapter that name a ``module:function`` callable
+PYTHON_TARGET_KEYS: tuple[str, ...] = ("generate", "score")
+
+
+def module_file(module: str, dirs: Iterable[Path]) -> Path | None:
+    """The source file of ``module`` (dotted name or ``.py`` path) as the python adapter would
+    find it: in ``dirs`` first, then on ``sys.path``; found without importing it. None if absent."""
+    import sys
+
+    if module.endswith(".py"):
+        p = Path(module)
+        cands = [p] if p.is_absolute() else [Path(d) / p for d in dirs]
+        return next((c for c in cands if c.is_file()), None)
+    rel = Path(*module.split("."))
+    for d in [*map(Path, dirs), *(Path(x) for x in sys.path if x)]:
+        for cand in (d / rel.with_suffix(".py"), d / rel / "__init__.py"):
+            if cand.is_file():
+                return cand
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin and Path(spec.origin).is_file() else None
+
+
+def recommender_identity(entry: Mapping[str, Any], dirs: Iterable[Path] = ()) -> dict[str, Any]:
+    """What identifies a recommender beyond its suite entry (part of every job key):
+
+    - ``python`` adapter: per callable target, the SHA-256 of its module file (or
+      ``"<not found>"``), so a rerun after editing the recommender misses the cache;
+    - ``openai`` adapter: the endpoint's base URL (trailing ``/`` removed) and model name.
+    Other adapters: ``{}`` (their code is in the code version, their weights in their entry)."""
+    dirs = [Path(d) for d in dirs] or [Path.cwd()]
+    adapter = entry.get("adapter")
+    if adapter == "python":
+        out: dict[str, Any] = {}
+        for role in PYTHON_TARGET_KEYS:
+            target = entry.get(role)
+            if not isinstance(target, str):
+                continue
+            module = target.partition(":")[0]
+            path = module_file(module, dirs)
+            out[role] = {"target": target,
+                         "module_sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path else "<not found>"}
+        return out
+    if adapter == "openai":
+        return {"base_url": str(entry.get("base_url", "")).rstrip("/"), "model": str(entry.get("model", ""))}
+    return {}
+
+
 def job_key(*, dataset_fingerprint: str, recommender: str, entry: Mapping[str, Any], probe: str,
             probe_name: str, probe_config: Mapping[str, Any], seed: int, users: Iterable[str],
-            version: str | None = None) -> str:
-    """The cache key (64 hex chars) of one job's inputs."""
+            version: str | None = None, identity: Mapping[str, Any] | None = None) -> str:
+    """The cache key (64 hex chars) of one job's inputs (``identity``: :func:`recommender_identity`,
+    computed from ``entry`` in the working directory when not given)."""
     return stable_hash({
         "dataset": dataset_fingerprint, "recommender": recommender, "entry": dict(entry),
+        "identity": dict(identity) if identity is not None else recommender_identity(entry),
         "probe": probe, "probe_name": probe_name, "probe_config": dict(probe_config),
         "seed": int(seed), "users": hashlib.sha256("\n".join(users).encode()).hexdigest(),
         "code": version if version is not None else code_version(),

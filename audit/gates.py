@@ -8,6 +8,11 @@ below the threshold". ``==`` compares with ``math.isclose`` (rel 1e-9, abs 1e-12
 
 A gate whose metric was not measured (job skipped or errored, metric absent,
 value or CI missing) fails, with the reason: a gate never passes silently.
+
+Gates read the metric's declared meaning (:class:`audit.results.MetricSpec`), not its name:
+a gate whose comparison points against the declared better direction (``>=`` on a
+lower-is-better metric), or whose threshold lies outside the declared range, is evaluated
+as written but carries a note saying so in its ``reason``.
 """
 
 from __future__ import annotations
@@ -108,6 +113,24 @@ def _number(result: ProbeResult, spec: GateSpec) -> tuple[float | None, str]:
     return float(x), ""
 
 
+def declaration_note(result: ProbeResult, spec: GateSpec) -> str:
+    """A note when the gate contradicts the metric's declaration ('' when it agrees or none is declared)."""
+    metric = result.metrics.get(spec.metric)
+    decl = metric.spec if metric is not None else None
+    if decl is None:
+        return ""
+    notes = []
+    if decl.direction == "lower" and spec.op in (">", ">="):
+        notes.append(f"note: lower is better for {spec.metric}, but this gate asks for a minimum")
+    elif decl.direction == "higher" and spec.op in ("<", "<="):
+        notes.append(f"note: higher is better for {spec.metric}, but this gate asks for a maximum")
+    lo, hi = decl.range
+    if (lo is not None and spec.threshold < lo) or (hi is not None and spec.threshold > hi):
+        notes.append(f"note: threshold {spec.threshold:g} is outside the declared range "
+                     f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]")
+    return "; ".join(notes)
+
+
 def evaluate_gates(specs: Sequence[GateSpec], results: Mapping[tuple[str, str], ProbeResult],
                    recommenders: Sequence[str]) -> list[GateOutcome]:
     """Evaluate each gate on each recommender it names; ``results`` maps (recommender, probe)."""
@@ -122,5 +145,6 @@ def evaluate_gates(specs: Sequence[GateSpec], results: Mapping[tuple[str, str], 
             if value is None:
                 out.append(GateOutcome(spec, rec, None, False, why))
             else:
-                out.append(GateOutcome(spec, rec, value, bool(OPERATORS[spec.op](value, spec.threshold))))
+                out.append(GateOutcome(spec, rec, value, bool(OPERATORS[spec.op](value, spec.threshold)),
+                                       declaration_note(result, spec)))
     return out

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 from audit.build import build_recommender, parse_variants
 from audit.cache import (ResultCache, atomic_write_json, atomic_write_jsonl, atomic_write_text, code_version,
-                         job_key, load_job_files, to_jsonable)
+                         job_key, load_job_files, recommender_identity, to_jsonable)
 from audit.data.dataset import Dataset
 from audit.data.loaders import load_dataset_from_spec
 from audit.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, ConfigError, RecauditError
@@ -96,10 +96,12 @@ def sample_users(suite: Suite, dataset: Dataset, limit_users: int | None) -> lis
 def plan_jobs(suite: Suite, dataset: Dataset, users: Sequence[str]) -> list[Job]:
     """All jobs in suite order (recommenders outer, probes inner) with their cache keys."""
     version = code_version()
+    dirs = [Path(suite.base_dir).resolve(), Path.cwd().resolve()]  # where the python adapter looks
+    identity = {rec: recommender_identity(entry, dirs) for rec, entry in suite.recommenders.items()}
     return [Job(recommender=rec, probe=probe,
                 key=job_key(dataset_fingerprint=dataset.fingerprint, recommender=rec, entry=entry,
                             probe=probe.alias, probe_name=probe.name, probe_config=probe.config_json(),
-                            seed=suite.seed, users=users, version=version))
+                            seed=suite.seed, users=users, version=version, identity=identity[rec]))
             for rec, entry in suite.recommenders.items() for probe in suite.probes]
 
 
@@ -117,6 +119,7 @@ class _Progress:
         self.cache = cache
         self.outcomes: dict[tuple[str, str], JobOutcome] = {}
         self.pending = 0  # jobs to run (not reused); for the progress log
+        self.reused: list[str] = []  # "rec x probe (source)" of every reused job
         self.finished = 0
 
     def paths(self, job: Job) -> tuple[Path, Path]:
@@ -131,6 +134,7 @@ class _Progress:
             return None
         outcome = JobOutcome.from_record(*found, cached=True)
         log.info("%s x %s: reused from the %s", job.recommender, job.probe.alias, source)
+        self.reused.append(f"{job.recommender} x {job.probe.alias} ({source})")
         if source == "cache":
             self._write_run_dir(job, outcome)
         return outcome
@@ -182,6 +186,10 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
         else:
             pending.append(job)
     state.pending = len(pending)
+    if state.reused:
+        log.warning("reused %d of %d job(s) whose inputs are unchanged (data, users, seed, recommender entry "
+                    "and code/endpoint, probe config, recaudit code): %s; --no-cache recomputes them",
+                    len(state.reused), len(jobs), ", ".join(state.reused))
     log.info("%s: %d jobs, %d reused, %d to run", suite.name, len(jobs), len(jobs) - len(pending), len(pending))
 
     ctx = RunContext(dataset=dataset, users=users, seed=suite.seed, cache_dir=models_dir(home),

@@ -73,3 +73,16 @@ def test_gate_json_and_description() -> None:
     assert o.to_json() == {"probe": "utility", "metric": "ndcg@10", "recommender": "b", "op": ">=",
                            "threshold": 0.2, "use": "ci_low", "value": 0.05, "passed": False, "reason": ""}
     assert o.describe() == "b:utility.ndcg@10.ci_low >= 0.2 (got 0.05)"
+
+
+def test_gates_read_the_declared_direction_and_range() -> None:
+    from audit.gates import GateSpec, evaluate_gates
+    from audit.results import Metric, MetricSpec, ProbeResult
+
+    spec = MetricSpec("lower", range=(0.0, 1.0), unit="share")
+    results = {("m", "p"): ProbeResult("pass", {"rate": Metric(0.2, n=10, ci=(0.1, 0.3)).declare(spec)})}
+    wrong_way = GateSpec(probe="p", metric="rate", recommender="m", op=">=", threshold=1.5)
+    right = GateSpec(probe="p", metric="rate", recommender="m", op="<=", threshold=0.5)
+    bad, good = evaluate_gates([wrong_way, right], results, ["m"])
+    assert not bad.passed and "lower is better" in bad.reason and "outside the declared range" in bad.reason
+    assert good.passed and good.reason == ""

@@ -15,6 +15,7 @@ import runner_testkit as kit
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
 from audit.report import OUTPUT_KEYS, validate_report, validate_report_data, write_report_dir
+from audit.stats import wilson_ci
 from audit.runner import RunOutcome, run_suite_file
 
 
@@ -50,7 +51,7 @@ def test_report_json_validates_and_has_the_contract_fields(mixed_run: RunOutcome
         ("echo", "test-hit", "pass"), ("echo", "test-needs-score", "skip"), ("echo", "test-broken", "error"),
         ("down", "test-hit", "error"), ("down", "test-needs-score", "error"), ("down", "test-broken", "error")]
     hit = report["results"][0]
-    assert hit["headline"] == "hit" and hit["metrics"]["hit"] == {"value": 0.0, "n": 6, "ci": [0.0, 0.0]}
+    assert hit["headline"] == "hit" and hit["metrics"]["hit"] == {"value": 0.0, "n": 6, "ci": [0.0, pytest.approx(wilson_ci(0, 6)[1])]}
     assert [g["passed"] for g in report["gates"]] == [True, False, True]
     assert report["gates_passed"] is False and report["exit_code"] == 1
 
@@ -100,7 +101,7 @@ def test_junit_counts_results_and_gates(mixed_run: RunOutcome, tmp_path: Path) -
 def test_summary_markdown_has_the_matrix_gates_and_reasons(mixed_run: RunOutcome) -> None:
     md = (mixed_run.out / "summary.md").read_text()
     assert "| recommender | test-hit | test-needs-score | test-broken |" in md
-    assert "| echo | hit 0.000 [0.000, 0.000] n=6 | skip | error |" in md
+    assert "| echo | hit 0.000 [0.000, 0.390] n=6 | skip | error |" in md
     assert "**Gates: 2/3 passed**" in md
     assert "| `echo:test-hit.list_length >= 4` | 3.000 | **FAIL** |" in md
     assert "- error: down x test-hit: building recommender 'down' failed: EndpointError" in md
