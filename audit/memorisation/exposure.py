@@ -10,9 +10,20 @@ so a canary that beats every reference has exposure log2 |R| (bits), one at the 
 about 1 bit, one worse than every reference about 0 (exactly -log2(1 + 1/|R|)).
 Ties count against the canary, so exposure is never overstated.
 
-With few references the rank cannot show more than log2 |R| bits. The extrapolation
-fits a skew-normal distribution to the references' log-perplexities
-(``scipy.stats.skewnorm.fit``) and reads exposure = -log2 P[X <= canary's log-perplexity].
+With few references the rank cannot show more than log2 |R| bits: a canary that beats every
+reference is *saturated* and its exposure is only a lower bound (">= 13.3 bits, saturated"
+at 10,000 references). Two figures keep resolving past saturation:
+
+- the **standardised margin** (:func:`standard_margin`): how many reference standard
+  deviations the canary's log-perplexity lies below the references' mean (0 = a typical
+  random sequence; no distributional assumption, unbounded);
+- the **extrapolation**: a skew-normal fitted to the references' log-perplexities
+  (``scipy.stats.skewnorm.fit``), exposure = -log2 P[X <= canary's log-perplexity]. Its fit is
+  checked (:func:`fit_check`: Kolmogorov-Smirnov test of the references against the fitted
+  distribution; with estimated parameters the test is conservative, so a rejection is
+  real) and its values are capped at :func:`extrapolation_cap` = 2 log2 |R| bits -- a tail
+  probability of 1/|R|^2, one "decade of data" beyond what the references resolve; more is
+  not supported by |R| points and is reported as ">= cap".
 """
 
 from __future__ import annotations
@@ -108,3 +119,55 @@ def extrapolated_exposure(canary_ppl: Sequence[float] | np.ndarray,
                           reference_ppl: Sequence[float] | np.ndarray) -> np.ndarray:
     """Skew-normal exposure (bits) of each canary against one fit of the references."""
     return SkewNormalFit.fit(reference_ppl).exposures(canary_ppl)
+
+
+def saturated(canary_ppl: Sequence[float] | np.ndarray, reference_ppl: Sequence[float] | np.ndarray) -> np.ndarray:
+    """True for each canary that outranks every reference (rank 1: exposure at its ceiling log2 |R|)."""
+    refs = np.asarray(reference_ppl, dtype=float)
+    return np.array([canary_rank(float(p), refs) == 1 for p in np.asarray(canary_ppl, dtype=float).ravel()])
+
+
+def standard_margin(canary_ppl: Sequence[float] | np.ndarray, reference_ppl: Sequence[float] | np.ndarray) -> np.ndarray:
+    """(mean reference log-perplexity - canary log-perplexity) / reference standard deviation,
+    per canary: the canary's likelihood margin over random sequences in standard units (NaN for
+    an unscorable canary). Unlike the rank it keeps growing once every reference is beaten."""
+    refs = np.asarray(reference_ppl, dtype=float)
+    refs = refs[np.isfinite(refs)]
+    if refs.size < 2:
+        raise ValueError(f"the standardised margin needs at least 2 finite references, got {refs.size}")
+    sd = float(np.std(refs, ddof=1))
+    if sd == 0:
+        raise ValueError("the standardised margin needs references that are not all equal")
+    x = np.asarray(canary_ppl, dtype=float).ravel()
+    return (float(np.mean(refs)) - x) / sd
+
+
+@dataclass(frozen=True)
+class FitCheck:
+    """Kolmogorov-Smirnov test of the references against the fitted skew-normal."""
+
+    statistic: float
+    p_value: float
+    alpha: float
+
+    @property
+    def rejected(self) -> bool:
+        return self.p_value < self.alpha
+
+    def to_json(self) -> dict[str, float | bool]:
+        return {"test": "Kolmogorov-Smirnov (parameters estimated from the same references: conservative)",
+                "statistic": self.statistic, "p_value": self.p_value, "alpha": self.alpha,
+                "rejected": self.rejected}
+
+
+def fit_check(fit: SkewNormalFit, reference_ppl: Sequence[float] | np.ndarray, alpha: float = 0.05) -> FitCheck:
+    """KS goodness-of-fit of ``fit`` on the (finite) references."""
+    refs = np.asarray(reference_ppl, dtype=float)
+    refs = refs[np.isfinite(refs)]
+    res = stats.kstest(refs, "skewnorm", args=(fit.a, fit.loc, fit.scale))
+    return FitCheck(float(res.statistic), float(res.pvalue), alpha)
+
+
+def extrapolation_cap(n_references: int) -> float:
+    """The most exposure (bits) an extrapolation from ``n_references`` supports: 2 log2 |R|."""
+    return 2.0 * math.log2(n_references)

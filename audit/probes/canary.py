@@ -7,9 +7,16 @@ same length (same item pool, same profile, never inserted; seeded) are scored by
 log-perplexity (mean NLL per item token, see :mod:`audit.memorisation.sequences`). Reported:
 
 - ``exposure_rep<r>``: mean rank-based exposure (bits, 0..log2 |R|) of the canaries
-  inserted r times, with a bootstrap CI over canaries (n = canaries);
-- ``exposure_extrapolated_rep<r>``: the same from a skew-normal fitted to the references'
-  log-perplexities (can exceed log2 |R|);
+  inserted r times, with a bootstrap CI over canaries (n = canaries). A canary that beats
+  every reference is saturated: its exposure is a lower bound. ``exposure_saturated_rep<r>``
+  is the share of saturated canaries and ``details["exposure_summary"]`` spells a fully
+  saturated group as ">= 13.3 bits, saturated";
+- ``exposure_margin_rep<r>``: the canaries' log-likelihood margin over the references in
+  reference standard deviations (keeps resolving when ranks saturate);
+- ``exposure_extrapolated_rep<r>``: exposure from a skew-normal fitted to the references'
+  log-perplexities, reported only when a Kolmogorov-Smirnov test does not reject the fit
+  (``details["fit_check"]``) and capped at 2 log2 |R| bits (what |R| references support;
+  capped canaries are counted in ``details["extrapolation_capped"]``);
 - ``epsilon_lb_one_run`` (Steinke, Nasr, Jagielski 2023) and ``epsilon_lb_clopper_pearson``
   (Jagielski et al. 2020) from the audit canaries (each inserted with probability 1/2),
   guess rules chosen on a seeded half of them and the bound computed on the other half
@@ -33,14 +40,30 @@ from pydantic import Field
 from audit.interface import Recommender
 from audit.memorisation.canaries import canary_manifests, random_sequences
 from audit.memorisation.epsilon import audit_epsilon
-from audit.memorisation.exposure import SkewNormalFit, exposure
+from audit.memorisation.exposure import (SkewNormalFit, exposure, extrapolation_cap, fit_check, saturated,
+                                        standard_margin)
 from audit.memorisation.groups import model_manifest
 from audit.memorisation.roc import attack_summary
 from audit.memorisation.scores import mean_nll
 from audit.memorisation.sequences import score_sequences
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 from audit.stats import mean_metric
+
+SPECS: dict[str, MetricSpec] = {
+    "exposure": MetricSpec(direction="lower", range=(0.0, None), chance=1 / math.log(2), unit="bits",
+                           meaning="mean rank exposure of the canaries (a lower bound where saturated)"),
+    "exposure_saturated": MetricSpec(direction="lower", range=(0.0, 1.0), unit="share of canaries",
+                                     meaning="share of canaries that outrank every reference (exposure at its ceiling)"),
+    "exposure_margin": MetricSpec(direction="lower", range=(None, None), chance=0.0, unit="reference SDs",
+                                  meaning="canary log-likelihood margin over random references, in standard units"),
+    "exposure_extrapolated": MetricSpec(direction="lower", range=(0.0, None), chance=1 / math.log(2), unit="bits",
+                                        meaning="skew-normal extrapolated exposure, capped at 2 log2 |R|"),
+    "epsilon_lb": MetricSpec(direction="lower", range=(0.0, None), unit="epsilon", sampled=False,
+                             meaning="empirical epsilon lower bound (one-sided 95%) from the audit canaries"),
+    "canary_auroc": MetricSpec(direction="lower", range=(0.0, 1.0), chance=0.5, unit="AUROC",
+                               meaning="how well log-perplexity separates included from excluded audit canaries"),
+}
 
 
 def accounted_epsilon(rec: Recommender) -> float | None:
@@ -112,13 +135,33 @@ class CanaryExposureProbe(Probe):
         }
         fit = self._fit(ref_ppl, cfg, details)
         ranked = np.array([exposure(float(p), ref_ppl) for p in exp_ppl])
+        full = saturated(exp_ppl, ref_ppl)
+        margin = standard_margin(exp_ppl, ref_ppl)
         extrapolated = fit.exposures(exp_ppl) if fit is not None else None
+        cap = extrapolation_cap(len(refs))
+        if extrapolated is not None:
+            details["extrapolation_cap_bits"] = cap
+            details["extrapolation_capped"] = int(np.sum(extrapolated > cap))
+            extrapolated = np.minimum(extrapolated, cap)
         reps = np.array([int(c["repetitions"]) for c in exposure_set])
+        ceiling = math.log2(len(refs))
+        summary: dict[str, str] = {}
         for r in sorted(set(reps.tolist())):
-            metrics[f"exposure_rep{r}"] = mean_metric(ranked[reps == r], seed=seed, unit="canaries")
+            sel = reps == r
+            metrics[f"exposure_rep{r}"] = mean_metric(ranked[sel], seed=seed, unit="canaries").declare(SPECS["exposure"])
+            metrics[f"exposure_saturated_rep{r}"] = mean_metric(full[sel].astype(float), seed=seed,
+                                                                unit="canaries").declare(SPECS["exposure_saturated"])
+            metrics[f"exposure_margin_rep{r}"] = mean_metric(margin[sel], seed=seed,
+                                                             unit="canaries").declare(SPECS["exposure_margin"])
+            k, m = int(full[sel].sum()), int(sel.sum())
+            value = float(np.mean(ranked[sel]))
+            summary[f"rep{r}"] = (f">= {ceiling:.1f} bits, saturated ({k} of {m} canaries outrank all {len(refs)} "
+                                  "references; a lower bound)" if k == m else
+                                  f"{value:.2f} bits" + (f" (a lower bound: {k} of {m} canaries saturated)" if k else ""))
             if extrapolated is not None:
-                metrics[f"exposure_extrapolated_rep{r}"] = mean_metric(extrapolated[reps == r], seed=seed,
-                                                                        unit="canaries")
+                metrics[f"exposure_extrapolated_rep{r}"] = mean_metric(
+                    extrapolated[sel], seed=seed, unit="canaries").declare(SPECS["exposure_extrapolated"])
+        details["exposure_summary"] = summary
         per_canary = [{"index": c["index"], "repetitions": int(c["repetitions"]),
                        "log_perplexity": float(exp_ppl[j]), "exposure": float(ranked[j]),
                        "exposure_extrapolated": None if extrapolated is None else float(extrapolated[j])}
@@ -152,6 +195,12 @@ class CanaryExposureProbe(Probe):
             details["extrapolation"] = f"not fitted: {exc}"
             return None
         details["skew_normal_fit"] = fit.to_json()
+        check = fit_check(fit, ref_ppl)
+        details["fit_check"] = check.to_json()
+        if check.rejected:
+            details["extrapolation"] = (f"not reported: the skew-normal fit is rejected by a Kolmogorov-Smirnov "
+                                        f"test (p = {check.p_value:.3g} < {check.alpha})")
+            return None
         return fit
 
     @staticmethod
@@ -161,13 +210,16 @@ class CanaryExposureProbe(Probe):
         score = -aud_ppl  # lower perplexity = guessed "included"
         result = audit_epsilon(score, included, delta=cfg.delta, alpha=cfg.alpha, selection=cfg.selection,
                                seed=seed)
-        metrics["epsilon_lb_one_run"] = Metric(result.one_run, n=result.m, ci=None, unit="canaries")
-        metrics["epsilon_lb_clopper_pearson"] = Metric(result.clopper_pearson, n=result.m, ci=None, unit="canaries")
+        metrics["epsilon_lb_one_run"] = Metric(result.one_run, n=result.m, ci=None, unit="canaries").declare(
+            SPECS["epsilon_lb"])
+        metrics["epsilon_lb_clopper_pearson"] = Metric(result.clopper_pearson, n=result.m, ci=None,
+                                                       unit="canaries").declare(SPECS["epsilon_lb"])
         details["epsilon"] = {**result.details, "audit_canaries": int(included.size),
                               "included": int(included.sum())}
         if included.any() and not included.all():
             summary = attack_summary(score, included, fprs=(), seed=seed)
-            metrics["canary_auroc"] = Metric(summary.auroc.value, summary.auroc.n, summary.auroc.ci, unit="canaries")
+            metrics["canary_auroc"] = Metric(summary.auroc.value, summary.auroc.n, summary.auroc.ci,
+                                             unit="canaries").declare(SPECS["canary_auroc"])
             details["roc"] = {"canary": summary.roc}
 
     @staticmethod

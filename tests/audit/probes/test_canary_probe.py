@@ -65,3 +65,20 @@ def test_a_model_trained_without_canaries_is_skipped_with_the_fix(tiny_dataset):
     result, _ = run_probe(LineModel(tiny_dataset, tiny_dataset.user_ids()[:20]), tiny_dataset)
     assert result.status == "skip"
     assert "'canaries' variant" in result.reason
+
+
+def test_saturated_exposure_is_a_lower_bound_and_the_margin_keeps_resolving(tiny_dataset, manifest):
+    """Issue 14: when every canary outranks every reference, rank exposure is flat at log2 |R|
+    for more repetitions; it is labelled a lower bound and the standardised margin still grows."""
+    result, _ = run_probe(SequenceMemoryModel(tiny_dataset, manifest, strength=2.0), tiny_dataset,
+                          references=100)
+    e4, e16 = result.metrics["exposure_rep4"], result.metrics["exposure_rep16"]
+    assert e4.value == pytest.approx(e16.value) == pytest.approx(math.log2(100))  # saturated: flat
+    assert result.metrics["exposure_saturated_rep16"].value == 1.0
+    assert result.details["exposure_summary"]["rep16"].startswith(">= 6.6 bits, saturated")
+    assert result.metrics["exposure_margin_rep4"].value < result.metrics["exposure_margin_rep16"].value
+    # the extrapolation is either rejected by its fit check or capped at 2 log2 |R|
+    if "exposure_extrapolated_rep16" in result.metrics:
+        assert result.metrics["exposure_extrapolated_rep16"].value <= 2 * math.log2(100) + 1e-9
+    assert "fit_check" in result.details
+    assert result.undeclared() == []
