@@ -45,6 +45,23 @@ class MetricSpec:
         return replace(self, **changes)
 
 
+def _bound(x: float | None, inf: str) -> str:
+    return inf if x is None else f"{x:g}"
+
+
+def spec_table_markdown(specs: Mapping[str, MetricSpec]) -> str:
+    """A Markdown table of declared metrics: name, better, range, chance, unit, sampled, meaning
+    (the README's metric tables are rendered with this)."""
+    lines = ["| metric | better | range | chance | unit | sampled | meaning |", "|---|---|---|---|---|---|---|"]
+    for name, s in specs.items():
+        better = {"higher": "higher", "lower": "lower", None: "– (context)"}[s.direction]
+        rng = f"[{_bound(s.range[0], '-inf')}, {_bound(s.range[1], 'inf')}]"
+        chance = "–" if s.chance is None else f"{s.chance:.3g}"
+        lines.append(f"| `{name}` | {better} | {rng} | {chance} | {s.unit} | {'yes' if s.sampled else 'no'} "
+                     f"| {s.meaning} |")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Metric:
     """One reported number: its value, a confidence interval where sampled, and n.

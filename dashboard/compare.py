@@ -1,11 +1,12 @@
 """Side-by-side comparisons: defended vs undefended recommenders, and one run vs another.
 
 The rule for calling a difference significant is ``recaudit compare``'s
-(:func:`audit.compare.beyond_uncertainty`), so the dashboard and the CLI always agree: with a
-95% CI on both sides, the CIs do not overlap (conservative: disjoint 95% CIs imply p < 0.05
-for the difference, not the reverse; it needs no paired data, which a report does not keep);
-with a CI on one side only, the other value lies outside it; with no CI on either side (an
-accounted epsilon, say), any change.
+(:func:`audit.compare.beyond_uncertainty`), so the dashboard and the CLI always agree: with
+per-user values on both sides (``per_unit``, schema 2), a paired Wilcoxon signed-rank test on
+the shared users at 5%; else with a 95% CI on both sides, the CIs do not overlap; with a CI on
+one side only, the other value lies outside it; with no CI on either side (an accounted
+epsilon, say), any change. Whether a change is better or worse is read from the metric's
+declared direction (``better`` column: up / down / blank for undeclared or undirected).
 """
 
 from __future__ import annotations
@@ -19,16 +20,29 @@ from audit.results import Metric
 from dashboard.model import Report
 
 SIGNIFICANCE_RULE = ("A delta is marked significant when it is beyond the uncertainty, as in "
-                     "`recaudit compare`: the two 95% CIs do not overlap; with a CI on one side only, "
-                     "the other value lies outside it; with no CI on either side, any change.")
+                     "`recaudit compare`: with per-user values in both runs, a paired Wilcoxon test on the "
+                     "shared users (p < 0.05); else the two 95% CIs do not overlap; with a CI on one side "
+                     "only, the other value lies outside it; with no CI on either side, any change.")
 
-COLUMNS = ["metric", "a", "a_lo", "a_hi", "a_n", "b", "b_lo", "b_hi", "b_n", "delta", "significant"]
+COLUMNS = ["metric", "a", "a_lo", "a_hi", "a_n", "b", "b_lo", "b_hi", "b_n", "delta", "significant", "better"]
+
+
+def _as_record(m: Metric) -> dict:
+    return {"value": m.value, "ci": m.ci, "per_unit": m.per_unit}
+
+
+def better_direction(a: Metric, b: Metric) -> str | None:
+    """The declared better direction ('higher'/'lower'), B's declaration first; None if undeclared."""
+    for m in (b, a):
+        if m.spec is not None:
+            return m.spec.direction
+    return None
 
 
 def significant_change(a: Metric, b: Metric) -> bool | None:
     """Whether ``b`` differs from ``a`` beyond the uncertainty (the module's rule); None when
     a value is missing or not finite."""
-    return beyond_uncertainty({"value": a.value, "ci": a.ci}, {"value": b.value, "ci": b.ci})
+    return beyond_uncertainty(_as_record(a), _as_record(b))
 
 
 def metric_deltas(a: dict[str, Metric], b: dict[str, Metric]) -> pd.DataFrame:
@@ -46,6 +60,7 @@ def metric_deltas(a: dict[str, Metric], b: dict[str, Metric]) -> pd.DataFrame:
             "b_n": mb.n,
             "delta": mb.value - ma.value,
             "significant": significant_change(ma, mb),
+            "better": better_direction(ma, mb),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["significant"] = table["significant"].astype(object)  # True / False / None, not numpy bools

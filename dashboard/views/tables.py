@@ -31,13 +31,16 @@ def value_ci_text(value: float, lo: float, hi: float) -> str:
 
 def comparison_display(table: pd.DataFrame, label_a: str, label_b: str) -> pd.DataFrame:
     """A :func:`dashboard.compare.metric_deltas` table with readable columns: each side as
-    ``value [95% CI]`` text, the delta numeric, CI disjointness as yes/no/–, and n."""
+    ``value [95% CI]`` text, the delta numeric, whether it is beyond the uncertainty (paired test
+    or disjoint CIs: yes/no/–), the declared better direction, and n."""
     return pd.DataFrame({
         "metric": table["metric"],
         label_a: [value_ci_text(v, lo, hi) for v, lo, hi in zip(table["a"], table["a_lo"], table["a_hi"])],
         label_b: [value_ci_text(v, lo, hi) for v, lo, hi in zip(table["b"], table["b_lo"], table["b_hi"])],
         "delta (B − A)": table["delta"],
-        "CIs disjoint": [significance_label(s) for s in table["significant"]],
+        "beyond uncertainty": [significance_label(s) for s in table["significant"]],
+        "better": [{"higher": "higher", "lower": "lower"}.get(b, "–") if "better" in table else "–"
+                   for b in (table["better"] if "better" in table else [None] * len(table))],
         "n": [f"{a} / {b}" for a, b in zip(table["a_n"], table["b_n"])],
     })
 

@@ -115,8 +115,8 @@ def test_defended_vs_undefended_table_has_deltas_and_ci_verdicts(reports_dir: Pa
     assert hr["A: reference"] == "0.420 [0.370, 0.470]"
     assert hr["B: reference+dp8"] == "0.310 [0.260, 0.360]"
     assert hr["delta (B − A)"] == pytest.approx(-0.11)
-    assert hr["CIs disjoint"] == "yes"
-    assert table.set_index("metric").loc["ndcg@10", "CIs disjoint"] == "no"
+    assert hr["beyond uncertainty"] == "yes"
+    assert table.set_index("metric").loc["ndcg@10", "beyond uncertainty"] == "no"
     summary = next(df.value for df in at.dataframe if "significant deltas" in df.value.columns)
     assert summary.set_index("probe").loc["utility", "significant deltas"] == "hr@10 -0.110"
 
@@ -139,7 +139,7 @@ def test_run_vs_run_defaults_to_the_previous_run_of_the_suite(reports_dir: Path,
                  if f"B: {RUN_NEW}" in df.value.columns and "hallucination_rate" in set(df.value["metric"]))
     row = table.set_index("metric").loc["hallucination_rate"]
     assert row[f"A: {RUN_OLD}"] == "0.300 [0.260, 0.340]"
-    assert row["delta (B − A)"] == pytest.approx(-0.18) and row["CIs disjoint"] == "yes"
+    assert row["delta (B − A)"] == pytest.approx(-0.18) and row["beyond uncertainty"] == "yes"
 
 
 def test_drill_down_shows_prompts_raw_answers_and_parsed_lists(reports_dir: Path, run_app) -> None:

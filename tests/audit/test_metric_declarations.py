@@ -1,0 +1,34 @@
+"""Metric declarations: the README's tables state what the probes declare; specs round-trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attacks.probe import POISONING_SPECS
+from audit.probes.hallucination import METRIC_SPECS as HALLUCINATION
+from audit.probes.ranking import METRIC_SPECS as RANKING
+from audit.probes.utility import METRIC_SPECS as UTILITY
+from audit.results import Metric, MetricSpec
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLES = {"utility": UTILITY, "hallucination": HALLUCINATION, "ranking": RANKING, "poisoning": POISONING_SPECS}
+
+
+@pytest.mark.parametrize("probe", sorted(TABLES))
+def test_readme_states_direction_and_range_of_every_declared_metric(probe: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split(f"**{probe}** —", 1)[1].split("\n\n", 2)[1]
+    for name, spec in TABLES[probe].items():
+        better = {"higher": "higher", "lower": "lower", None: "– (context)"}[spec.direction]
+        lo = "-inf" if spec.range[0] is None else f"{spec.range[0]:g}"
+        hi = "inf" if spec.range[1] is None else f"{spec.range[1]:g}"
+        assert f"| `{name}` | {better} | [{lo}, {hi}] |" in section, f"{probe}.{name} missing or stale in README"
+
+
+def test_spec_round_trips_through_report_json() -> None:
+    spec = MetricSpec("lower", range=(0.0, None), chance=0.5, unit="AUROC", sampled=True, meaning="m")
+    m = Metric(0.7, n=10, ci=(0.6, 0.8)).declare(spec).with_units(["a", "b"], [1.0, 0.0])
+    back = Metric.from_json(m.to_json())
+    assert back.spec == spec and back.per_unit == {"a": 1.0, "b": 0.0}
