@@ -17,9 +17,16 @@ from typing import Any, ClassVar
 
 from audit.interface import Recommender
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 
 UNIT = "accounted"
+#: declared meanings: accounted (exact) figures, not sampled
+PRIVACY_SPECS: dict[str, MetricSpec] = {
+    "epsilon": MetricSpec("lower", range=(0.0, None), unit="epsilon (accounted)", sampled=False,
+                          meaning="differential-privacy epsilon of the training run's account"),
+    "delta": MetricSpec("lower", range=(0.0, 1.0), unit="delta (accounted)", sampled=False,
+                        meaning="the account's delta"),
+}
 
 
 def privacy_accounts(info: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -56,8 +63,8 @@ class PrivacyAccountingProbe(Probe):
         delta = sum(float(a["delta"]) for a in accounts)
         n = min(int(a.get("n_private", 0)) for a in accounts)
         units = sorted({str(a.get("unit", "?")) for a in accounts})
-        metrics = {"epsilon": Metric(eps, n=n, ci=None, unit=UNIT),
-                   "delta": Metric(delta, n=n, ci=None, unit=UNIT)}
+        metrics = {"epsilon": Metric(eps, n=n, ci=None, unit=UNIT).declare(PRIVACY_SPECS["epsilon"]),
+                   "delta": Metric(delta, n=n, ci=None, unit=UNIT).declare(PRIVACY_SPECS["delta"])}
         details: dict[str, Any] = {
             "privacy_unit": units[0] if len(units) == 1 else units,
             "accounts": accounts,

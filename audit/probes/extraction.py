@@ -40,7 +40,7 @@ from audit.memorisation.groups import membership_split, sample
 from audit.memorisation.sequences import TextFormat, default_text_format, render
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 from audit.stats import mean_metric
 
 PARTS: tuple[str, ...] = ("history", "recall")
@@ -107,7 +107,8 @@ class ExtractionProbe(Probe):
         if not metrics:
             return ProbeResult.skipped("; ".join(f"{k}: {v}" for k, v in skipped.items()))
         details["skipped"] = skipped
-        return ProbeResult(status="pass", metrics=metrics, details=details)
+        return ProbeResult(status="pass", metrics={n: m.declare(extraction_spec(n)) for n, m in metrics.items()},
+                           details=details)
 
     # -- history extraction -------------------------------------------------------------
     def _history(self, rec: Recommender, ctx: ProbeContext, cfg: ExtractionConfig,
@@ -232,6 +233,30 @@ class ExtractionProbe(Probe):
                              "scorer": "rapidfuzz ratio on normalised titles",
                              "mean_similarity": float(np.mean(sims)) if sims else None}
         return ""
+
+
+#: declared meanings; ``_members`` figures are findings (lower is better), ``_heldout`` ones the
+#: same measure on users the model never trained on (context: the chance level of extraction).
+EXTRACTION_SPECS: dict[str, MetricSpec] = {
+    "extraction_exact": MetricSpec("lower", unit="share of users",
+                                   meaning="next training items reproduced exactly, in order"),
+    "extraction_fuzzy": MetricSpec("lower", unit="share of users",
+                                   meaning="next training items reproduced (fuzzy titles), in order"),
+    "extraction_items": MetricSpec("lower", unit="share of items",
+                                   meaning="mean share of the next training items named"),
+    "recall_rate": MetricSpec("lower", unit="share of items", meaning="catalog titles recalled from the item id"),
+    "recall_exact_rate": MetricSpec("lower", unit="share of items",
+                                    meaning="catalog titles recalled exactly from the item id"),
+}
+
+
+def extraction_spec(name: str) -> MetricSpec:
+    """The declared meaning of an emitted name (``extraction_exact_members`` -> ``extraction_exact``)."""
+    for group in ("_members", "_heldout"):
+        if name.endswith(group):
+            spec = EXTRACTION_SPECS[name[: -len(group)]]
+            return spec if group == "_members" else spec.at(direction=None, meaning="held-out users: " + spec.meaning)
+    return EXTRACTION_SPECS[name]
 
 
 def first_line(text: str) -> str:

@@ -29,9 +29,22 @@ from audit.fairness.metrics import top_k
 from audit.interface import Recommender
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.probes.fairness import generate_conditions
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 
 Source = Literal["list", "embed"]
+
+
+#: declared meanings (per attacker feature source and attribute set: ``auc_embed_gender``)
+LEAKAGE_SPECS: dict[str, MetricSpec] = {
+    "auc": MetricSpec("lower", chance=0.5, unit="AUROC (macro one-vs-rest for more than two values)",
+                      meaning="how well an attacker recovers the attribute from the model's outputs"),
+    "f1": MetricSpec("lower", unit="macro F1", meaning="attacker's macro F1 (chance depends on the class balance)"),
+}
+
+
+def leakage_spec(name: str) -> MetricSpec:
+    """The declared meaning of an emitted name: its family is the text before the first ``_``."""
+    return LEAKAGE_SPECS[name.split("_", 1)[0]]
 
 
 class LeakageConfig(ProbeConfig):
@@ -110,7 +123,8 @@ class AttributeLeakageProbe(Probe):
                 metrics[f"f1_{source}_{s.name}"] = res.f1
                 set_details[source] = res.to_json()
             details["sets"][s.name] = set_details
-        return ProbeResult(status="pass", metrics=metrics, details=details)
+        return ProbeResult(status="pass", metrics={n: m.declare(leakage_spec(n)) for n, m in metrics.items()},
+                           details=details)
 
     @staticmethod
     def _embeddings(rec: Recommender, ctx: ProbeContext, users: list[str], batch_size: int) -> np.ndarray:

@@ -32,3 +32,15 @@ def test_spec_round_trips_through_report_json() -> None:
     m = Metric(0.7, n=10, ci=(0.6, 0.8)).declare(spec).with_units(["a", "b"], [1.0, 0.0])
     back = Metric.from_json(m.to_json())
     assert back.spec == spec and back.per_unit == {"a": 1.0, "b": 0.0}
+
+
+def test_extraction_leakage_and_privacy_names_resolve_to_declarations() -> None:
+    from audit.probes.extraction import extraction_spec
+    from audit.probes.leakage import leakage_spec
+    from privacy.probe import PRIVACY_SPECS
+
+    assert extraction_spec("extraction_exact_members").direction == "lower"
+    assert extraction_spec("extraction_items_heldout").direction is None
+    assert extraction_spec("recall_rate").direction == "lower"
+    assert leakage_spec("auc_embed_gender").chance == 0.5 and leakage_spec("f1_list_age").direction == "lower"
+    assert PRIVACY_SPECS["epsilon"].sampled is False and PRIVACY_SPECS["epsilon"].range == (0.0, None)
