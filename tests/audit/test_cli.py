@@ -43,7 +43,7 @@ def test_run_with_passing_gates_exits_0_and_prints_the_table(tmp_path: Path, tin
     assert main(["run", str(suite(tmp_path, tiny_dataset, gates=PASSING)), "--out", str(out)]) == 0
     assert step_summary.read_text().startswith("## recaudit: clitest")
     stdout = capsys.readouterr().out
-    assert "oracle       hr@5 1.000 [1.000, 1.000] n=12" in stdout
+    assert "oracle       hr@5 1.000 [0.758, 1.000] n=12" in stdout
     assert "oracle:utility.hr@5 >= 0.9  1.000  pass" in stdout
     assert f"report: {out} (gates: 1/1 passed)" in stdout
     assert (out / "report.json").is_file()
