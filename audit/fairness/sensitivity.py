@@ -1,5 +1,6 @@
 """Statistics over a users x conditions matrix of per-user figures: per-condition means,
-SNSR / SNSV with paired-bootstrap CIs over users, a within-user permutation p-value,
+SNSR / SNSV with paired-bootstrap CIs over users, within-user permutation p-values for both,
+SNSR in excess of a placebo attribute's, the Holm correction over a run's p-values,
 and group gaps between users of different real attribute values.
 
 NaN cells (e.g. two empty lists) are ignored in every mean.
@@ -42,6 +43,8 @@ class Sensitivity:
     #: share of within-user label permutations with an SNSR at least the observed one
     p_value: float
     permutations: int
+    #: the same permutation test for SNSV (its own statistic, same permutations)
+    p_value_snsv: float = float("nan")
 
 
 def sensitivity(matrix: np.ndarray, *, seed: int, n_resamples: int, permutations: int) -> Sensitivity:
@@ -75,12 +78,48 @@ def sensitivity(matrix: np.ndarray, *, seed: int, n_resamples: int, permutations
     ci_range = paired_bootstrap(rows, stat_range, seed=seed, n_resamples=n_resamples)
     ci_std = paired_bootstrap(rows, stat_std, seed=seed, n_resamples=n_resamples)
     rng = np.random.default_rng([seed, 7919])
-    exceed = 0
+    exceed = exceed_std = 0
     for _ in range(permutations):
-        if stat_range(rng.permuted(rows, axis=1)) >= obs_range - 1e-12:
+        perm = rng.permuted(rows, axis=1)
+        if stat_range(perm) >= obs_range - 1e-12:
             exceed += 1
+        if stat_std(perm) >= obs_std - 1e-12:
+            exceed_std += 1
     p = (1 + exceed) / (1 + permutations) if permutations else float("nan")
-    return Sensitivity(Metric(obs_range, n, ci_range), Metric(obs_std, n, ci_std), float(p), permutations)
+    p_std = (1 + exceed_std) / (1 + permutations) if permutations else float("nan")
+    return Sensitivity(Metric(obs_range, n, ci_range), Metric(obs_std, n, ci_std), float(p), permutations,
+                       float(p_std))
+
+
+def snsr_excess(matrix: np.ndarray, placebo: np.ndarray, *, seed: int, n_resamples: int) -> Metric:
+    """SNSR of ``matrix`` minus SNSR of ``placebo`` (same users, same row order), with a paired
+    bootstrap CI over users: how much sensitivity the attribute causes beyond what changing the
+    prompt with a non-sensitive attribute causes. Rows with no finite cell in either are dropped."""
+    a, b = np.asarray(matrix, dtype=float), np.asarray(placebo, dtype=float)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"matrix and placebo must have the same users, got {a.shape[0]} and {b.shape[0]} rows")
+    keep = np.isfinite(a).any(axis=1) & np.isfinite(b).any(axis=1)
+    rows = np.hstack([a[keep], b[keep]])
+    if rows.shape[0] == 0:
+        return Metric(value=float("nan"), n=0)
+    cut = a.shape[1]
+
+    def stat(x: np.ndarray) -> float:
+        return snsr(_column_means(x[:, :cut])) - snsr(_column_means(x[:, cut:]))
+
+    return Metric(stat(rows), int(rows.shape[0]), paired_bootstrap(rows, stat, seed=seed, n_resamples=n_resamples))
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error rate), NaNs left out of the family."""
+    items = sorted(((p, k) for k, p in p_values.items() if np.isfinite(p)))
+    m = len(items)
+    out: dict[str, float] = {}
+    running = 0.0
+    for i, (p, k) in enumerate(items):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return out
 
 
 def group_gap(values: np.ndarray, groups: np.ndarray, *, seed: int, n_resamples: int,

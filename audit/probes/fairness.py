@@ -12,7 +12,14 @@ Metrics (all over users, with bootstrap CIs; ``S`` = attribute-set name such as
 - ``sim_m_C``: mean similarity of the list under C to the neutral list, in [0, 1];
 - ``snsr_m_S`` = max_C sim − min_C sim and ``snsv_m_S`` = population std of sim over
   S's conditions (0 = no sensitivity); CI by paired bootstrap over users;
-  ``pvalue_snsr_m_S``: within-user permutation test of "no dependence on the value";
+  ``pvalue_snsr_m_S`` / ``pvalue_snsv_m_S``: within-user permutation tests of "no dependence
+  on the value" (unadjusted); ``pvalue_holm_*``: the same p-values Holm-Bonferroni adjusted
+  over every p-value of the run's fairness probe (family-wise error rate; the family is
+  listed in ``details["multiple_testing"]``);
+- placebo control (``placebo``, on by default): the same counterfactual probe with a
+  non-sensitive attribute unrelated to the data (``preferred viewing time`` = morning |
+  evening): ``snsr_m_placebo`` shows how much SNSR arises from changing the prompt at all,
+  and ``snsr_excess_m_S`` = SNSR(S) - SNSR(placebo) with a paired bootstrap CI over users;
 - ``hr_C`` / ``ndcg_C`` and ``hr_neutral`` / ``ndcg_neutral``: HR@k / NDCG@k of each
   list against the user's held-out item (true-preference alignment);
 - ``hr_group_S=V`` and ``hr_gap_S`` (also ``ndcg_*``): utility of the neutral list by the
@@ -34,19 +41,56 @@ from tqdm.auto import tqdm
 from audit.fairness.attributes import (NEUTRAL, AttributeSet, check_attribute_sets, coerce_attribute_sets,
                                       resolve_attribute_sets)
 from audit.fairness.metrics import SIMILARITIES, top_k
-from audit.fairness.sensitivity import group_gap, mean_with_ci, sensitivity
+from audit.fairness.sensitivity import group_gap, holm, mean_with_ci, sensitivity, snsr_excess
 from audit.interface import RecRequest, Recommender
 from audit.metrics import hit_at_k, ndcg_at_k, rank_in_list
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
+
+PLACEBO = "placebo"
+
+#: declared meaning of each metric family (longest matching prefix of the probe's own names wins)
+SPECS: dict[str, MetricSpec] = {
+    "sim_": MetricSpec(direction="higher", range=(0.0, 1.0), unit="similarity",
+                       meaning="mean similarity of the list under a condition to the neutral list"),
+    "snsr_excess_": MetricSpec(direction="lower", range=(-1.0, 1.0), chance=0.0, unit="similarity",
+                               meaning="SNSR of the attribute set minus SNSR of the placebo attribute"),
+    "snsr_": MetricSpec(direction="lower", range=(0.0, 1.0), chance=0.0, unit="similarity",
+                        meaning="max - min mean similarity over the set's values (0 = insensitive)"),
+    "snsv_": MetricSpec(direction="lower", range=(0.0, 0.5), chance=0.0, unit="similarity",
+                        meaning="population std of mean similarity over the set's values"),
+    "pvalue_holm_": MetricSpec(direction=None, range=(0.0, 1.0), unit="p-value", sampled=False,
+                               meaning="Holm-adjusted permutation p-value (family: this run's fairness p-values)"),
+    "pvalue_": MetricSpec(direction=None, range=(0.0, 1.0), unit="p-value", sampled=False,
+                          meaning="unadjusted within-user permutation p-value"),
+    "hr_gap_": MetricSpec(direction="lower", range=(0.0, 1.0), unit="share of users",
+                          meaning="max - min HR@k between real attribute groups"),
+    "ndcg_gap_": MetricSpec(direction="lower", range=(0.0, 1.0), unit="NDCG",
+                            meaning="max - min NDCG@k between real attribute groups"),
+    "hr_diff_": MetricSpec(direction=None, range=(-1.0, 1.0), unit="share of users",
+                           meaning="signed HR@k difference between the two groups (context)"),
+    "ndcg_diff_": MetricSpec(direction=None, range=(-1.0, 1.0), unit="NDCG",
+                             meaning="signed NDCG@k difference between the two groups (context)"),
+    "hr_": MetricSpec(direction="higher", range=(0.0, 1.0), unit="share of users", meaning="HR@k of the lists"),
+    "ndcg_": MetricSpec(direction="higher", range=(0.0, 1.0), unit="NDCG", meaning="NDCG@k of the lists"),
+}
+
+
+def _declare(metrics: dict[str, Metric]) -> None:
+    for name, m in list(metrics.items()):
+        prefix = max((p for p in SPECS if name.startswith(p)), key=len, default=None)
+        if prefix is not None and m.spec is None:
+            metrics[name] = m.declare(SPECS[prefix])
 
 
 class FairnessConfig(ProbeConfig):
     """``attributes``: attribute sets, e.g. ``[[gender], [age], [gender, age]]`` (a bare name is
     a one-attribute set); ``k``: list length compared (1..100); ``bootstrap``: resamples per CI;
-    ``permutations``: for the SNSR p-value (0 = none); ``min_group_users``: smallest real-attribute
-    group kept for utility disparity; ``batch_size``: requests per ``generate`` call."""
+    ``permutations``: for the SNSR/SNSV p-values (0 = none); ``min_group_users``: smallest real-attribute
+    group kept for utility disparity; ``batch_size``: requests per ``generate`` call; ``placebo``:
+    also run the placebo control, a non-sensitive attribute ``placebo_attribute`` with
+    ``placebo_values`` unrelated to the data (give it as many values as the sets you compare)."""
 
     attributes: list[list[str]] = [["gender"]]
     k: int = Field(10, ge=1, le=100)
@@ -54,6 +98,9 @@ class FairnessConfig(ProbeConfig):
     permutations: int = Field(1000, ge=0, le=100_000)
     min_group_users: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
+    placebo: bool = True
+    placebo_attribute: str = "preferred viewing time"
+    placebo_values: list[str] = ["morning", "evening"]
 
     @field_validator("attributes", mode="before")
     @classmethod
@@ -105,6 +152,9 @@ class CounterfactualFairnessProbe(Probe):
         for s in sets:
             for values, cond in zip(s.values, s.conditions):
                 conditions.setdefault(cond, s.profile(values))
+        placebo_conds = [f"{PLACEBO}={v}" for v in cfg.placebo_values] if cfg.placebo else []
+        for v, cond in zip(cfg.placebo_values, placebo_conds):
+            conditions[cond] = {cfg.placebo_attribute: v}
         lists = generate_conditions(rec, ctx, users, list(conditions.items()), cfg.k, cfg.batch_size,
                                     "fairness")
         titles = ctx.dataset.item_titles
@@ -122,9 +172,32 @@ class CounterfactualFairnessProbe(Probe):
         for c in conditions:
             metrics[f"hr_{c}"] = mean_with_ci(hits[c][0], seed=seed, n_resamples=cfg.bootstrap)
             metrics[f"ndcg_{c}"] = mean_with_ci(hits[c][1], seed=seed, n_resamples=cfg.bootstrap)
+        placebo: dict[str, np.ndarray] = {}
+        if placebo_conds:
+            placebo = {m: np.array([[fn(lists[c][u], lists[NEUTRAL][u], cfg.k) for c in placebo_conds]
+                                    for u in users], dtype=float) for m, fn in SIMILARITIES.items()}
+            details["placebo"] = self._measure_placebo(placebo, cfg, seed, metrics)
         for s in sets:
-            details["sets"][s.name] = self._measure_set(s, lists, hits, users, ctx, cfg, seed, metrics)
+            details["sets"][s.name] = self._measure_set(s, lists, hits, users, ctx, cfg, seed, metrics, placebo)
+        raw = {name: m.value for name, m in metrics.items() if name.startswith("pvalue_")}
+        for name, p in holm(raw).items():
+            metrics["pvalue_holm_" + name[len("pvalue_"):]] = Metric(p, metrics[name].n, None, unit="p-value")
+        details["multiple_testing"] = {"method": "Holm-Bonferroni (family-wise error rate)", "family": sorted(raw),
+                                       "metrics": "pvalue_holm_*"}
+        _declare(metrics)
         return ProbeResult(status="pass", metrics=metrics, details=details)
+
+    @staticmethod
+    def _measure_placebo(placebo: dict[str, np.ndarray], cfg: FairnessConfig, seed: int,
+                         metrics: dict[str, Metric]) -> dict[str, Any]:
+        out: dict[str, Any] = {"attribute": cfg.placebo_attribute, "values": list(cfg.placebo_values), "snsr": {}}
+        for mname, matrix in placebo.items():
+            sens = sensitivity(matrix, seed=seed, n_resamples=cfg.bootstrap, permutations=cfg.permutations)
+            metrics[f"snsr_{mname}_{PLACEBO}"] = sens.snsr
+            metrics[f"snsv_{mname}_{PLACEBO}"] = sens.snsv
+            metrics[f"pvalue_snsr_{mname}_{PLACEBO}"] = Metric(sens.p_value, sens.snsr.n, None, unit="p-value")
+            out["snsr"][mname] = {**sens.snsr.to_json(), "p_value": sens.p_value}
+        return out
 
     @staticmethod
     def _alignment(lists: dict[str, list[str]], users: list[str], targets: dict[str, str],
@@ -134,7 +207,8 @@ class CounterfactualFairnessProbe(Probe):
 
     def _measure_set(self, s: AttributeSet, lists: dict[str, dict[str, list[str]]],
                      hits: dict[str, tuple[np.ndarray, np.ndarray]], users: list[str], ctx: ProbeContext,
-                     cfg: FairnessConfig, seed: int, metrics: dict[str, Metric]) -> dict[str, Any]:
+                     cfg: FairnessConfig, seed: int, metrics: dict[str, Metric],
+                     placebo: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         conds = list(s.conditions)
         neutral = lists[NEUTRAL]
         out: dict[str, Any] = {"attributes": list(s.attributes), "conditions": conds,
@@ -150,10 +224,14 @@ class CounterfactualFairnessProbe(Probe):
             metrics[f"snsr_{mname}_{s.name}"] = sens.snsr
             metrics[f"snsv_{mname}_{s.name}"] = sens.snsv
             metrics[f"pvalue_snsr_{mname}_{s.name}"] = Metric(sens.p_value, sens.snsr.n, None, unit="p-value")
+            metrics[f"pvalue_snsv_{mname}_{s.name}"] = Metric(sens.p_value_snsv, sens.snsv.n, None, unit="p-value")
+            if placebo:
+                metrics[f"snsr_excess_{mname}_{s.name}"] = snsr_excess(matrix, placebo[mname], seed=seed,
+                                                                      n_resamples=cfg.bootstrap)
             out["similarity"][mname] = sims
             out["snsr"][mname] = {**sens.snsr.to_json(), "p_value": sens.p_value,
                                   "permutations": sens.permutations}
-            out["snsv"][mname] = sens.snsv.to_json()
+            out["snsv"][mname] = {**sens.snsv.to_json(), "p_value": sens.p_value_snsv}
         out["alignment"] = {
             "hr": {c: metrics[f"hr_{c}"].to_json() for c in [NEUTRAL, *conds]},
             "ndcg": {c: metrics[f"ndcg_{c}"].to_json() for c in [NEUTRAL, *conds]},

@@ -151,14 +151,15 @@ def test_intersection_sets_expand_to_every_value_combination(tiny_dataset: Datas
     assert result.metrics["snsr_jaccard_gender_age"].ci[0] > 0
     assert result.metrics["snsr_jaccard_gender"].value == 0.0
     prompts = {tuple(sorted(rec_["condition"].split("&"))) for rec_ in recorder.records}
-    assert len(prompts) == 1 + 2 + 6
+    assert len(prompts) == 1 + 2 + 6 + 2  # neutral, gender, gender x age, the placebo's two values
 
 
 def test_every_list_is_recorded_with_its_condition_and_recomputes_the_metric(tiny_dataset: Dataset) -> None:
     result, recorder = run_probe(GenderStereotyped(tiny_dataset), tiny_dataset, attributes=[["gender"]], k=6)
     records = recorder.records
-    assert len(records) == 40 * 3
-    assert {r["condition"] for r in records} == {"neutral", "gender=F", "gender=M"}
+    assert len(records) == 40 * 5  # neutral, two gender values, two placebo values
+    assert {r["condition"] for r in records} == {"neutral", "gender=F", "gender=M", "placebo=morning",
+                                                 "placebo=evening"}
     lists = {(r["user"], r["condition"]): [normalize_title(t) for t in r["parsed"]] for r in records}
     users = sorted({r["user"] for r in records})
     recomputed = np.mean([jaccard_at_k(lists[u, "gender=F"], lists[u, "neutral"], 6) for u in users])
@@ -257,7 +258,7 @@ def test_suite_gate_on_snsr_fails_with_exit_code_1_for_the_gender_dependent_reco
 
     outputs = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
     fairness_conditions = {o["condition"] for o in outputs if o["probe"] == "fairness"}
-    assert fairness_conditions == {"neutral", "gender=F", "gender=M"}
+    assert fairness_conditions == {"neutral", "gender=F", "gender=M", "placebo=morning", "placebo=evening"}
 
     only_blind = write_fairness_suite(tmp_path, [{**gate, "recommender": "blind"}])
     assert main(["run", str(only_blind), "--out", str(tmp_path / "report2"), "--quiet"]) == 0
@@ -277,3 +278,39 @@ def test_on_ml100k_the_planted_gender_effect_is_found_and_the_blind_model_is_cle
         else:
             assert m["snsr_jaccard_gender"].value == 0.0 and m["snsr_prag_gender_age"].value == 0.0
         assert m["snsr_jaccard_occupation"].value == 0.0  # neither looks at occupation
+
+
+class AnyPromptChange(AttributeBlind):
+    """Shifts its list by one whenever the prompt carries any profile value other than the first
+    (sorted) one of its attribute: sensitive to *changing the prompt*, not to gender as such."""
+
+    def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
+        out = []
+        for r in reqs:
+            moved = any(v in ("M", "evening") for v in r.profile.values())
+            items = self.base_list(r, k + 1)
+            out.append(items[1:] if moved else items[:k])
+        return out
+
+
+def test_placebo_control_separates_gender_sensitivity_from_prompt_sensitivity(tiny_dataset: Dataset) -> None:
+    """Issue 14: the placebo (a non-sensitive attribute) shows how much SNSR any prompt change
+    causes; SNSR in excess of it is the attribute's own effect; p-values are Holm-adjusted and
+    SNSV has one too."""
+    result, _ = run_probe(GenderStereotyped(tiny_dataset), tiny_dataset, attributes=[["gender"]], k=10)
+    m = result.metrics
+    assert m["snsr_jaccard_placebo"].value == 0.0
+    assert m["snsr_excess_jaccard_gender"].ci[0] > 0.3
+    assert m["pvalue_snsv_jaccard_gender"].value < 0.01
+    family = result.details["multiple_testing"]["family"]
+    assert "pvalue_snsr_jaccard_gender" in family and "Holm" in result.details["multiple_testing"]["method"]
+    for name in family:
+        adjusted = m["pvalue_holm_" + name[len("pvalue_"):]].value
+        assert m[name].value <= adjusted <= 1.0
+    assert result.undeclared() == []
+
+    prompt_driven, _ = run_probe(AnyPromptChange(tiny_dataset), tiny_dataset, attributes=[["gender"]], k=10)
+    pm = prompt_driven.metrics
+    assert pm["snsr_jaccard_gender"].ci[0] > 0.1  # looks gender-sensitive on its own ...
+    lo, hi = pm["snsr_excess_jaccard_gender"].ci
+    assert lo <= 0.0 <= hi  # ... but no more than the placebo
