@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -414,3 +415,86 @@ def test_sigterm_stops_gracefully_and_closes_the_recommender(tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert marker.read_text() == "closed"
+
+
+# -- against a server nobody here wrote: `transformers serve` -----------------------------------
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} not up in {seconds:g} s: {log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_transformers_serve_and_recaudit_serve_give_the_same_lists(smollm2_dir: Path, tiny_dataset,
+                                                                   tmp_path: Path, recaudit_home: Path) -> None:
+    """The openai adapter against `transformers serve` (SmolLM2-135M-Instruct on 127.0.0.1), and
+    against `recaudit serve` in front of the `hf` adapter on the same directory: hallucination and
+    fairness on 2 users, greedy, the same max_tokens; the parsed lists agree call by call."""
+    pytest.importorskip("fastapi")
+    import runner_testkit as kit
+
+    from audit.build import build_recommender
+    from audit.runner import run_suite_file
+    from audit.variants import BuildContext
+
+    binary = Path(sys.executable).parent / "transformers"
+    if not binary.exists():
+        pytest.skip("the `transformers` command (transformers[serving]) is not installed")
+    port = _free_port_here()
+    log = tmp_path / "transformers-serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(binary), "serve", str(smollm2_dir), "--host", "127.0.0.1", "--port", str(port),
+                                 "--device", "cpu", "--dtype", "float32", "--log-level", "warning"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    max_tokens = 48
+    hf = build_recommender("llm", {"adapter": "hf", "path": str(smollm2_dir), "history": 1000,
+                                   "max_new_tokens": max_tokens, "batch_size": 1},
+                           BuildContext(dataset=tiny_dataset, cache_dir=tmp_path / "cache", progress=False))
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", proc, log, 240)
+        with running_server(hf, model_name="smollm2") as ours:
+            common = {"adapter": "openai", "max_tokens": max_tokens, "temperature": 0.0, "max_concurrency": 2,
+                      "timeout": 600, "max_retries": 1}
+            spec = {"name": "third-party", "dataset": {"users": 2, "seed": 0},
+                    "recommenders": {
+                        "transformers-serve": {**common, "base_url": f"http://127.0.0.1:{port}/v1",
+                                               "model": str(smollm2_dir)},
+                        "recaudit-serve+hf": {**common, "base_url": ours.base_url, "model": "smollm2"}},
+                    "probes": {"hallucination": {"k": 3},
+                               "fairness": {"attributes": [["gender"]], "k": 3, "bootstrap": 100,
+                                            "permutations": 0, "min_group_users": 1}}}
+            run = run_suite_file(kit.write_suite(tmp_path / "suite", spec, dataset=tiny_dataset),
+                                 out=tmp_path / "report", no_cache=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        hf.close()
+    statuses = {(r["recommender"], r["probe"]): r["status"] for r in run.report["results"]}
+    assert all(s in ("pass", "fail") for s in statuses.values()), (statuses, [r.get("reason") for r in run.report["results"]])
+    info = {r["name"]: r["info"] for r in run.report["recommenders"]}
+    assert info["transformers-serve"]["http"]["failed_requests"] == 0
+    lines = [json.loads(x) for x in (tmp_path / "report" / "outputs.jsonl").read_text().splitlines()]
+    by_rec: dict[str, dict[tuple, list]] = {}
+    for rec in lines:
+        by_rec.setdefault(rec["recommender"], {})[(rec["probe"], rec["user"], rec["condition"])] = rec["parsed"]
+    theirs, ours_lists = by_rec["transformers-serve"], by_rec["recaudit-serve+hf"]
+    assert set(theirs) == set(ours_lists) and len(theirs) >= 2 + 2 * 3
+    assert theirs == ours_lists
+    assert any(theirs.values())  # the model did name films
+
+
+def _free_port_here() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
