@@ -22,7 +22,7 @@ from audit.results import Metric, MetricSpec, ProbeResult
 UNIT = "accounted"
 #: declared meanings: accounted (exact) figures, not sampled
 PRIVACY_SPECS: dict[str, MetricSpec] = {
-    "epsilon": MetricSpec("lower", range=(0.0, None), unit="epsilon (accounted)", sampled=False,
+    "epsilon": MetricSpec("lower", range=(0.0, None), unit="epsilon (accounted; adjacency in details)", sampled=False,
                           meaning="differential-privacy epsilon of the training run's account"),
     "delta": MetricSpec("lower", range=(0.0, 1.0), unit="delta (accounted)", sampled=False,
                         meaning="the account's delta"),
@@ -72,4 +72,20 @@ class PrivacyAccountingProbe(Probe):
         }
         if units != ["user"]:
             details["warning"] = "not user-level DP: one record is one training example, not one user"
+        adjacency = sorted({adjacency_of(a) for a in accounts})
+        details["adjacency"] = adjacency[0] if len(adjacency) == 1 else adjacency
+        covered = [f"the {a.get('n_private', '?')} users of stage {a.get('stage')!r}" if a.get("stage")
+                   else f"{a.get('n_private', '?')} private users" for a in accounts]
+        details["covers"] = ("epsilon covers only " + "; ".join(covered) + ". Users of stages trained without DP "
+                             "(e.g. the public pretrain group) are NOT covered by this guarantee")
+        details["randomness"] = ("the sampling and noise were seeded for reproducibility: the guarantee assumes "
+                                 "that seed stays secret (Opacus' secure_mode with a cryptographic RNG removes "
+                                 "that assumption at the cost of reproducibility)")
         return ProbeResult(status="pass", metrics=metrics, details=details)
+
+
+def adjacency_of(account: Mapping[str, Any]) -> str:
+    """The neighbouring relation an account's epsilon is for: ``replace-one`` (federated,
+    sampling without replacement) or ``add/remove`` (DP-SGD with Poisson sampling)."""
+    text = f"{account.get('mechanism', '')} {account.get('accountant', '')}".lower()
+    return "replace-one" if "replace-one" in text or "rdp-wor" in text else "add/remove"

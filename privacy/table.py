@@ -76,6 +76,9 @@ def privacy_utility_table(report: Mapping[str, Any], k: int = 10) -> list[Privac
             row.epsilon = m.get("epsilon", {}).get("value")
             row.delta = m.get("delta", {}).get("value")
             row.unit = privacy[name]["details"].get("privacy_unit")
+            adjacency = privacy[name]["details"].get("adjacency")
+            if row.unit and adjacency:
+                row.unit = f"{row.unit}, {adjacency}"
         if name in membership:
             m = membership[name]["metrics"]
             for attack in ATTACK_PREFERENCE:
@@ -85,8 +88,9 @@ def privacy_utility_table(report: Mapping[str, Any], k: int = 10) -> list[Privac
         if name in canary:
             m = canary[name]["metrics"]
             row.exposure = {k_[len("exposure_rep"):]: v for k_, v in m.items() if k_.startswith("exposure_rep")}
-            bounds = [m[b]["value"] for b in ("epsilon_lb_one_run", "epsilon_lb_clopper_pearson")
-                      if b in m and m[b].get("value") is not None]
+            # the Clopper-Pearson figure is heuristic (one run's canaries are not independent trials):
+            # only the one-run bound is set against the accounted epsilon
+            bounds = [m[b]["value"] for b in ("epsilon_lb_one_run",) if b in m and m[b].get("value") is not None]
             row.epsilon_lb = max(bounds) if bounds else None
         rows.append(row)
     return sorted(rows, key=lambda r: (r.epsilon is not None, -(r.epsilon or 0.0)))

@@ -18,7 +18,9 @@ log-perplexity (mean NLL per item token, see :mod:`audit.memorisation.sequences`
   (``details["fit_check"]``) and capped at 2 log2 |R| bits (what |R| references support;
   capped canaries are counted in ``details["extrapolation_capped"]``);
 - ``epsilon_lb_one_run`` (Steinke, Nasr, Jagielski 2023) and ``epsilon_lb_clopper_pearson``
-  (Jagielski et al. 2020) from the audit canaries (each inserted with probability 1/2),
+  (Jagielski et al. 2020; HEURISTIC here: canaries from one run are not independent trials,
+  so it is declared as context, not set against the accounted epsilon), at the DP account's
+  delta by default, from the audit canaries (each inserted with probability 1/2),
   guess rules chosen on a seeded half of them and the bound computed on the other half
   (``selection: split``) or a Bonferroni correction over all rules (n = canaries bounded,
   no CI: each is already a one-sided 95% bound);
@@ -61,6 +63,9 @@ SPECS: dict[str, MetricSpec] = {
                                         meaning="skew-normal extrapolated exposure, capped at 2 log2 |R|"),
     "epsilon_lb": MetricSpec(direction="lower", range=(0.0, None), unit="epsilon", sampled=False,
                              meaning="empirical epsilon lower bound (one-sided 95%) from the audit canaries"),
+    "epsilon_lb_heuristic": MetricSpec(direction=None, range=(0.0, None), unit="epsilon", sampled=False,
+                                       meaning="HEURISTIC Clopper-Pearson figure (canaries of one run are not "
+                                               "independent trials): context, not a bound"),
     "canary_auroc": MetricSpec(direction="lower", range=(0.0, 1.0), chance=0.5, unit="AUROC",
                                meaning="how well log-perplexity separates included from excluded audit canaries"),
 }
@@ -74,17 +79,26 @@ def accounted_epsilon(rec: Recommender) -> float | None:
     return sum(float(a["epsilon"]) for a in accounts) if accounts else None
 
 
+def accounted_delta(rec: Recommender) -> float | None:
+    """The delta of the DP account(s) (summed over composed accounts), or None without DP."""
+    from privacy.probe import privacy_accounts
+
+    accounts = privacy_accounts({**rec.info, "manifest": model_manifest(rec) or {}})
+    return sum(float(a["delta"]) for a in accounts) if accounts else None
+
+
 class CanaryConfig(ProbeConfig):
     """``references``: random never-inserted sequences to rank canaries against (|R|, >= 10);
     ``extrapolate``: also report skew-normal exposure; ``alpha``: significance of the epsilon
-    bounds (0..0.5); ``delta``: the DP delta they assume (0..1); ``selection``: split | bonferroni
+    bounds (0..0.5); ``delta``: the DP delta they assume (0..1; default: the DP account's delta,
+    so the bound can be set against the accounted epsilon, or 0 for a model without one); ``selection``: split | bonferroni
     (how guess rules are chosen without inflating the bound); ``text_format``, ``path``: as in
     the membership probe; ``batch_size``: sequences per call."""
 
     references: int = Field(1000, ge=10, le=1_000_000)
     extrapolate: bool = True
     alpha: float = Field(0.05, gt=0, lt=0.5)
-    delta: float = Field(0.0, ge=0, lt=1)
+    delta: float | None = Field(None, ge=0, lt=1)
     selection: Literal["split", "bonferroni"] = "split"
     text_format: Literal["auto", "reference", "titles"] = "auto"
     path: Literal["auto", "tokens", "items"] = "auto"
@@ -168,7 +182,11 @@ class CanaryExposureProbe(Probe):
                       for j, c in enumerate(exposure_set)]
         details["canaries"] = per_canary
         if audit_set:
-            self._epsilon(audit_set, aud_ppl, cfg, seed, metrics, details)
+            acc_delta = accounted_delta(rec)
+            delta = cfg.delta if cfg.delta is not None else (acc_delta if acc_delta is not None else 0.0)
+            details["epsilon_delta"] = {"delta": delta, "source": "config" if cfg.delta is not None else
+                                        ("the DP account" if acc_delta is not None else "no DP account: 0")}
+            self._epsilon(audit_set, aud_ppl, cfg, delta, seed, metrics, details)
         details["accounted_epsilon"] = accounted_epsilon(rec)
         self._record(ctx, exposure_set, audit_set, refs, scored, ppl, path)
         return ProbeResult(status="pass", metrics=metrics, details=details)
@@ -204,16 +222,19 @@ class CanaryExposureProbe(Probe):
         return fit
 
     @staticmethod
-    def _epsilon(audit_set: list[dict[str, Any]], aud_ppl: np.ndarray, cfg: CanaryConfig, seed: int,
-                 metrics: dict[str, Metric], details: dict[str, Any]) -> None:
+    def _epsilon(audit_set: list[dict[str, Any]], aud_ppl: np.ndarray, cfg: CanaryConfig, delta: float,
+                 seed: int, metrics: dict[str, Metric], details: dict[str, Any]) -> None:
         included = np.array([bool(c["included"]) for c in audit_set])
         score = -aud_ppl  # lower perplexity = guessed "included"
-        result = audit_epsilon(score, included, delta=cfg.delta, alpha=cfg.alpha, selection=cfg.selection,
+        result = audit_epsilon(score, included, delta=delta, alpha=cfg.alpha, selection=cfg.selection,
                                seed=seed)
         metrics["epsilon_lb_one_run"] = Metric(result.one_run, n=result.m, ci=None, unit="canaries").declare(
             SPECS["epsilon_lb"])
         metrics["epsilon_lb_clopper_pearson"] = Metric(result.clopper_pearson, n=result.m, ci=None,
-                                                       unit="canaries").declare(SPECS["epsilon_lb"])
+                                                       unit="canaries").declare(SPECS["epsilon_lb_heuristic"])
+        details["clopper_pearson"] = ("heuristic: canaries from one training run are not independent trials, so "
+                                      "this is not a valid lower bound; compare the accounted epsilon with "
+                                      "epsilon_lb_one_run only")
         details["epsilon"] = {**result.details, "audit_canaries": int(included.size),
                               "included": int(included.sum())}
         if included.any() and not included.all():

@@ -74,3 +74,18 @@ def test_accounts_come_from_info_or_manifest():
     assert privacy_accounts({"manifest": {"stages": [{"name": "x", "summary": {}}]}}) == []
     training = {"training": [{"trainer": "plain"}, {"trainer": "dp", "privacy": _account(8.0)}]}
     assert [a["epsilon"] for a in privacy_accounts(training)] == [8.0]
+
+
+def test_says_which_users_epsilon_covers_its_adjacency_and_the_secret_seed(tiny_dataset):
+    """Issue 14: the pretrain group is trained without DP; epsilon covers only the DP stage's
+    users; DP-SGD (add/remove) and federated (replace-one) epsilons are labelled apart."""
+    rec = Trained([{"name": "pretrain", "summary": {"trainer": "plain"}},
+                   {"name": "finetune", "summary": {"trainer": "dp", "privacy": _account(3.9)}}])
+    result = _run(rec, tiny_dataset)
+    assert "377 users of stage 'finetune'" in result.details["covers"]
+    assert "NOT covered" in result.details["covers"]
+    assert result.details["adjacency"] == "add/remove"
+    assert "secret" in result.details["randomness"]
+    fed = dict(_account(8.0), accountant="rdp-wor (dp-accounting RdpAccountant, replace-one)")
+    fed_result = _run(Trained([{"name": "finetune", "summary": {"trainer": "federated", "privacy": fed}}]), tiny_dataset)
+    assert fed_result.details["adjacency"] == "replace-one"

@@ -39,7 +39,8 @@ def test_rows_join_the_probes_and_sort_as_an_epsilon_series():
     plain, dp8, dp1 = rows
     assert plain.epsilon is None and plain.hr["value"] == 0.6
     assert (plain.mia_attack, plain.mia_auroc["value"]) == ("ref", 0.8)  # strongest attack, not the control
-    assert dp1.epsilon == 0.99 and dp1.unit == "user" and dp1.epsilon_lb == 0.2
+    # issue 14: the heuristic Clopper-Pearson figure (0.2) is not set against epsilon; the one-run bound is
+    assert dp1.epsilon == 0.99 and dp1.unit == "user" and dp1.epsilon_lb == 0.0
     assert dp1.exposure["16"]["value"] == 2.0 and dp8.ndcg is None and dp8.mia_auroc is None
 
 

@@ -82,3 +82,16 @@ def test_saturated_exposure_is_a_lower_bound_and_the_margin_keeps_resolving(tiny
         assert result.metrics["exposure_extrapolated_rep16"].value <= 2 * math.log2(100) + 1e-9
     assert "fit_check" in result.details
     assert result.undeclared() == []
+
+
+def test_epsilon_bound_uses_the_accounts_delta_and_clopper_pearson_is_labelled_heuristic(tiny_dataset, manifest):
+    """Issue 14: a delta = 0 bound cannot be set against a Gaussian mechanism's epsilon; the
+    default delta is the DP account's; the Clopper-Pearson figure is context, not a bound."""
+    rec = SequenceMemoryModel(tiny_dataset, manifest, strength=2.0)
+    rec.info["privacy"] = {"epsilon": 8.0, "delta": 1e-4, "unit": "user"}
+    result, _ = run_probe(rec, tiny_dataset, references=100)
+    assert result.details["epsilon_delta"] == {"delta": 1e-4, "source": "the DP account"}
+    cp = result.metrics["epsilon_lb_clopper_pearson"]
+    assert cp.spec is not None and cp.spec.direction is None and "HEURISTIC" in cp.spec.meaning
+    plain, _ = run_probe(SequenceMemoryModel(tiny_dataset, manifest, strength=2.0), tiny_dataset, references=100)
+    assert plain.details["epsilon_delta"] == {"delta": 0.0, "source": "no DP account: 0"}
