@@ -2,7 +2,9 @@
 from per-user features (user embeddings, or a multi-hot bag of recommended items).
 
 Scikit-learn pipeline: ``StandardScaler`` (without centring for sparse input) then
-``LogisticRegression``; stratified k-fold across users gives out-of-fold
+``LogisticRegression`` or, as a stronger non-linear probe, an ``MLPClassifier`` (adversarially
+hidden attributes are often recoverable by a stronger attacker); repeated cross-fitting
+(``repeats``) puts the attacker's training variance into the CI; stratified k-fold across users gives out-of-fold
 probabilities, from which one AUC and one macro-F1 are computed with bootstrap CIs
 over users (the fitted folds are kept; users are resampled).
 
@@ -147,11 +149,51 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     return float(np.mean(np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)))
 
 
+ATTACKERS: tuple[str, ...] = ("logistic", "mlp")
+
+
+def _classifier(model: str, c: float, seed: int, is_sparse: bool) -> Any:
+    """The attacker's scikit-learn pipeline: ``logistic`` (L2 logistic regression) or ``mlp``
+    (a stronger, non-linear probe: one hidden layer of 64 ReLU units, L2 ``1 / c``)."""
+    scale = StandardScaler(with_mean=not is_sparse)
+    if model == "logistic":
+        return make_pipeline(scale, LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    if model == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        return make_pipeline(scale, MLPClassifier(hidden_layer_sizes=(64,), alpha=1.0 / c, max_iter=300,
+                                                  random_state=seed))
+    raise ValueError(f"unknown attacker model {model!r}; choose from {', '.join(ATTACKERS)}")
+
+
 def attack(features: np.ndarray | sparse.spmatrix, labels: Sequence[str], *, seed: int, folds: int = 5,
-           min_users: int = 10, c: float = 1.0, n_resamples: int = 1000) -> AttackResult:
+           min_users: int = 10, c: float = 1.0, n_resamples: int = 1000, model: str = "logistic",
+           repeats: int = 1) -> AttackResult:
     """Cross-validate the attacker on ``features`` (one row per user) against ``labels``.
 
+    ``repeats`` > 1 repeats the cross-fitting with new fold splits and model seeds: the AUC and
+    F1 are the means over repeats and their CI is the envelope (lowest low, highest high) of the
+    repeats' bootstrap CIs, so it includes the attacker's training variance, not only the
+    resampling of one set of out-of-fold predictions.
     Returns NaN figures with a note when fewer than two values keep ``min_users`` users."""
+    if repeats > 1:
+        runs = [attack(features, labels, seed=seed + 1000 * r, folds=folds, min_users=min_users, c=c,
+                       n_resamples=n_resamples, model=model) for r in range(repeats)]
+        first = runs[0]
+        if not np.isfinite(first.auc.value):
+            return first
+
+        def pooled(ms: list[Metric]) -> Metric:
+            cis = [m.ci for m in ms if m.ci is not None]
+            ci = (min(c_[0] for c_ in cis), max(c_[1] for c_ in cis)) if cis else None
+            return Metric(float(np.mean([m.value for m in ms])), ms[0].n, ci)
+
+        note = (first.note + "; " if first.note else "") + (
+            f"{repeats} repeated cross-fittings: mean figure, CI = envelope of the repeats' CIs "
+            f"(AUC per repeat {', '.join(f'{r.auc.value:.3f}' for r in runs)})")
+        return AttackResult(pooled([r.auc for r in runs]), pooled([r.f1 for r in runs]), first.classes,
+                            first.class_counts, first.folds, first.dropped_values,
+                            any(r.oriented for r in runs), note)
     y_all = np.asarray([str(v) for v in labels], dtype=object)
     values, counts = np.unique(y_all, return_counts=True)
     count_map = {str(v): int(n) for v, n in zip(values, counts)}
@@ -166,12 +208,11 @@ def attack(features: np.ndarray | sparse.spmatrix, labels: Sequence[str], *, see
     x = features[np.flatnonzero(mask)] if sparse.issparse(features) else np.asarray(features, float)[mask]
     y = np.searchsorted(np.asarray(kept, dtype=object), y_all[mask])
     n_folds = int(min(folds, min(count_map[v] for v in kept)))
-    model = make_pipeline(StandardScaler(with_mean=not sparse.issparse(x)),
-                          LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    clf = _classifier(model, c, seed, sparse.issparse(x))
     cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        proba = cross_val_predict(model, x, y, cv=cv, method="predict_proba")
+        proba = cross_val_predict(clf, x, y, cv=cv, method="predict_proba")
     k = len(kept)
     pred = proba.argmax(axis=1)
     oriented = False

@@ -51,8 +51,11 @@ class LeakageConfig(ProbeConfig):
     """``attributes``: attribute sets as in the fairness probe; ``sources``: which features to
     attack (``list`` needs generate, ``embed`` needs embed_user; a missing one is noted, not an
     error); ``k``: neutral list length; ``folds``: stratified CV folds; ``min_users``: smallest
-    value kept as a class; ``c``: inverse L2 strength of the logistic regression;
-    ``bootstrap``: resamples per CI; ``batch_size``: requests per model call."""
+    value kept as a class; ``c``: inverse L2 strength of the attackers; ``bootstrap``: resamples
+    per CI; ``batch_size``: requests per model call; ``attackers``: logistic and/or mlp (each
+    reported as ``auc_<attacker>_<source>_<set>``; ``auc_<source>_<set>`` is the strongest, the
+    one with the higher AUC); ``repeats``: repeated cross-fittings per attacker (CI includes
+    the attacker's training variance)."""
 
     attributes: list[list[str]] = [["gender"]]
     sources: list[Source] = ["list", "embed"]
@@ -62,6 +65,8 @@ class LeakageConfig(ProbeConfig):
     c: float = Field(1.0, gt=0)
     bootstrap: int = Field(1000, ge=100, le=100_000)
     batch_size: int = Field(64, ge=1)
+    attackers: list[Literal["logistic", "mlp"]] = ["logistic", "mlp"]
+    repeats: int = Field(3, ge=1, le=50)
 
     @field_validator("attributes", mode="before")
     @classmethod
@@ -106,8 +111,9 @@ class AttributeLeakageProbe(Probe):
         metrics: dict[str, Metric] = {}
         details: dict[str, Any] = {
             "users": len(users), "k": cfg.k, "sources": usable, "unavailable_sources": unusable,
-            "attacker": (f"StandardScaler + LogisticRegression(C={cfg.c}), stratified {cfg.folds}-fold CV "
-                         "across users, out-of-fold probabilities; bootstrap CIs over users"),
+            "attacker": (f"StandardScaler + {' / '.join(cfg.attackers)} (C={cfg.c}), stratified {cfg.folds}-fold CV "
+                         f"across users repeated {cfg.repeats} times, out-of-fold probabilities; CI = envelope of "
+                         "the repeats' bootstrap CIs over users; auc_<source>_<set> is the strongest attacker"),
             "feature_dims": {s: int(f.shape[1]) for s, f in features.items()},
             "sets": {},
         }
@@ -117,11 +123,19 @@ class AttributeLeakageProbe(Probe):
             set_details: dict[str, Any] = {"attributes": list(s.attributes),
                                            "users_without_attributes": int(len(users) - idx.size)}
             for source, x in features.items():
-                res = attack(x[idx], [labels[i] for i in idx], seed=seed, folds=cfg.folds,
-                             min_users=cfg.min_users, c=cfg.c, n_resamples=cfg.bootstrap)
+                results = {a: attack(x[idx], [labels[i] for i in idx], seed=seed, folds=cfg.folds,
+                                     min_users=cfg.min_users, c=cfg.c, n_resamples=cfg.bootstrap, model=a,
+                                     repeats=cfg.repeats) for a in cfg.attackers}
+                finite = [a for a in cfg.attackers if np.isfinite(results[a].auc.value)]
+                best = max(finite, key=lambda a: results[a].auc.value) if finite else cfg.attackers[0]
+                res = results[best]
                 metrics[f"auc_{source}_{s.name}"] = res.auc
                 metrics[f"f1_{source}_{s.name}"] = res.f1
-                set_details[source] = res.to_json()
+                if len(cfg.attackers) > 1:
+                    for a, r in results.items():
+                        metrics[f"auc_{a}_{source}_{s.name}"] = r.auc
+                set_details[source] = {**res.to_json(), "strongest_attacker": best,
+                                       "attackers": {a: r.to_json() for a, r in results.items()}}
             details["sets"][s.name] = set_details
         return ProbeResult(status="pass", metrics={n: m.declare(leakage_spec(n)) for n, m in metrics.items()},
                            details=details)

@@ -94,3 +94,23 @@ def test_vectorised_bootstrap_auc_equals_resampling_users_one_by_one() -> None:
     expected2 = paired_bootstrap(np.column_stack([y2, proba[:, 0]]),
                                  lambda r: binary_auc(r[:, 0] == 1, r[:, 1]), seed=1, n_resamples=200)
     assert bootstrap_auc_ci(y2, proba[:, :1], 2, seed=1, n_resamples=200) == pytest.approx(expected2)
+
+
+def test_a_stronger_attacker_recovers_what_logistic_regression_cannot() -> None:
+    """Issue 14: an attribute hidden from a linear probe (XOR of two features) is recovered by the MLP."""
+    rng = np.random.default_rng(3)
+    a, b = rng.choice([-1.0, 1.0], size=(2, 200))
+    y = np.where(a * b > 0, "F", "M").astype(object)
+    x = np.column_stack([a + rng.normal(0, 0.2, 200), b + rng.normal(0, 0.2, 200)])
+    linear = attack(x, y, seed=0, n_resamples=200, model="logistic")
+    strong = attack(x, y, seed=0, n_resamples=200, model="mlp")
+    assert linear.auc.ci[0] <= 0.5 + 0.1
+    assert strong.auc.ci[0] > 0.85
+
+
+def test_repeated_cross_fitting_widens_the_ci_by_the_attackers_training_variance() -> None:
+    x = np.random.default_rng(4).normal(size=(80, 6))
+    once = attack(x, labels(80), seed=0, n_resamples=300)
+    repeated = attack(x, labels(80), seed=0, n_resamples=300, repeats=4)
+    assert repeated.auc.ci[0] <= once.auc.ci[0] and repeated.auc.ci[1] >= once.auc.ci[1]
+    assert "4 repeated cross-fittings" in repeated.note
