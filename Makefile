@@ -20,6 +20,7 @@ install: $(STAMP)
 
 data: install
 	$(BIN)/recaudit fetch ml-100k
+	$(BIN)/recaudit fetch smollm2-135m
 
 demo: data
 	$(BIN)/recaudit run examples/quick.yaml --out reports/quick

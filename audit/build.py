@@ -38,6 +38,24 @@ def make_variants(spec: Any, where: str) -> list[Variant]:
     return variants
 
 
+def supports(adapter_cls: Any, variant_cls: Any) -> bool:
+    """Whether an adapter declares every capability a variant requires."""
+    return variant_cls.required_capabilities() <= frozenset(adapter_cls.capabilities)
+
+
+def check_variants_supported(adapter_name: str, adapter_cls: Any, variants: list[Variant], where: str) -> None:
+    """ConfigError, at load time, for a variant the adapter cannot support, naming the adapters that can."""
+    for v in variants:
+        if not supports(adapter_cls, type(v)):
+            missing = sorted(type(v).required_capabilities() - frozenset(adapter_cls.capabilities))
+            able = [n for n in ADAPTERS.names() if supports(ADAPTERS.get(n), type(v))]
+            raise ConfigError(f"{where}: variant {v.name!r} needs {', '.join(missing)}, which adapter "
+                              f"{adapter_name!r} does not declare; adapters that support it: "
+                              f"{', '.join(able) or 'none'}")
+    if sum(1 for v in variants if v.trains and "train-lora" in type(v).required_capabilities()) > 1:
+        raise ConfigError(f"{where}: give at most one LoRA training variant")
+
+
 def build_recommender(name: str, entry: dict[str, Any], ctx: BuildContext) -> Recommender:
     """Build the recommender a suite entry describes.
 
@@ -53,11 +71,8 @@ def build_recommender(name: str, entry: dict[str, Any], ctx: BuildContext) -> Re
     variants = make_variants(entry.pop("variant", None), where)
     adapter_cls = ADAPTERS.get(adapter_name)
     config = validate_config(adapter_cls.Config, entry, f"{where} (adapter {adapter_name!r})")
+    check_variants_supported(adapter_name, adapter_cls, variants, where)
     training = [v for v in variants if v.trains]
-    if training and "train" not in adapter_cls.capabilities:
-        raise ConfigError(
-            f"{where}: variant(s) {', '.join(v.name for v in training)} change training, "
-            f"but adapter {adapter_name!r} cannot be trained here; use adapter 'reference'")
     rec = adapter_cls.build(config, ctx, training)
     for v in variants:
         if not v.trains:

@@ -34,7 +34,12 @@ def _err(message: str) -> None:
 
 
 def _progress_enabled(args: argparse.Namespace) -> bool:
-    return not args.quiet and sys.stderr.isatty()
+    """Progress bars on a terminal; in a non-terminal log (CI) plain progress lines instead."""
+    from audit import progress
+
+    tty = sys.stderr.isatty()
+    progress.configure(log=not args.quiet and not tty)
+    return not args.quiet and tty
 
 
 # -- sub-commands -----------------------------------------------------------------------
@@ -63,8 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    fetch = _fetch_function()
-    result = fetch(args.name, args.source)
+    from audit.llm.fetch import fetch_model, is_model_name
+
+    if is_model_name(args.name):
+        result = fetch_model(args.name, args.source, progress=_progress_enabled(args))
+    else:
+        fetch = _fetch_function()
+        result = fetch(args.name, args.source)
     print(f"{args.name}: {result}")
     return EXIT_OK
 
@@ -95,7 +105,23 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in names:
             print(f"  {name:<{width}}  {registry.description(name)}".rstrip())
         print()
+    print("variants each adapter supports (the capabilities a variant requires, declared by the adapter):")
+    print(render_support_table())
     return EXIT_OK
+
+
+def render_support_table() -> str:
+    """One row per adapter: the variants it supports (``Variant.requires`` <= adapter capabilities)."""
+    from audit.build import supports
+    from audit.registry import ADAPTERS, VARIANTS
+
+    rows = []
+    width = max((len(n) for n in ADAPTERS.names()), default=0)
+    for name in ADAPTERS.names():
+        adapter = ADAPTERS.get(name)
+        ok = [v for v in VARIANTS.names() if supports(adapter, VARIANTS.get(v))]
+        rows.append(f"  {name:<{width}}  {', '.join(ok) or '(none)'}")
+    return "\n".join(rows)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -181,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an extra gate (repeatable), e.g. 'utility.ndcg@10>=0.05'")
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("fetch", parents=[common], help="put a data set into the cache")
-    p.add_argument("name", help="data set name, e.g. ml-100k")
-    p.add_argument("--source", help="a local directory or zip to take the files from")
+    p = sub.add_parser("fetch", parents=[common], help="put a data set or a pretrained LLM into the cache")
+    p.add_argument("name", help="data set name (e.g. ml-100k) or model name (e.g. smollm2-135m)")
+    p.add_argument("--source", help="a local copy instead of downloading: a directory or zip (data sets), "
+                                    "a .gguf file or Hugging Face directory (models)")
     p.set_defaults(handler=cmd_fetch)
 
     p = sub.add_parser("list", parents=[common], help="list adapters, variants, probes and executors")

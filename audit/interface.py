@@ -13,7 +13,15 @@ Capabilities:
 - ``embed_user``: a vector representation of the user behind each request;
 - ``embed``: a vector per item title (used for grounding);
 - ``complete``: free-text completion of raw prompts (extraction, data-set recall);
-- ``train``: the adapter can be (re)trained by training variants.
+- ``train``: the adapter can be (re)trained by training variants;
+- ``train-stages``: staged training with the private trainers (pretrain / fine-tune stages,
+  ``dp``, ``federated``, stage cache; what the privacy and poisoning variants edit);
+- ``train-lora``: LoRA fine-tuning of a pretrained LLM (the ``lora`` variant);
+- ``constrain``: generation can be restricted to catalog items (the constrained-decoding variant);
+- ``soft-prompt``: a learned soft prefix can be carried (the fair-prompt variant).
+
+Variants declare the capabilities they need (``Variant.requires``); a suite asking for a variant
+its adapter does not declare fails at load time, naming the adapters that can.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import numpy as np
 from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
-    {"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train"}
+    {"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train", "train-stages",
+     "train-lora", "constrain", "soft-prompt"}
 )
 
 

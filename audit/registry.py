@@ -91,6 +91,8 @@ PROBES.register("hallucination", "audit.probes.hallucination:HallucinationProbe"
 PROBES.register("ranking", "audit.probes.ranking:CandidateRankingProbe",
                 "candidate ranking: out-of-candidate rate, position, popularity and history-order bias")
 
+VARIANTS.register("lora", "audit.llm.variant:LoraVariant",
+                  "LoRA instruction fine-tuning (peft) of an hf causal LM on the users' sequences (frozen base)")
 VARIANTS.register("fair-prompt", "audit.fairness.fair_prompt:FairPromptVariant",
                   "PFRec selective fair soft prompt with an adversarial discriminator (frozen model)")
 VARIANTS.register("constrained-decoding", "audit.decoding.constrained:ConstrainedDecodingVariant",

@@ -102,7 +102,8 @@ def plan_jobs(suite: Suite, dataset: Dataset, users: Sequence[str]) -> list[Job]
                 key=job_key(dataset_fingerprint=dataset.fingerprint, recommender=rec, entry=entry,
                             probe=probe.alias, probe_name=probe.name, probe_config=probe.config_json(),
                             seed=suite.seed, users=users, version=version, identity=identity[rec]))
-            for rec, entry in suite.recommenders.items() for probe in suite.probes]
+            for rec, entry in suite.recommenders.items() for probe in suite.probes
+            if probe.config.recommenders is None or rec in probe.config.recommenders]
 
 
 def variant_label(entry: dict[str, Any]) -> str | None:

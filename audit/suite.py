@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import Field
 
-from audit.build import make_variants
+from audit.build import check_variants_supported, make_variants
 from audit.config import StrictConfig, validate_config
 from audit.data.loaders import DatasetSpec
 from audit.errors import ConfigError, RecauditError, UnknownNameError
@@ -113,6 +113,14 @@ class Suite:
     @property
     def users_seed(self) -> int:
         return int(self.dataset.get("seed", 0) or 0)
+
+    def check_probe_recommenders(self) -> None:
+        """ConfigError when a probe's ``recommenders:`` names a recommender not in this suite."""
+        for p in self.probes:
+            for name in p.config.recommenders or ():
+                if name not in self.recommenders:
+                    raise ConfigError(f"probes.{p.alias}.recommenders: {name!r} is not a recommender of this "
+                                      f"suite.{did_you_mean(name, list(self.recommenders))}")
 
     def check_gates(self, gates: list[GateSpec], where: str = "gates") -> None:
         """Raise ConfigError when a gate names a probe or recommender not in this suite."""
@@ -244,10 +252,7 @@ def check_recommender_entry(name: str, entry: Any) -> None:
     variants = make_variants(entry.get("variant"), where)
     options = {k: v for k, v in entry.items() if k not in ("adapter", "variant")}
     validate_config(adapter.Config, options, f"{where} (adapter {entry['adapter']!r})")
-    training = [v.name for v in variants if v.trains]
-    if training and "train" not in adapter.capabilities:
-        raise ConfigError(f"{where}: variant(s) {', '.join(training)} change training, but adapter "
-                          f"{entry['adapter']!r} cannot be trained here; use adapter 'reference'")
+    check_variants_supported(str(entry["adapter"]), adapter, variants, where)
 
 
 def _probe_spec(alias: str, options: dict[str, Any] | None) -> ProbeSpec:
@@ -291,6 +296,7 @@ def suite_from_mapping(data: Mapping[str, Any], *, path: Path | None = None,
         base_dir=Path(base_dir) if base_dir is not None else (path.parent if path is not None else Path.cwd()),
     )
     suite.check_gates(suite.gates)
+    suite.check_probe_recommenders()
     if validate_dataset:
         suite.dataset_spec = validate_dataset_spec(suite.dataset)
     return suite

@@ -36,8 +36,19 @@ class Variant:
 
     name: ClassVar[str] = "variant"
     Config: ClassVar[type[StrictConfig]] = StrictConfig
-    #: True when the variant changes training; it then needs an adapter with the "train" capability.
+    #: True when the variant changes training (it edits the adapter's recipe).
     trains: ClassVar[bool] = False
+    #: capabilities the adapter must declare for this variant to apply (checked at load, listed by
+    #: ``recaudit list``). Empty: training variants need ``train-stages`` (the staged recipe
+    #: with pretrain / fine-tune stages and the private trainers, the reference's today), wrapping
+    #: variants need ``generate``.
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def required_capabilities(cls) -> frozenset[str]:
+        if cls.requires:
+            return cls.requires
+        return frozenset({"train-stages"}) if cls.trains else frozenset({"generate"})
 
     def __init__(self, config: StrictConfig) -> None:
         self.config = config

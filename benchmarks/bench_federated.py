@@ -31,6 +31,7 @@ from private_setup import private_finetune_setup  # type: ignore[import-not-foun
 from audit.reference.model import parameter_count
 from audit.reference.presets import PRESETS
 from audit.reference.trainers import train_plain
+from audit.reference.trainable import ReferenceTrainable
 from privacy.federated import FederatedOptions, partition_users, run_federated
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    summary = train_plain(central, tok, data, stage, 0, False)
+    summary = train_plain(ReferenceTrainable(central, tok), data, stage, 0, False)
     central_s = time.perf_counter() - t0
     torch.set_num_threads(before)
     print(f"centralised: {central_s:7.1f} s ({summary['steps']} steps, {args.threads} threads)")

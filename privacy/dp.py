@@ -34,6 +34,7 @@ from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError
 from audit.reference.examples import StageData
 from audit.reference.prompts import Example
+from audit.reference.trainable import reference_parts
 from audit.reference.recipe import StageSpec, TrainingRecipe
 from audit.reference.trainers import TRAINERS, lr_lambda
 from audit.variants import BuildContext, Variant
@@ -154,10 +155,10 @@ def noise_only_step(dp_optimizer: Any) -> None:
     dp_optimizer.step()
 
 
-def train_dp_stage(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data: StageData,
-                   stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
+def train_dp_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
     """DP-SGD (AdamW under Opacus) for ``stage.epochs`` passes over the private records at
     expected batch ``stage.batch_size``; returns the summary with the privacy account."""
+    model, tokenizer = reference_parts(trainable, 'dp')
     from privacy.per_sample import per_sequence_loss
 
     opts = validate_config(DPOptions, dict(stage.options), f"stage {stage.name!r} (trainer 'dp')")

@@ -37,6 +37,7 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError, RecauditError
 from audit.reference.examples import StageData
+from audit.reference.trainable import reference_parts
 from audit.reference.recipe import StageSpec, TrainingRecipe
 from audit.reference.trainers import TRAINERS
 from audit.variants import BuildContext, Variant
@@ -251,10 +252,10 @@ def run_federated(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, da
     return outcome
 
 
-def train_federated_stage(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data: StageData,
-                          stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
+def train_federated_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
     """FedAvg (optionally central DP) over simulated clients; returns the summary with the
     privacy account when DP is on."""
+    model, tokenizer = reference_parts(trainable, 'federated')
     opts = validate_config(FederatedOptions, dict(stage.options), f"stage {stage.name!r} (trainer 'federated')")
     users = [u for u in data.users if len(data.sequences[u]) >= 2]
     n_clients = opts.n_clients(len(users))
@@ -285,7 +286,7 @@ def train_federated_stage(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizer
         summary["privacy"] = PrivacyAccount(
             epsilon=eps, delta=delta, target_epsilon=target, noise_multiplier=noise,
             sample_rate=opts.clients_per_round / n_clients, steps=opts.rounds,
-            accountant="rdp-wor (Wang, Balle, Kasiviswanathan 2019)", unit="user",
+            accountant="rdp-wor (dp-accounting RdpAccountant, replace-one)", unit="user",
             mechanism="DP-FedAvg: fixed-size client sampling without replacement, server-side fixed "
                       "clipping (Flower), Gaussian noise on the uniform average; replace-one client",
             max_grad_norm=opts.dp_clipping_norm, n_private=len(users),

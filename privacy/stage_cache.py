@@ -33,6 +33,7 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from audit.paths import models_dir
 from audit.reference.examples import StageData
+from audit.reference.trainable import reference_parts
 from audit.reference.recipe import StageSpec
 from audit.reference.trainers import TRAINERS
 
@@ -92,12 +93,12 @@ def stage_key(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data: 
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def train_cached_stage(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data: StageData,
-                       stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
+def train_cached_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
     """Load this stage's result from the cache, or run ``options.inner`` and store it."""
     inner_name = str(stage.option("inner", "plain"))
     if inner_name == TRAINER_NAME:
         raise ValueError("the cached trainer cannot wrap itself")
+    model, tokenizer = reference_parts(trainable, "plain")
     key = stage_key(model, tokenizer, data, stage, seed)
     entry = stages_dir() / key
     summary_path = entry / SUMMARY_FILE
@@ -110,7 +111,7 @@ def train_cached_stage(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFas
                                      "load_seconds": round(time.perf_counter() - t0, 3)}}
     inner_stage = dataclasses.replace(stage, trainer=inner_name,
                                       options=tuple(o for o in stage.options if o[0] != "inner"))
-    summary = TRAINERS.get(inner_name)(model, tokenizer, data, inner_stage, seed, progress)
+    summary = TRAINERS.get(inner_name)(trainable, data, inner_stage, seed, progress)
     _store(entry, model, summary)
     return {**summary, "cache": {"key": key, "hit": False}}
 

@@ -31,6 +31,7 @@ from audit.reference.examples import StageData
 from audit.reference.prompts import PromptFormat
 from audit.reference.recipe import StageSpec
 from audit.reference.tokenizer import ItemVocab
+from audit.reference.trainable import ReferenceTrainable
 from audit.reference.trainers import train_plain
 
 TASK_FILE = "task.json"
@@ -121,7 +122,7 @@ def local_train(task: ClientTask, weights: dict[str, Any], partition: int, seed:
     torch.set_num_threads(threads)
     set_weights(task.model, weights)
     data = task.partition_data(partition)
-    summary = train_plain(task.model, task.tokenizer, data, task.stage(), seed, False)
+    summary = train_plain(ReferenceTrainable(task.model, task.tokenizer), data, task.stage(), seed, False)
     metrics = {"num-examples": float(summary["examples_per_epoch"]), "unit-weight": 1.0,
                "train-loss": float(summary["final_loss"]), "steps": float(summary["steps"])}
     return get_weights(task.model), metrics

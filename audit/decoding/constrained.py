@@ -249,6 +249,7 @@ class ConstrainedDecodingVariant(Variant):
     """Wrap a harness-run model so generation can only spell catalog items."""
 
     name: ClassVar[str] = "constrained-decoding"
+    requires: ClassVar[frozenset[str]] = frozenset({"constrain"})
     Config: ClassVar[type[StrictConfig]] = ConstrainedDecodingConfig
     trains: ClassVar[bool] = False
 

@@ -85,6 +85,7 @@ class FairPromptVariant(Variant):
     """Wraps a built ``reference`` recommender with a fair soft prompt for the selected attributes."""
 
     name: ClassVar[str] = "fair-prompt"
+    requires: ClassVar[frozenset[str]] = frozenset({"soft-prompt"})
     Config = FairPromptConfig
     trains: ClassVar[bool] = False
 

@@ -13,10 +13,12 @@ from audit.results import ProbeResult
 
 class ProbeConfig(StrictConfig):
     """Options every probe accepts. ``users``: at most this many of the run's sampled
-    users (None = all of them); ``seed``: the probe's own sampling seed offset."""
+    users (None = all of them); ``seed``: the probe's own sampling seed offset;
+    ``recommenders``: run this probe on these recommenders only (None = all of them)."""
 
     users: int | None = None
     seed: int = 0
+    recommenders: list[str] | None = None
 
 
 @dataclass

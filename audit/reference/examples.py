@@ -9,16 +9,16 @@ draw from it: all users at once (:meth:`StageData.epoch_examples`), one user at 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
-import torch
 
-from audit.reference.prompts import IGNORE, Example, PromptFormat
+from audit.reference.prompts import Example, PromptFormat
+from audit.training.data import TrainingData
 
 
 @dataclass
-class StageData:
+class StageData(TrainingData):
     """Training sequences of one stage.
 
     ``sequences``: user -> catalog item ids, oldest first (already transformed);
@@ -34,19 +34,12 @@ class StageData:
     _catalog: list[Example] | None = field(default=None, repr=False)
 
     @property
-    def users(self) -> list[str]:
-        return list(self.sequences)
+    def pad_id(self) -> int:
+        return self.fmt.pad
 
     @property
     def window(self) -> int:
         return self.fmt.max_history
-
-    def shown_profile(self, user: str, rng: np.random.Generator) -> dict[str, str]:
-        prof = self.profiles.get(user, {})
-        if not prof or self.attribute_dropout <= 0:
-            return dict(prof)
-        keep = rng.random(len(prof)) >= self.attribute_dropout
-        return {k: v for (k, v), kept in zip(prof.items(), keep) if kept}
 
     def user_examples(self, user: str, rng: np.random.Generator) -> list[Example]:
         """Sliding windows over one user's sequence, newest first: the last window ends at the
@@ -69,46 +62,13 @@ class StageData:
         return out
 
     def catalog_examples(self) -> list[Example]:
+        """One ``<item_X> title`` row per catalog item when ``catalog_titles`` (else none)."""
+        if not self.catalog_titles:
+            return []
         if self._catalog is None:
             self._catalog = [self.fmt.catalog_example(i) for i in self.fmt.vocab.item_ids]
         return self._catalog
 
-    def epoch_examples(self, rng: np.random.Generator, users: Sequence[str] | None = None) -> list[Example]:
-        """One epoch's examples for ``users`` (default all), plus the catalog rows when enabled."""
-        out: list[Example] = []
-        for u in (self.users if users is None else users):
-            out.extend(self.user_examples(u, rng))
-        if self.catalog_titles:
-            out.extend(self.catalog_examples())
-        return out
-
-    def collate(self, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded ``(input_ids, targets)`` int64 tensors of shape (B, longest)."""
-        length = max(len(e) for e in examples)
-        ids = np.full((len(examples), length), self.fmt.pad, dtype=np.int64)
-        tgt = np.full((len(examples), length), IGNORE, dtype=np.int64)
-        for r, e in enumerate(examples):
-            ids[r, :len(e)] = e.ids
-            tgt[r, :len(e)] = e.targets
-        return torch.from_numpy(ids), torch.from_numpy(tgt)
-
-    def batches(self, examples: Sequence[Example], batch_size: int, rng: np.random.Generator,
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled batches of similar lengths (little padding): shuffle, sort chunks of 50
-        batches by length, cut into batches, shuffle the batches."""
-        order = rng.permutation(len(examples))
-        chunk = batch_size * 50
-        groups: list[list[int]] = []
-        for s in range(0, len(order), chunk):
-            part = sorted(order[s:s + chunk], key=lambda i: len(examples[i]))
-            groups.extend(part[j:j + batch_size] for j in range(0, len(part), batch_size))
-        for g in rng.permutation(len(groups)):
-            yield self.collate([examples[i] for i in groups[g]])
-
-    def n_batches(self, n_examples: int, batch_size: int) -> int:
-        chunk = batch_size * 50
-        full, rest = divmod(n_examples, chunk)
-        return full * 50 + -(-rest // batch_size)
 
 
 def stage_sequences(sequences: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:

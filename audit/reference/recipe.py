@@ -124,8 +124,43 @@ class SequenceTransform:
                 "stages": None if self.stages is None else list(self.stages), "config": self.config()}
 
 
+class RecipeOps:
+    """Stage and transform edits every recipe offers (the reference's :class:`TrainingRecipe` and
+    the LoRA recipe of ``hf`` models), so training variants edit either the same way. The
+    class using it is a frozen dataclass with ``stages`` and ``sequence_transforms``."""
+
+    stages: tuple[StageSpec, ...]
+    sequence_transforms: tuple[SequenceTransform, ...]
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage {name!r} in {[s.name for s in self.stages]}")
+
+    def replace_stage(self, name: str, **changes: Any) -> "TrainingRecipe":
+        """A copy with one stage's fields changed (e.g. ``trainer='dp'``)."""
+        self.stage(name)
+        return dataclasses.replace(self, stages=tuple(
+            dataclasses.replace(s, **changes) if s.name == name else s for s in self.stages))
+
+    def with_transform(self, transform: SequenceTransform) -> "TrainingRecipe":
+        """A copy with ``transform`` appended to the sequence transforms."""
+        return dataclasses.replace(self, sequence_transforms=self.sequence_transforms + (transform,))
+
+    def two_stage(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None) -> "TrainingRecipe":
+        """Pretrain on ``groups.pretrain`` then fine-tune on ``groups.finetune`` (same settings
+        as the current first stage unless epochs are given)."""
+        base = self.stages[0]
+        pre = dataclasses.replace(base, name="pretrain", users="pretrain",
+                                  epochs=pretrain_epochs if pretrain_epochs is not None else base.epochs)
+        fine = dataclasses.replace(base, name="finetune", users="finetune",
+                                   epochs=finetune_epochs if finetune_epochs is not None else base.epochs)
+        return dataclasses.replace(self, stages=(pre, fine))
+
+
 @dataclass(frozen=True)
-class TrainingRecipe:
+class TrainingRecipe(RecipeOps):
     """Everything that determines the trained reference model (with the data set).
 
     ``max_history``: history items per prompt/window; ``attribute_dropout``: probability
@@ -171,32 +206,6 @@ class TrainingRecipe:
             "attribute_dropout": self.attribute_dropout, "text_vocab_size": self.text_vocab_size,
             "item_init": self.item_init, "item_init_window": self.item_init_window, "seed": self.seed,
         }
-
-    def stage(self, name: str) -> StageSpec:
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise KeyError(f"no stage {name!r} in {[s.name for s in self.stages]}")
-
-    def replace_stage(self, name: str, **changes: Any) -> "TrainingRecipe":
-        """A copy with one stage's fields changed (e.g. ``trainer='dp'``)."""
-        self.stage(name)
-        return dataclasses.replace(self, stages=tuple(
-            dataclasses.replace(s, **changes) if s.name == name else s for s in self.stages))
-
-    def with_transform(self, transform: SequenceTransform) -> "TrainingRecipe":
-        """A copy with ``transform`` appended to the sequence transforms."""
-        return dataclasses.replace(self, sequence_transforms=self.sequence_transforms + (transform,))
-
-    def two_stage(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None) -> "TrainingRecipe":
-        """Pretrain on ``groups.pretrain`` then fine-tune on ``groups.finetune`` (same settings
-        as the current first stage unless epochs are given)."""
-        base = self.stages[0]
-        pre = dataclasses.replace(base, name="pretrain", users="pretrain",
-                                  epochs=pretrain_epochs if pretrain_epochs is not None else base.epochs)
-        fine = dataclasses.replace(base, name="finetune", users="finetune",
-                                   epochs=finetune_epochs if finetune_epochs is not None else base.epochs)
-        return dataclasses.replace(self, stages=(pre, fine))
 
 
 def cache_key(recipe: TrainingRecipe, data_fingerprint: str, code_version: str) -> str:

@@ -58,8 +58,18 @@ def code_version(extra_modules: tuple[str, ...] = ()) -> str:
     return h.hexdigest()[:16]
 
 
+def recipe_code_version_modules(recipe: Any) -> str:
+    """Code version of the trainers and transforms a recipe (reference or LoRA) uses, outside
+    :mod:`audit.reference` (whose training code :func:`code_version` always covers)."""
+    return code_version(_recipe_modules(recipe))
+
+
 def recipe_code_version(recipe: TrainingRecipe) -> str:
     """Code version covering the reference package and every trainer and transform the recipe uses."""
+    return code_version(_recipe_modules(recipe))
+
+
+def _recipe_modules(recipe: Any) -> tuple[str, ...]:
     from audit.reference.trainers import TRAINERS
 
     modules = set()
@@ -69,7 +79,7 @@ def recipe_code_version(recipe: TrainingRecipe) -> str:
         modules.add(type(t).__module__)
     modules.discard("")
     modules = {m for m in modules if not m.startswith("audit.reference.")}
-    return code_version(tuple(sorted(modules)))
+    return tuple(sorted(modules))
 
 
 def recipe_key(recipe: TrainingRecipe, dataset: Dataset) -> str:

@@ -2,13 +2,14 @@
 
 A trainer is a function::
 
-    train_stage(model, tokenizer, data: StageData, stage: StageSpec, seed: int, progress: bool) -> dict
+    train_stage(trainable: Trainable, data: TrainingData, stage: StageSpec, seed: int, progress: bool) -> dict
 
-that updates ``model`` in place and returns a JSON-able summary (at least ``steps``,
+that updates ``trainable.module`` in place and returns a JSON-able summary (at least ``steps``,
 ``seconds``, ``final_loss``). ``plain`` (AdamW on all examples) is built in; other packages
 register theirs, e.g. ``TRAINERS.register("dp", "privacy.dp:train_dp_stage")``, from the
 module that defines the variant using them (importing the variant registers the trainer).
-The model's loss is :func:`audit.reference.model.lm_loss` (Opacus-friendly).
+Trainers see models only through :class:`audit.training.protocol.Trainable` (the reference
+GPT-2 and LoRA on any ``hf`` causal LM implement it), so one trainer serves both.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from audit.reference.examples import StageData
-from audit.reference.model import lm_loss_at_targets
+from audit.progress import progress_log
+
 from audit.reference.recipe import StageSpec
 from audit.registry import Registry
+from audit.training.data import TrainingData
+from audit.training.protocol import Trainable, trainable_parameters
 
-TrainStage = Callable[[GPT2LMHeadModel, PreTrainedTokenizerFast, StageData, StageSpec, int, bool], dict]
+TrainStage = Callable[[Trainable, TrainingData, StageSpec, int, bool], dict]
 
 TRAINERS: Registry[TrainStage] = Registry("trainer")
 TRAINERS.register("plain", "audit.reference.trainers:train_plain",
@@ -45,17 +47,15 @@ def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
     return f
 
 
-def train_plain(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data: StageData,
-                stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
+def train_plain(trainable: Trainable, data: TrainingData, stage: StageSpec, seed: int,
+                progress: bool) -> dict[str, Any]:
     """Plain training: ``stage.epochs`` passes over fresh sliding windows of every user
     (plus the catalog title rows), AdamW, gradient clipping at 1.0."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "wpe" in n]
-    decay = [p for n, p in model.named_parameters() if not (p.ndim < 2 or "wpe" in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": stage.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=stage.lr, betas=(0.9, 0.98))
+    model = trainable.module
+    params = trainable_parameters(trainable)
+    opt = torch.optim.AdamW(trainable.parameter_groups(stage.weight_decay), lr=stage.lr, betas=(0.9, 0.98))
     first = data.epoch_examples(rng)
     steps_per_epoch = data.n_batches(len(first), stage.batch_size)
     total = steps_per_epoch * stage.epochs
@@ -64,6 +64,7 @@ def train_plain(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data
     t0, c0 = time.perf_counter(), time.process_time()
     step, tokens, last_losses = 0, 0, []
     bar = tqdm(total=total, desc=f"train[{stage.name}]", unit="step", disable=not progress, leave=False)
+    log = None if progress else progress_log(f"train[{stage.name}]", "step", total)
     examples = first
     for epoch in range(stage.epochs):
         if epoch > 0:
@@ -73,16 +74,18 @@ def train_plain(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data
             if step >= total:
                 break
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage.bf16):
-                loss = lm_loss_at_targets(model, input_ids, targets)
+                loss = trainable.loss(input_ids, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             step += 1
             tokens += int((targets != -100).sum())
             epoch_losses.append(float(loss.detach()))
             bar.update(1)
+            if log is not None:
+                log.send(step)
             if step % 20 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(epoch_losses[-20:]):.3f}")
         last_losses = epoch_losses

@@ -25,6 +25,7 @@ from audit.reference.model import make_model, parameter_count
 from audit.reference.prompts import PromptFormat, profile_text
 from audit.reference.recipe import StageSpec, TrainingRecipe
 from audit.reference.tokenizer import ItemVocab, train_tokenizer
+from audit.reference.trainable import ReferenceTrainable
 from audit.reference.trainers import TRAINERS
 
 #: most CPU threads used while training (the default config is sized for 2 cores)
@@ -141,7 +142,7 @@ def train_reference(recipe: TrainingRecipe, dataset: Dataset, *, progress: bool 
                 item_init.update(method="cooccurrence", stage=stage.name)
             data = StageData(fmt, stage_sequences(seqs), profiles, recipe.attribute_dropout, stage.catalog_titles)
             trainer = TRAINERS.get(stage.trainer)
-            summary = trainer(model, tokenizer, data, stage, _stage_seed(recipe, index, "train"), progress)
+            summary = trainer(ReferenceTrainable(model, tokenizer), data, stage, _stage_seed(recipe, index, "train"), progress)
             stages_out.append({"name": stage.name, "users_group": stage.users, "n_users": len(seqs),
                                "users": sorted(seqs), "transforms": transforms, "summary": summary})
         model.eval()

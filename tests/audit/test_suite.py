@@ -113,7 +113,7 @@ def test_training_variant_needs_a_trainable_adapter(tmp_path: Path) -> None:
 
     VARIANTS.register("test-retrain", Retrain, "test variant that changes training")
     suite = base_suite(recommenders={"echo": {"adapter": "test-echo", "variant": "test-retrain"}})
-    with pytest.raises(ConfigError, match="change training, but adapter 'test-echo' cannot be trained"):
+    with pytest.raises(ConfigError, match="variant 'test-retrain' needs train-stages, which adapter 'test-echo' does not declare; adapters that support it: reference"):
         load_suite(write(tmp_path, suite), validate_dataset=False)
 
 

@@ -16,6 +16,7 @@ from audit.config import validate_config
 from audit.errors import ConfigError
 from audit.reference.recipe import StageSpec
 from audit.reference.trainers import train_plain
+from audit.reference.trainable import ReferenceTrainable
 from audit.variants import BuildContext
 from privacy.federated import FederatedConfig, FederatedOptions, FederatedVariant, partition_users, run_federated
 from privacy.flower_app import sample_partitions
@@ -128,7 +129,7 @@ def test_one_client_one_round_equals_centralised_finetuning(tiny_reference, tiny
     data = stage_data(tiny_reference, tiny_dataset)
     stage = StageSpec(name="finetune", users="finetune", trainer="plain", epochs=2, lr=2e-3, batch_size=8)
     central = copy.deepcopy(tiny_reference.model)
-    train_plain(central, tiny_reference.tokenizer, data, stage, client_seed(5, 1, 0), False)
+    train_plain(ReferenceTrainable(central, tiny_reference.tokenizer), data, stage, client_seed(5, 1, 0), False)
     fl = copy.deepcopy(tiny_reference.model)
     opts = FederatedOptions(clients=1, clients_per_round=1, rounds=1)
     outcome = run_federated(fl, tiny_reference.tokenizer, data, [list(data.users)], stage, opts, seed=5)
@@ -157,7 +158,7 @@ def test_dp_simulation_without_noise_is_fedavg_of_clipped_local_updates(tiny_ref
         local = copy.deepcopy(tiny_reference.model)
         part = type(data)(data.fmt, {u: data.sequences[u] for u in parts[p]}, {u: data.profiles[u] for u in parts[p]},
                           data.attribute_dropout, data.catalog_titles)
-        train_plain(local, tiny_reference.tokenizer, part, stage, client_seed(3, 1, p), False)
+        train_plain(ReferenceTrainable(local, tiny_reference.tokenizer), part, stage, client_seed(3, 1, p), False)
         updates.append({k: v - start[k] for k, v in get_weights(local).items()})
     clipped = []
     for up in updates:

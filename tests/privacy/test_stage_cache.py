@@ -8,6 +8,8 @@ import copy
 import pytest
 import torch
 
+from audit.reference.trainable import ReferenceTrainable
+
 from audit.reference.recipe import StageSpec
 from privacy import stage_cache
 from privacy.task import get_weights
@@ -21,7 +23,7 @@ def _stage(epochs: int = 1, **changes) -> StageSpec:
 
 def _run(ref, data, stage, seed=0):
     model = copy.deepcopy(ref.model)
-    summary = stage_cache.train_cached_stage(model, ref.tokenizer, data, stage, seed, False)
+    summary = stage_cache.train_cached_stage(ReferenceTrainable(model, ref.tokenizer), data, stage, seed, False)
     return model, summary
 
 
@@ -37,7 +39,7 @@ def test_second_identical_stage_loads_the_same_weights(recaudit_home, tiny_refer
     # and equal to training the inner stage directly
     plain = copy.deepcopy(tiny_reference.model)
     from audit.reference.trainers import train_plain
-    train_plain(plain, tiny_reference.tokenizer, data, StageSpec(name="pretrain", users="pretrain", epochs=1,
+    train_plain(ReferenceTrainable(plain, tiny_reference.tokenizer), data, StageSpec(name="pretrain", users="pretrain", epochs=1,
                                                                  batch_size=8), 0, False)
     for (name, a), b in zip(get_weights(plain).items(), get_weights(second).values()):
         assert torch.equal(a, b), name

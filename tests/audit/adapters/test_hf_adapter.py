@@ -63,10 +63,12 @@ def test_token_logprobs_are_consistent_with_score(planted: HFAdapter) -> None:
     assert prompt_ids[0] == planted.tokenizer.bos_token_id  # both condition on the start token
     prompt_text = planted.tokenizer.decode(prompt_ids[1:])
     title = PLANTED_ANSWER[0]
-    whole = planted.token_logprobs([prompt_text + title])[0]
-    n_title = len(planted.tokenizer(title, add_special_tokens=False)["input_ids"])
+    # score = log p(" " + title | prompt, "1."): the first line of the numbered answer
+    text = prompt_text + "1. " + title
+    whole = planted.token_logprobs([text])[0]
+    n_title = len(planted.tokenizer(" " + title, add_special_tokens=False)["input_ids"])
     expected = planted.score([PLANTED_REQUEST], [[title]])[0][0]
-    assert whole.shape == (len(planted.tokenizer(prompt_text + title)["input_ids"]),)
+    assert whole.shape == (len(planted.tokenizer(text)["input_ids"]),)
     assert np.all(whole <= 0)
     assert whole[-n_title:].sum() == pytest.approx(expected, abs=1e-3)
     short = planted.token_logprobs(["Heat", "Film Number 12"])

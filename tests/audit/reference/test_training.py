@@ -101,7 +101,7 @@ def test_transforms_apply_only_to_their_stage_and_are_recorded(tiny_dataset: Dat
 def test_stages_use_the_registered_trainer(tiny_dataset: Dataset, tiny_recipe: TrainingRecipe) -> None:
     calls = []
 
-    def counting(model, tokenizer, data, stage, seed, progress):
+    def counting(trainable, data, stage, seed, progress):
         calls.append((stage.name, len(data.users), stage.option("marker")))
         return {"trainer": "counting", "steps": 0, "seconds": 0.0, "final_loss": float("nan")}
 

@@ -1,0 +1,66 @@
+"""The ``lora`` variant: LoRA instruction fine-tuning of an ``hf`` model on the data set's users.
+
+Suite entry::
+
+    llm+lora: {adapter: hf, model: smollm2-135m, variant: {lora: {epochs: 1, r: 8}}}
+
+Held-out users (``heldout_share`` of the seeded split) are never trained on, exactly as for the
+reference; ``users`` picks the trained group (``trained`` = pretrain + finetune by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from audit.config import StrictConfig
+from audit.llm.lora import DEFAULT_TARGETS, LoraOptions
+from audit.llm.training import LORA_STAGE, LoraRecipe
+from audit.variants import BuildContext, Variant
+
+
+class LoraVariantConfig(StrictConfig):
+    """LoRA: ``r`` (rank), ``alpha``, ``dropout``, ``target_modules``, ``layers`` (last N layers,
+    None = all). Training: ``epochs`` (passes over the users' drawn windows), ``lr`` (AdamW peak,
+    linear warm-up over ``warmup`` then decay), ``batch_size`` (examples per step),
+    ``examples_per_user`` (windows per user per epoch), ``targets`` (answer items per example:
+    the user's next items as a numbered list; 1 = the one-item TALLRec form), ``users`` (group),
+    ``attribute_dropout`` (0..1), ``seed``. Defaults were sized for SmolLM2-135M on 2 CPU cores
+    (about 1 example/s): see BENCHMARKS.md."""
+
+    r: int = Field(8, ge=1, le=256)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    layers: int | None = Field(8, ge=1)
+    epochs: int = Field(1, ge=1, le=100)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    warmup: float = Field(0.05, ge=0.0, lt=1.0)
+    batch_size: int = Field(8, ge=1, le=1024)
+    examples_per_user: int = Field(1, ge=1, le=100)
+    targets: int = Field(10, ge=1, le=50)
+    users: Literal["trained", "pretrain", "finetune", "all"] = "trained"
+    attribute_dropout: float = Field(0.5, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class LoraVariant(Variant):
+    """LoRA-tune an ``hf`` causal LM (frozen base) on the users' interaction sequences."""
+
+    name: ClassVar[str] = "lora"
+    Config: ClassVar[type[StrictConfig]] = LoraVariantConfig
+    trains: ClassVar[bool] = True
+    requires: ClassVar[frozenset[str]] = frozenset({"train-lora"})
+
+    def modify_recipe(self, recipe: LoraRecipe, ctx: BuildContext) -> LoraRecipe:
+        cfg: LoraVariantConfig = self.config  # type: ignore[assignment]
+        lora = LoraOptions(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, target_modules=cfg.target_modules,
+                           layers=cfg.layers)
+        out = dataclasses.replace(recipe, lora=lora, targets=cfg.targets, examples_per_user=cfg.examples_per_user,
+                                  attribute_dropout=cfg.attribute_dropout, seed=cfg.seed)
+        return out.replace_stage(LORA_STAGE, users=cfg.users, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
+                                 batch_size=cfg.batch_size)
+
+

@@ -1,0 +1,49 @@
+"""The reference GPT-2 as a :class:`~audit.training.protocol.Trainable`: every weight trains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from audit.errors import ConfigError
+from audit.reference.model import lm_loss_at_targets
+
+
+class ReferenceTrainable:
+    """All weights of the reference network; AdamW decays matrices except position embeddings.
+
+    ``model`` and ``tokenizer`` stay public for the reference-only trainers (``dp`` with its
+    per-sequence Opacus loss, ``federated`` with whole-model exchange): they declare the
+    ``dp`` and ``federated`` features here and check them with :func:`reference_parts`."""
+
+    features = frozenset({"plain", "dp", "federated"})
+
+    def __init__(self, model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        named = list(self.model.named_parameters())
+        no_decay = [p for n, p in named if p.ndim < 2 or "wpe" in n]
+        decay = [p for n, p in named if not (p.ndim < 2 or "wpe" in n)]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return lm_loss_at_targets(self.model, input_ids, targets)
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.model.named_parameters()}
+
+
+def reference_parts(trainable: Any, trainer: str) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    """The reference network and tokenizer for a trainer that works on them only (ConfigError otherwise)."""
+    if trainer not in getattr(trainable, "features", frozenset()) or not isinstance(trainable, ReferenceTrainable):
+        raise ConfigError(f"trainer {trainer!r} supports the reference model only so far; this model supports "
+                          f"the trainers {sorted(getattr(trainable, 'features', ()))}")
+    return trainable.model, trainable.tokenizer

@@ -1,0 +1,50 @@
+"""What a trainer needs from a model: one small declared protocol.
+
+Trainers (``plain``, ``dp``, ``federated``) and sequence transforms never look at the model's
+class; they call these methods. The reference GPT-2 implements it with all its weights trainable
+(:class:`audit.reference.trainable.ReferenceTrainable`); an ``hf`` causal LM implements it with
+only its LoRA weights trainable (:class:`audit.llm.trainable.LoraTrainable`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A model a trainer can update in place.
+
+    - ``module``: the ``torch.nn.Module`` trained (``train()``/``eval()`` are called on it);
+    - ``features``: the trainer features the model supports (e.g. ``{"plain"}``, or
+      ``{"plain", "dp", "federated"}``); a trainer that needs one it lacks raises ConfigError;
+    - :meth:`parameter_groups`: the trainable parameters as AdamW groups (decay / no decay);
+    - :meth:`loss`: mean cross-entropy (nats per target token) of a right-padded batch whose
+      ``targets`` hold ``-100`` where no loss applies;
+    - :meth:`trained_state`: the trained part (name -> tensor) to save as safetensors.
+    """
+
+    module: torch.nn.Module
+    features: frozenset[str]
+
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]: ...
+
+    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+    def trained_state(self) -> dict[str, torch.Tensor]: ...
+
+
+def trainable_parameters(trainable: Trainable) -> list[torch.nn.Parameter]:
+    """Every parameter of the trainable's AdamW groups (what gradient clipping covers)."""
+    return [p for group in trainable.parameter_groups(0.0) for p in group["params"]]
+
+
+def require_feature(trainable: Trainable, feature: str, what: str) -> None:
+    """ConfigError when ``trainable`` does not support trainer feature ``feature``."""
+    from audit.errors import ConfigError
+
+    if feature not in trainable.features:
+        raise ConfigError(f"{what} needs a model that supports {feature!r} training; this model supports "
+                          f"{sorted(trainable.features)}")
