@@ -41,14 +41,14 @@ class Variant:
     #: capabilities the adapter must declare for this variant to apply (checked at load, listed by
     #: ``recaudit list``). Empty: training variants need ``train-stages`` (the staged recipe
     #: with pretrain / fine-tune stages and the private trainers, the reference's today), wrapping
-    #: variants need ``generate``.
+    #: variants need nothing (they wrap whatever the recommender offers).
     requires: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def required_capabilities(cls) -> frozenset[str]:
         if cls.requires:
             return cls.requires
-        return frozenset({"train-stages"}) if cls.trains else frozenset({"generate"})
+        return frozenset({"train-stages"}) if cls.trains else frozenset()
 
     def __init__(self, config: StrictConfig) -> None:
         self.config = config
