@@ -272,7 +272,7 @@ def test_on_ml100k_the_planted_gender_effect_is_found_and_the_blind_model_is_cle
     for rec, flagged in ((GenderStereotyped(ml100k), True), (AttributeBlind(ml100k), False)):
         ctx = ProbeContext(dataset=ml100k, users=users, seed=0, recorder=OutputRecorder("r", "fairness"))
         m = CounterfactualFairnessProbe(cfg).run(rec, ctx).metrics
-        assert len(ctx.recorder.records) == 150 * (1 + 2 + 21 + 14)
+        assert len(ctx.recorder.records) == 150 * (1 + 2 + 21 + 14 + 2)  # + 2 placebo conditions
         if flagged:
             assert m["snsr_jaccard_gender"].ci[0] > 0.3 and m["pvalue_snsr_jaccard_gender"].value < 0.01
         else:
