@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import torch
 
 from audit.llm.examples import LLMStageData
@@ -103,16 +102,11 @@ def recipe_key(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset") -> 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _seed(recipe: LoraRecipe, index: int, what: str) -> int:
-    h = hashlib.sha256(f"{recipe.seed}/{index}/{what}".encode()).digest()
-    return int.from_bytes(h[:4], "little")
-
-
 def train_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", *, progress: bool = False,
                ) -> tuple[Any, dict[str, Any]]:
     """Attach LoRA to ``base.model`` and train it stage by stage; returns (peft model, manifest)."""
     from audit.reference.trainers import TRAINERS
-    from audit.reference.training import stage_users
+    from audit.reference.training import stage_seed, stage_training_sequences
 
     t_start = time.perf_counter()
     peft_model = attach_lora(base.model, recipe.lora, seed=recipe.seed)
@@ -122,24 +116,12 @@ def train_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", *, 
     titles = dict(dataset.item_titles)
     stages_out = []
     for index, stage in enumerate(recipe.stages):
-        users = stage_users(stage, groups, dataset)
-        seqs = {u: list(dataset.sequences[u].train) for u in users if u in dataset.sequences}
-        profiles = {u: dict(dataset.user_profiles.get(u, {})) for u in seqs}
-        transforms = []
-        for t_index, transform in enumerate(recipe.sequence_transforms):
-            if not transform.applies_to(stage.name):
-                continue
-            rng = np.random.default_rng(_seed(recipe, index, f"transform{t_index}"))
-            seqs, profiles, manifest = transform.apply(seqs, profiles, dataset, rng)
-            transforms.append({**transform.to_json(), "manifest": manifest})
-        unknown = sorted({i for s in seqs.values() for i in s if i not in titles})
-        if unknown:
-            raise ValueError(f"stage {stage.name!r}: sequences hold items outside the catalog, e.g. {unknown[:3]}")
+        seqs, profiles, transforms = stage_training_sequences(recipe, index, stage, groups, dataset)
         data = LLMStageData({str(u): tuple(map(str, s)) for u, s in seqs.items()}, profiles, titles,
                             base.encode_prompt, base.encode_answer, history=recipe.history,
                             targets=recipe.targets, examples_per_user=recipe.examples_per_user,
                             attribute_dropout=recipe.attribute_dropout, pad_id=base.pad_id)
-        summary = TRAINERS.get(stage.trainer)(trainable, data, stage, _seed(recipe, index, "train"), progress)
+        summary = TRAINERS.get(stage.trainer)(trainable, data, stage, stage_seed(recipe, index, "train"), progress)
         stages_out.append({"name": stage.name, "users_group": stage.users, "n_users": len(seqs),
                            "users": sorted(seqs), "transforms": transforms, "summary": summary})
     peft_model.eval()

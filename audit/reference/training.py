@@ -98,7 +98,29 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _stage_seed(recipe: TrainingRecipe, index: int, what: str) -> int:
+def stage_training_sequences(recipe: Any, index: int, stage: StageSpec, groups: UserGroups, dataset: Dataset,
+                             ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]], list[dict[str, Any]]]:
+    """The ``train`` sequences and profiles of stage ``index``'s users after the recipe's sequence
+    transforms for that stage (each seeded by recipe, stage and position), with the transforms'
+    manifests. Any recipe with ``sequence_transforms`` and ``seed`` (reference or LoRA) works."""
+    users = stage_users(stage, groups, dataset)
+    seqs = {u: list(dataset.sequences[u].train) for u in users if u in dataset.sequences}
+    profiles = {u: dict(dataset.user_profiles.get(u, {})) for u in seqs}
+    transforms = []
+    for t_index, transform in enumerate(recipe.sequence_transforms):
+        if not transform.applies_to(stage.name):
+            continue
+        rng = np.random.default_rng(stage_seed(recipe, index, f"transform{t_index}"))
+        seqs, profiles, manifest = transform.apply(seqs, profiles, dataset, rng)
+        transforms.append({**transform.to_json(), "manifest": manifest})
+    titles = dataset.item_titles
+    unknown = sorted({i for s in seqs.values() for i in s if i not in titles})
+    if unknown:
+        raise ValueError(f"stage {stage.name!r}: sequences hold items outside the catalog, e.g. {unknown[:3]}")
+    return seqs, profiles, transforms
+
+
+def stage_seed(recipe: Any, index: int, what: str) -> int:
     h = hashlib.sha256(f"{recipe.seed}/{index}/{what}".encode()).digest()
     return int.from_bytes(h[:4], "little")
 
@@ -123,26 +145,14 @@ def train_reference(recipe: TrainingRecipe, dataset: Dataset, *, progress: bool 
         stages_out = []
         item_init: dict[str, Any] = {"method": "random"}
         for index, stage in enumerate(recipe.stages):
-            users = stage_users(stage, groups, dataset)
-            seqs = {u: list(dataset.sequences[u].train) for u in users if u in dataset.sequences}
-            profiles = {u: dict(dataset.user_profiles.get(u, {})) for u in seqs}
-            transforms = []
-            for t_index, transform in enumerate(recipe.sequence_transforms):
-                if not transform.applies_to(stage.name):
-                    continue
-                rng = np.random.default_rng(_stage_seed(recipe, index, f"transform{t_index}"))
-                seqs, profiles, manifest = transform.apply(seqs, profiles, dataset, rng)
-                transforms.append({**transform.to_json(), "manifest": manifest})
-            unknown = sorted({i for s in seqs.values() for i in s if i not in vocab.token_of})
-            if unknown:
-                raise ValueError(f"stage {stage.name!r}: sequences hold items outside the catalog, e.g. {unknown[:3]}")
+            seqs, profiles, transforms = stage_training_sequences(recipe, index, stage, groups, dataset)
             if index == 0 and recipe.item_init == "cooccurrence":
                 item_init = init_item_embeddings(model, vocab, seqs.values(), window=recipe.item_init_window,
-                                                 seed=_stage_seed(recipe, 0, "item_init"))
+                                                 seed=stage_seed(recipe, 0, "item_init"))
                 item_init.update(method="cooccurrence", stage=stage.name)
             data = StageData(fmt, stage_sequences(seqs), profiles, recipe.attribute_dropout, stage.catalog_titles)
             trainer = TRAINERS.get(stage.trainer)
-            summary = trainer(ReferenceTrainable(model, tokenizer), data, stage, _stage_seed(recipe, index, "train"), progress)
+            summary = trainer(ReferenceTrainable(model, tokenizer), data, stage, stage_seed(recipe, index, "train"), progress)
             stages_out.append({"name": stage.name, "users_group": stage.users, "n_users": len(seqs),
                                "users": sorted(seqs), "transforms": transforms, "summary": summary})
         model.eval()
