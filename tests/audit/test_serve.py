@@ -208,7 +208,7 @@ def test_serving_the_reference_model_reproduces_its_lists(tiny_dataset, tmp_path
     assert isinstance(rec, reference.ReferenceAdapter)
     reqs = [RecRequest(history=("Film Number 1 (1991)", "Film Number 2 (1992)")),
             RecRequest(history=("Film Number 5 (1995)",), profile={"gender": "F"})]
-    with running_server(rec) as server:
+    with running_server(rec, model_name="toy") as server:  # the name the `adapter` fixture asks for
         assert adapter(server.base_url, send_request=True).generate(reqs, 5) == rec.generate(reqs, 5)
 
 
