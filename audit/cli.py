@@ -39,6 +39,8 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 
     tty = sys.stderr.isatty()
     progress.configure(log=not args.quiet and not tty)
+    if not tty:  # no carriage-return bars (model loading, downloads) in a CI log; read when transformers loads
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return not args.quiet and tty
 
 
