@@ -21,9 +21,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from audit.paths import results_dir
 
@@ -51,6 +52,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def publish_directory(directory: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:
+    """Build a cache directory atomically: ``write(tmp)`` fills a temporary sibling, which is then
+    renamed to ``directory``. An incomplete leftover at ``directory`` is replaced; if another process
+    published a complete one first, theirs is kept and ours dropped. Nothing half-written remains."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
+    try:
+        write(tmp)
+        if directory.exists() and not is_complete(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            if not is_complete(directory):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from audit.cache import publish_directory
 from audit.llm.examples import LLMStageData
 from audit.llm.lora import LoraOptions, attach_lora, read_adapter, save_adapter, load_lora_state
 from audit.llm.trainable import LoraTrainable
@@ -161,18 +159,10 @@ def train_or_load_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Datas
         print(f"LoRA fine-tuning (cache key {key}) ...", flush=True)
     peft_model, manifest = train_lora(recipe, base, dataset, progress=progress)
     manifest["key"] = key
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=directory.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         save_adapter(LoraTrainable(peft_model).trained_state(), tmp)
         (tmp / "manifest.json").write_text(json.dumps({**manifest, "complete": True}, indent=1))
-        if directory.exists() and not is_complete(directory):
-            shutil.rmtree(directory, ignore_errors=True)
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            if not is_complete(directory):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_directory(directory, write, is_complete)
     return peft_model, manifest, directory, True

@@ -17,9 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -27,6 +24,7 @@ from typing import Any, Callable, Iterator
 from transformers import GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
+from audit.cache import publish_directory
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
 from audit.reference.recipe import TrainingRecipe, cache_key
@@ -125,22 +123,7 @@ def save(trained: TrainedReference, directory: Path) -> None:
 def save_atomic(trained: TrainedReference, directory: Path) -> Path:
     """Save into a temporary sibling directory, then rename it to ``directory``. If another
     process finished the same key first, keep theirs and drop ours."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
-    try:
-        save(trained, tmp)
-        if directory.exists() and not is_complete(directory):
-            shutil.rmtree(directory, ignore_errors=True)
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            if not is_complete(directory):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return publish_directory(directory, lambda tmp: save(trained, tmp), is_complete)
 
 
 def load(directory: Path) -> TrainedReference:
