@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from audit.interface import Recommender
+
 
 @dataclass(frozen=True)
 class TransformRecord:
@@ -64,10 +66,7 @@ def training_record(rec: Any) -> dict[str, Any]:
     ``manifest`` attribute (the reference adapter's ``manifest.json``), as one mapping for
     :func:`transform_records` and :func:`attacked_targets`."""
     out: dict[str, Any] = dict(getattr(rec, "info", {}) or {})
-    try:
-        manifest = getattr(rec, "manifest", None)
-    except Exception:  # noqa: BLE001 - an attribute that cannot be read is no manifest
-        manifest = None
+    manifest = rec.manifest if isinstance(rec, Recommender) else None
     if isinstance(manifest, Mapping) and not transform_records(out):
         out["manifest"] = manifest
     return out

@@ -155,7 +155,7 @@ class PoisoningProbe(Probe):
         metrics: dict[str, Metric] = {}
         details: dict[str, Any] = {}
         self._exposure_metrics(exp, cfg, ds, seed, metrics)
-        baseline = getattr(rec, "baseline", None)
+        baseline = rec.baseline
         if isinstance(baseline, Recommender):
             base = measure_exposure(baseline, ctx, users, targets, cfg, condition="target-exposure-baseline")
             self._baseline_metrics(exp, base, cfg, seed, metrics)

@@ -141,7 +141,14 @@ def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, li
 # recommenders
 # ---------------------------------------------------------------------------------------------
 class TitleRewritingRecommender(DelegatingRecommender):
-    """Base for wrappers that change the titles in requests before ``inner`` sees them."""
+    """Base for wrappers that change the titles in requests before ``inner`` sees them.
+
+    Forwards generation, scoring, user embeddings and title embeddings with every title rewritten;
+    raw-text capabilities (``token_logprobs``, ``token-stats``, ``complete``) are withheld, since
+    their texts would reach the model unrewritten."""
+
+    withheld: ClassVar[frozenset[str]] = DelegatingRecommender.withheld | {"token_logprobs", "token-stats",
+                                                                            "complete"}
 
     def rewrite_title(self, title: str) -> str:
         return title
@@ -154,13 +161,19 @@ class TitleRewritingRecommender(DelegatingRecommender):
         return title
 
     def generate_detailed(self, reqs: Sequence[RecRequest], k: int) -> list[Generation]:
-        gens = self.inner.generate_detailed([self.rewrite(r) for r in reqs], k)
+        gens = self._through("generate").generate_detailed([self.rewrite(r) for r in reqs], k)
         return [Generation(prompt=g.prompt, raw=g.raw, items=tuple(self.map_back(t) for t in g.items))
                 for g in gens]
 
     def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        return self.inner.score([self.rewrite(r) for r in reqs],
-                                [[self.rewrite_title(t) for t in row] for row in items])
+        return self._through("score").score([self.rewrite(r) for r in reqs],
+                                            [[self.rewrite_title(t) for t in row] for row in items])
+
+    def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
+        return self._through("embed_user").embed_user([self.rewrite(r) for r in reqs])
+
+    def embed(self, titles: Sequence[str]) -> np.ndarray:
+        return self._through("embed").embed([self.rewrite_title(t) for t in titles])
 
 
 class ItemTextAttackRecommender(TitleRewritingRecommender):

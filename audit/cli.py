@@ -109,6 +109,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print()
     print("variants each adapter supports (the capabilities a variant requires, declared by the adapter):")
     print(render_support_table())
+    problems = [p for reg in (ADAPTERS, VARIANTS, PROBES) for p in reg.plugin_problems()]
+    if problems:
+        print("\nplugin entries left out:")
+        for problem in problems:
+            print(f"  {problem}")
     return EXIT_OK
 
 

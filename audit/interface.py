@@ -10,6 +10,8 @@ Capabilities:
   of ``candidates`` when a request has them);
 - ``score``: a log-likelihood-like score (higher is better) per candidate item;
 - ``token_logprobs``: per-token log-probabilities (natural log) of raw texts;
+- ``token-stats``: with each token's log-probability, the mean and standard deviation of log p
+  under the model's next-token distribution at that position (Min-K%++ needs them);
 - ``embed_user``: a vector representation of the user behind each request;
 - ``embed``: a vector per item title (used for grounding);
 - ``complete``: free-text completion of raw prompts (extraction, data-set recall);
@@ -36,7 +38,7 @@ import numpy as np
 from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
-    {"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train", "train-stages",
+    {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-stages",
      "train-lora", "constrain", "soft-prompt"}
 )
 
@@ -94,6 +96,16 @@ class Recommender:
     #: extra information for the report (variant, training summary, accounted epsilon ...)
     info: dict[str, Any]
     kind: ClassVar[str] = "base"
+    #: how the memorisation probes write a user's item sequence for ``token_logprobs``:
+    #: ``titles`` (one catalog title per line) or ``reference`` (the reference model's item tokens)
+    sequence_format: ClassVar[str] = "titles"
+    #: the training manifest (users per stage, steps, seconds, loss, a DP account) of a model the
+    #: harness trained; None for models it did not train
+    manifest: Mapping[str, Any] | None = None
+    #: the same model without what a wrapper changes (the item-text attack's comparison), or None
+    baseline: "Recommender | None" = None
+    #: a model trained on users disjoint from this one's, attached by the ``mia-reference`` variant
+    calibration_reference: "Recommender | None" = None
 
     def __init__(self) -> None:
         self.info = {}
@@ -137,6 +149,11 @@ class Recommender:
         """Natural-log probability of each token of each text given its prefix
         (the first token is conditioned on the model's start token)."""
         raise self._missing("token_logprobs")
+
+    def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per text: (log p of each token, mu, sigma), where mu and sigma are the mean and standard
+        deviation of log p under the next-token distribution at that position (natural log)."""
+        raise self._missing("token-stats")
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         """Array of shape (len(reqs), d): the user representation per request."""

@@ -3,15 +3,27 @@
 Entries are lazy ``"module:attribute"`` targets, so importing the registry does
 not import torch or transformers. Unknown names raise :class:`UnknownNameError`
 with close matches and the full list of valid names.
+
+Third-party packages add entries through entry points (as pytest plugins do), in the groups
+``recaudit.adapters``, ``recaudit.probes`` and ``recaudit.variants``; in ``pyproject.toml``::
+
+    [project.entry-points."recaudit.probes"]
+    my-probe = "mypkg.probes:MyProbe"
+
+They are read on first use, imported only when named. Built-in names win: a plugin entry
+with a built-in's name is left out and reported by :meth:`Registry.plugin_problems`
+(``recaudit list`` prints them); a plugin that fails to import is an error naming its
+distribution.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+from importlib.metadata import entry_points
 from typing import Any, Generic, Iterator, TypeVar
 
-from audit.errors import UnknownNameError
+from audit.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -19,10 +31,40 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A name -> object map whose values may be lazy ``"module:attr"`` strings."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, group: str | None = None) -> None:
         self.kind = kind
+        self.group = group
         self._entries: dict[str, T | str] = {}
         self._descriptions: dict[str, str] = {}
+        self._origins: dict[str, str] = {}  # name -> distribution, for plugin entries
+        self._problems: list[str] = []
+        self._plugins_read = group is None
+
+    def _read_plugins(self) -> None:
+        """Add the entry points of ``group`` once (lazy targets; built-in names win)."""
+        if self._plugins_read:
+            return
+        self._plugins_read = True
+        for ep in sorted(entry_points(group=self.group), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
+            if ep.name in self._entries:
+                owner = self._origins.get(ep.name, "recaudit")
+                self._problems.append(f"{self.kind} {ep.name!r} from {dist} is ignored: {owner} already "
+                                      f"registers that name (rename the entry point in {dist})")
+                continue
+            self._entries[ep.name] = ep.value
+            self._descriptions[ep.name] = f"plugin from {dist}"
+            self._origins[ep.name] = dist
+
+    def plugin_problems(self) -> list[str]:
+        """Plugin entries that were left out, and why."""
+        self._read_plugins()
+        return list(self._problems)
+
+    def origin(self, name: str) -> str:
+        """``recaudit`` for built-ins, else the distribution that registered ``name``."""
+        self._read_plugins()
+        return self._origins.get(name, "recaudit")
 
     def register(self, name: str, target: T | str, description: str = "") -> None:
         """Register ``target`` (an object or a ``"module:attr"`` string) under ``name``."""
@@ -32,12 +74,14 @@ class Registry(Generic[T]):
         self._descriptions[name] = description
 
     def __contains__(self, name: object) -> bool:
+        self._read_plugins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._entries))
+        return iter(self.names())
 
     def names(self) -> list[str]:
+        self._read_plugins()
         return sorted(self._entries)
 
     def description(self, name: str) -> str:
@@ -45,6 +89,7 @@ class Registry(Generic[T]):
         return self._descriptions.get(name, "")
 
     def _check(self, name: str) -> None:
+        self._read_plugins()
         if name not in self._entries:
             close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -58,17 +103,24 @@ class Registry(Generic[T]):
         target = self._entries[name]
         if isinstance(target, str):
             module_name, _, attr = target.partition(":")
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            try:
+                obj: Any = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError) as exc:
+                if name not in self._origins:
+                    raise
+                raise ConfigError(f"{self.kind} {name!r} from the plugin distribution {self._origins[name]} "
+                                  f"cannot be loaded ({target}): {type(exc).__name__}: {exc}; fix or "
+                                  f"uninstall {self._origins[name]}") from None
             self._entries[name] = obj
             return obj
         return target
 
 
-ADAPTERS: Registry[Any] = Registry("adapter")
-VARIANTS: Registry[Any] = Registry("variant")
-PROBES: Registry[Any] = Registry("probe")
+ADAPTERS: Registry[Any] = Registry("adapter", "recaudit.adapters")
+VARIANTS: Registry[Any] = Registry("variant", "recaudit.variants")
+PROBES: Registry[Any] = Registry("probe", "recaudit.probes")
 
 # Built-in entries. Each domain package owns its modules; this table only names them.
 ADAPTERS.register("reference", "audit.adapters.reference:ReferenceAdapter",

@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct on this machine, measured side by side in one run:
 
-- generation: generated tokens/s and s/user at batch 1 vs the adapter's default batch (8),
+- generation: generated tokens/s and s/user at batch 1 vs 8 vs the adapter's default batch (16),
   k = 10 titles, 10-item history window, greedy, stopping once k lines are written;
 - candidate scoring: candidates scored/s for the adapter's shared-prompt path (prompt once,
   candidates side by side under a block-diagonal 4-D mask, cache cropped not copied) vs the old
@@ -9,7 +9,7 @@
 - LoRA fine-tuning: examples/s of training steps on real training examples with the default LoRA
   (r 8, all projections of the last 8 layers) vs LoRA on all 30 layers.
 
-    recaudit fetch smollm2-135m && .venv/bin/python benchmarks/bench_llm.py
+    recaudit fetch smollm2-135m && .venv/bin/python benchmarks/bench_llm.py [--parts generate,score,train]
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--naive", type=int, default=20, help="candidates per user for the naive path")
     ap.add_argument("--train-steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", default="generate,score,train",
+                    help="comma-separated subset of generate, score, train")
     args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
     ds = load_dataset("ml-100k")
     rec = HFAdapter.build(validate_config(HFConfig, {"model": "smollm2-135m", "history": 10}, "bench"))
@@ -66,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     reqs = [RecRequest(history=tuple(titles[i] for i in ds.sequences[u].test_history), user=u) for u in users]
     print(f"SmolLM2-135M-Instruct, {torch.get_num_threads()} threads, fp32, history window 10")
 
-    gen_reqs = reqs[:args.gen_users]
-    for bs in (1, 8):
+    gen_reqs = reqs[:args.gen_users] if "generate" in parts else []
+    for bs in (1, 8, 16) if gen_reqs else ():
         rec.config = rec.config.model_copy(update={"batch_size": bs})
         t0 = time.perf_counter()
         gens = rec.generate_detailed(gen_reqs, 10)
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     t_shared = t_old = t_naive = 0.0
     n_shared = n_naive = 0
     diff_old = diff_naive = 0.0
-    for u, req in zip(users[:args.score_users], reqs[:args.score_users]):
+    for u, req in zip(users[:args.score_users], reqs[:args.score_users]) if "score" in parts else ():
         cands = [titles[i] for i in [ds.sequences[u].test, *ds.negatives(u, 99, 0)]]
         prompt_ids = rec.score_prompt_ids(req) + rec._marker_ids(1)
         conts = [rec._continuation_ids(t) for t in cands]
@@ -92,15 +95,25 @@ def main(argv: list[str] | None = None) -> None:
         n_naive += args.naive
         diff_old = max(diff_old, float(np.abs(old - shared).max()))
         diff_naive = max(diff_naive, float(np.abs(naive - shared[:args.naive]).max()))
-    r_shared, r_old, r_naive = n_shared / t_shared, n_shared / t_old, n_naive / t_naive
+    if "score" in parts:
+        print_scoring(n_shared / t_shared, n_shared / t_old, n_naive / t_naive, diff_old, diff_naive)
+    if "train" in parts:
+        bench_training(rec, ds, users, args.train_steps)
+
+
+def print_scoring(r_shared: float, r_old: float, r_naive: float, diff_old: float, diff_naive: float) -> None:
     print(f"score: shared {r_shared:.1f} candidates/s, old copy+repeat {r_old:.1f}/s, naive {r_naive:.1f}/s; "
           f"shared/old {r_shared / r_old:.2f}x, shared/naive {r_shared / r_naive:.2f}x; "
           f"max |diff| vs old {diff_old:.1e}, vs naive {diff_naive:.1e} (nats)")
 
+
+def bench_training(rec: HFAdapter, ds, users: list[str], train_steps: int) -> None:
+    """LoRA step time on real examples: the default (last 8 layers) vs all layers."""
     from audit.llm.examples import LLMStageData
     from audit.llm.lora import LoraOptions, attach_lora
     from audit.llm.trainable import LoraTrainable
 
+    titles = ds.item_titles
     base = rec.base_parts()
     seqs = {u: tuple(ds.sequences[u].train) for u in users}
     data = LLMStageData(seqs, {u: ds.user_profiles.get(u, {}) for u in seqs}, dict(titles), base.encode_prompt,
@@ -116,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         opt = torch.optim.AdamW(trainable.parameter_groups(0.0), lr=1e-4)
         trainable.module.train()
         times = []
-        for step in range(args.train_steps + 1):
+        for step in range(train_steps + 1):
             t0 = time.perf_counter()
             loss = trainable.loss(*batch)
             opt.zero_grad(); loss.backward(); opt.step()

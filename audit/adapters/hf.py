@@ -90,7 +90,8 @@ class HFConfig(StrictConfig):
     max_new_tokens: int = Field(160, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=10.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    batch_size: int = Field(8, ge=1)
+    #: requests per generation batch (16: 1.6x the throughput of 8 on 2 cores for SmolLM2, see BENCHMARKS.md)
+    batch_size: int = Field(16, ge=1)
     score_batch_size: int = Field(64, ge=1)
     score_mode: Literal["shared", "naive"] = "shared"
     #: the k written into the generate prompt that ``score`` and ``embed_user`` condition on
@@ -156,9 +157,13 @@ class HFAdapter(Recommender):
 
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
-        {"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train", "train-lora",
+        {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-lora",
          "constrain"})
     kind: ClassVar[str] = "hf"
+
+    #: the `constrain` capability (audit.decoding.constrained.ConstrainableGeneration):
+    #: ``generate_detailed(..., generation_constraint=fn)`` takes a prefix_allowed_tokens_fn
+    constraint_mode: ClassVar[Literal["call", "factory"]] = "call"
 
     def __init__(self, model: Any, tokenizer: Any, config: HFConfig, prompts: PromptSet,
                  name: str = "hf", seed: int = 0) -> None:
@@ -319,6 +324,22 @@ class HFAdapter(Recommender):
     def _marker_ids(self, index: int) -> list[int]:
         return self._encode_plain(f"{index}.")
 
+    def constraint_layout(self, style: Literal["numbered", "lines"] = "numbered") -> Any:
+        """The text layout (``numbered`` list or one title per line) in this model's tokenizer."""
+        from audit.decoding.constrained import TextLayout
+
+        return TextLayout(self.tokenizer, style)
+
+    def constraint_batch_size(self) -> int:
+        return self.config.batch_size
+
+    def reserve_new_tokens(self, tokens: int) -> int | None:
+        """Raise ``max_new_tokens`` to at least ``tokens`` (a constrained list cut short would end in a
+        partial title); returns the budget now in force."""
+        if self.config.max_new_tokens < tokens:
+            self.config = self.config.model_copy(update={"max_new_tokens": int(tokens)})
+        return self.config.max_new_tokens
+
     def answer_prefix_ids(self, req: RecRequest, k: int) -> list[int]:
         """Token ids of the prompt ``generate`` feeds for ``req`` (constraint builders use the end)."""
         prompt = self.render(req, k)
@@ -406,6 +427,11 @@ class HFAdapter(Recommender):
         if len(items) < 2:
             return items
         return track(items, f"[{self.name}] {what}", unit, enabled=self.progress)
+
+    def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        from audit.memorisation.sequences import hf_token_logprob_stats
+
+        return hf_token_logprob_stats(self.model, self.tokenizer, texts)
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
         ids = [self._encode_prompt(p, reserve=max_new_tokens, raw=True) for p in prompts]

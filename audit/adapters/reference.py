@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -77,7 +77,8 @@ class ReferenceAdapter(Recommender):
     name = "reference"
     kind = "reference"
     Config = ReferenceConfig
-    capabilities = frozenset({"generate", "score", "token_logprobs", "embed_user", "embed", "complete", "train",
+    sequence_format = "reference"
+    capabilities = frozenset({"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train",
                               "train-stages", "constrain", "soft-prompt"})
 
     def __init__(self, trained: TrainedReference, config: ReferenceConfig | None = None,
@@ -112,6 +113,23 @@ class ReferenceAdapter(Recommender):
         rec = cls(trained, config, directory)
         rec.info["trained_now"] = fresh
         return rec
+
+    # -- the `constrain` capability (audit.decoding.constrained.ConstrainableGeneration) ----------
+    #: generation_constraint holds a (prompt_length) -> LogitsProcessor factory during a call
+    constraint_mode: ClassVar[Literal["call", "factory"]] = "factory"
+
+    def constraint_layout(self, style: Literal["numbered", "lines"] = "numbered") -> Any:
+        """One item per beam: item token + title tokens + ``<sep>`` (``style`` does not apply)."""
+        from audit.decoding.constrained import ReferenceLayout
+
+        return ReferenceLayout(self.fmt)
+
+    def constraint_batch_size(self) -> int:
+        return self.config.batch_size
+
+    def reserve_new_tokens(self, tokens: int) -> int | None:
+        """None: the output length follows from the item format, not from a token budget."""
+        return None
 
     def with_soft_prefix(self, prefix: torch.Tensor | None) -> "ReferenceAdapter":
         """A copy sharing the model whose prompts carry ``prefix`` ((n, d) vectors) after ``<bos>``."""
@@ -251,6 +269,11 @@ class ReferenceAdapter(Recommender):
         vocab = self.fmt.vocab
         seqs = [[self.fmt.bos, *vocab.title_ids(t)] for t in titles]
         return inference.mean_hidden(self.model, seqs, batch_size=self.config.batch_size)
+
+    def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        from audit.memorisation.sequences import hf_token_logprob_stats
+
+        return hf_token_logprob_stats(self.model, self.tokenizer, texts, batch_size=self.config.batch_size)
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy continuation (raw text, control and item tokens kept) of each raw prompt."""

@@ -5,7 +5,10 @@ For models the harness runs itself (``reference`` and ``hf``), a prefix tree
 model's tokenizer is built once per wrap, and a
 :class:`~audit.decoding.list_constraint.ListConstraint` is installed through the adapter's
 constrained-decoding hook, so decoding can only spell catalog items (distinct ones within
-a list), in the adapter's own output layout. Two hook styles are supported:
+a list), in the adapter's own output layout. An adapter offers this by declaring the
+``constrain`` capability and implementing :class:`ConstrainableGeneration` (its layout, its
+hook style, its batch size and its token budget); nothing is discovered by name or attribute.
+Two hook styles are supported:
 
 - ``hf``: ``generate_detailed(..., generation_constraint=fn)`` where ``fn(batch_id, generated)``
   is a ``prefix_allowed_tokens_fn`` that sees the generated tokens only;
@@ -18,9 +21,7 @@ Layouts (how one item and the list around it are written in tokens):
 - the reference model writes one item per beam: ``<item_X>`` + title tokens + ``<sep>``
   (:class:`ReferenceLayout`, from ``adapter.fmt``); the prefix tree holds item token +
   title per catalog item, so the title after an item token is always that item's title;
-- an adapter may declare its own through a ``constraint_layout()`` method returning an
-  object like :class:`TextLayout`;
-- otherwise (``hf``) :class:`TextLayout` from the adapter's ``tokenizer``: ``numbered`` =
+- ``hf`` uses :class:`TextLayout` over its own tokenizer: ``numbered`` =
   ``1. Title (year)\n2. Title (year)\n...<eos>`` (what the default chat prompt asks for) or
   ``lines`` = one title per line; both parse back with ``parse_item_list``.
 
@@ -33,9 +34,8 @@ score, without decoding). Suite entry::
 
 from __future__ import annotations
 
-import inspect
 import time
-from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 from audit.config import StrictConfig
 from audit.decoding.delegate import DelegatingRecommender
@@ -46,6 +46,7 @@ from audit.interface import Generation, RecRequest, Recommender
 from audit.variants import BuildContext, Variant
 
 HOOK = "generation_constraint"
+LayoutStyle = Literal["numbered", "lines"]
 
 
 class ConstraintLayout(Protocol):
@@ -58,6 +59,31 @@ class ConstraintLayout(Protocol):
     def list_format(self, k: int) -> ListFormat: ...
 
     def slots(self, k: int) -> int: ...
+
+
+@runtime_checkable
+class ConstrainableGeneration(Protocol):
+    """What an adapter declaring the ``constrain`` capability implements.
+
+    ``constraint_mode``: ``"call"`` = ``generate_detailed(reqs, k, generation_constraint=fn)`` takes a
+    ``prefix_allowed_tokens_fn``; ``"factory"`` = the attribute ``generation_constraint`` holds a
+    ``(prompt_length) -> LogitsProcessor`` factory while a call runs."""
+
+    constraint_mode: ClassVar[Literal["call", "factory"]]
+    generation_constraint: Any
+
+    def constraint_layout(self, style: LayoutStyle) -> ConstraintLayout:
+        """How this model writes an item and a list, in its own tokens (``style`` applies to text layouts)."""
+        ...
+
+    def constraint_batch_size(self) -> int:
+        """Requests per decoding batch (the ``batch_id`` the hook sees counts rows within one)."""
+        ...
+
+    def reserve_new_tokens(self, tokens: int) -> int | None:
+        """Make room for at least ``tokens`` generated tokens; the budget now in force (None when the
+        model's output length does not depend on a budget)."""
+        ...
 
 
 class TextLayout:
@@ -133,9 +159,12 @@ class ConstrainedDecodingConfig(StrictConfig):
 class ConstrainedRecommender(DelegatingRecommender):
     """Generation through the adapter's constraint hook with a catalog prefix tree."""
 
-    def __init__(self, inner: Recommender, layout: ConstraintLayout, titles: Mapping[str, str],
-                 config: ConstrainedDecodingConfig, hook: Literal["call", "factory"] = "call") -> None:
-        super().__init__(inner)
+    def __init__(self, inner: ConstrainableGeneration, titles: Mapping[str, str],
+                 config: ConstrainedDecodingConfig) -> None:
+        super().__init__(inner)  # type: ignore[arg-type]
+        self.generator = inner
+        layout = inner.constraint_layout(config.layout)
+        hook = inner.constraint_mode
         self.layout = layout
         self.config = config
         self.hook = hook
@@ -177,18 +206,17 @@ class ConstrainedRecommender(DelegatingRecommender):
         (the hook's ``batch_id`` counts rows within one decoding batch)."""
         if not (self.config.restrict_candidates and any(r.candidates for r in reqs)):
             return max(len(reqs), 1)
-        return int(getattr(getattr(self.inner, "config", None), "batch_size", 0) or max(len(reqs), 1))
+        return max(int(self.generator.constraint_batch_size()), 1)
 
     def _ensure_token_budget(self, k: int) -> None:
         """Raise the adapter's ``max_new_tokens`` so a full constrained list always fits
         (a list cut short would end in a partial title)."""
-        cfg = getattr(self.inner, "config", None)
-        current = getattr(cfg, "max_new_tokens", None)
         slots = self.layout.slots(k)
         needed = self.layout.list_format(slots).tokens_per_list(slots, self.trie.max_depth)
-        if isinstance(current, int) and current < needed and hasattr(cfg, "model_copy"):
-            self.inner.config = cfg.model_copy(update={"max_new_tokens": needed})  # type: ignore[attr-defined]
-            self.info["constrained_decoding"]["max_new_tokens"] = needed
+        before = self.generator.reserve_new_tokens(0)
+        now = self.generator.reserve_new_tokens(needed)
+        if now is not None and now != before:
+            self.info["constrained_decoding"]["max_new_tokens"] = now
 
     def generate_detailed(self, reqs: Sequence[RecRequest], k: int) -> list[Generation]:
         reqs = list(reqs)
@@ -209,40 +237,12 @@ class ConstrainedRecommender(DelegatingRecommender):
         def factory(prompt_length: int) -> Any:
             return constraint.logits_processor(prompt_length)
 
-        previous = getattr(self.inner, HOOK)
-        setattr(self.inner, HOOK, factory)
+        previous = self.generator.generation_constraint
+        self.generator.generation_constraint = factory
         try:
             return self.inner.generate_detailed(reqs, k)
         finally:
-            setattr(self.inner, HOOK, previous)
-
-
-def constraint_hook(rec: Recommender) -> Literal["call", "factory"] | None:
-    """How ``rec`` takes a decoding constraint: ``call`` = ``generate_detailed(...,
-    generation_constraint=fn)``; ``factory`` = the attribute ``generation_constraint`` holding a
-    ``(prompt_length) -> LogitsProcessor`` factory; None = no hook."""
-    if not hasattr(rec, HOOK):
-        return None
-    try:
-        params = inspect.signature(rec.generate_detailed).parameters
-    except (TypeError, ValueError):
-        return None
-    return "call" if HOOK in params else "factory"
-
-
-def layout_for(rec: Recommender, config: ConstrainedDecodingConfig) -> ConstraintLayout:
-    """The adapter's own layout when it declares one, the reference format, else the text
-    layout of its tokenizer."""
-    own = getattr(rec, "constraint_layout", None)
-    if callable(own):
-        return own()
-    if getattr(rec, "kind", None) == "reference" or type(rec).__name__ == "ReferenceAdapter":
-        return ReferenceLayout(rec.fmt)  # type: ignore[attr-defined]
-    tokenizer = getattr(rec, "tokenizer", None)
-    if tokenizer is None:
-        raise ConfigError(f"constrained decoding: {rec.name!r} exposes the hook but neither "
-                          "constraint_layout() nor a tokenizer to build the prefix tree from")
-    return TextLayout(tokenizer, config.layout)
+            self.generator.generation_constraint = previous
 
 
 class ConstrainedDecodingVariant(Variant):
@@ -255,10 +255,10 @@ class ConstrainedDecodingVariant(Variant):
 
     def wrap(self, rec: Recommender, ctx: BuildContext) -> Recommender:
         cfg: ConstrainedDecodingConfig = self.config  # type: ignore[assignment]
-        hook = constraint_hook(rec)
-        if hook is None:
+        if not (rec.has("constrain") and isinstance(rec, ConstrainableGeneration)):
             raise ConfigError(
-                f"variant 'constrained-decoding' needs a model the harness runs itself (adapter "
-                f"'reference' or 'hf'); {rec.name!r} ({type(rec).__name__}) has no constrained-decoding "
-                "hook. For black-box adapters (openai, python) use variant 'grounding' instead.")
-        return ConstrainedRecommender(rec, layout_for(rec, cfg), ctx.dataset.item_titles, cfg, hook)
+                f"variant 'constrained-decoding' needs a model whose decoding the harness runs (an adapter "
+                f"declaring 'constrain', such as 'reference' or 'hf', listed before any wrapping variant); "
+                f"{rec.name!r} ({type(rec).__name__}) does not declare it. For black-box adapters (openai, "
+                "python) use variant 'grounding' instead.")
+        return ConstrainedRecommender(rec, ctx.dataset.item_titles, cfg)

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -42,6 +42,20 @@ PREFIX_FILE = "prefix.safetensors"
 SUMMARY_FILE = "summary.json"
 #: modules whose code determines the learned prefix (their source enters the cache key)
 CODE_FILES = (Path(__file__).with_name("soft_prompt.py"), Path(__file__))
+
+
+@runtime_checkable
+class SoftPromptable(Protocol):
+    """What an adapter declaring the ``soft-prompt`` capability implements: the frozen torch
+    ``model`` the prefix is trained against, its prompt format ``fmt`` (the training examples),
+    the training ``manifest`` (which users it trained on) and ``with_soft_prefix``, a copy whose
+    prompts carry an (n, d) prefix of input vectors. Only the reference adapter implements it so far."""
+
+    model: Any
+    fmt: Any
+    manifest: Mapping[str, Any] | None
+
+    def with_soft_prefix(self, prefix: torch.Tensor | None) -> Recommender: ...
 
 
 class FairPromptConfig(StrictConfig):
@@ -91,10 +105,10 @@ class FairPromptVariant(Variant):
 
     def wrap(self, rec: Recommender, ctx: BuildContext) -> Recommender:
         cfg: FairPromptConfig = self.config  # type: ignore[assignment]
-        if not callable(getattr(rec, "with_soft_prefix", None)) or getattr(rec, "model", None) is None:
-            raise ConfigError(f"variant 'fair-prompt' needs the reference adapter (adapter: reference): it learns "
-                              f"a soft prompt for the frozen reference model, and {rec.name!r} "
-                              f"({type(rec).__name__}) has no with_soft_prefix")
+        if not (rec.has("soft-prompt") and isinstance(rec, SoftPromptable)):
+            raise ConfigError(f"variant 'fair-prompt' learns a soft prompt for a frozen model whose prompts the "
+                              f"harness builds (an adapter declaring 'soft-prompt': today 'reference', listed "
+                              f"before any wrapping variant); {rec.name!r} ({type(rec).__name__}) does not declare it")
         [attr_set] = resolve_attribute_sets(ctx.dataset, [cfg.attributes], "variant 'fair-prompt': attributes")
         directory = Path(ctx.cache_dir) / "fair-prompt" / prefix_key(rec, cfg, ctx.dataset.fingerprint)
         if (directory / SUMMARY_FILE).is_file():
@@ -200,4 +214,4 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["FairPromptConfig", "FairPromptVariant", "load_prefix", "prefix_key", "save_prefix", "training_users"]
+__all__ = ["SoftPromptable", "FairPromptConfig", "FairPromptVariant", "load_prefix", "prefix_key", "save_prefix", "training_users"]

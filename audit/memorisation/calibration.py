@@ -26,7 +26,6 @@ from pydantic import Field
 
 from audit.config import StrictConfig, validate_config
 from audit.interface import Recommender
-from audit.memorisation.groups import CALIBRATION_ATTRIBUTE
 from audit.variants import BuildContext, Variant
 
 
@@ -66,7 +65,7 @@ class MiaReferenceVariant(Variant):
         config = validate_config(adapter.Config, dict(cfg.options), "variant 'mia-reference': options")
         reference = adapter.build(config, ctx, [_TrainOnGroup(cfg)])
         reference.name = f"{rec.name}:calibration"
-        setattr(rec, CALIBRATION_ATTRIBUTE, reference)
+        rec.calibration_reference = reference
         rec.info["calibration_reference"] = {"users": cfg.users, "epochs": cfg.epochs,
                                              "options": dict(cfg.options)}
         return rec

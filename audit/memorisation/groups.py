@@ -26,14 +26,10 @@ from audit.errors import ConfigError
 from audit.interface import Recommender
 from audit.memorisation.canaries import is_canary_user
 
-#: attribute under which the calibration variant attaches the reference model
-CALIBRATION_ATTRIBUTE = "calibration_reference"
-
-
 def model_manifest(rec: Recommender) -> Mapping[str, Any] | None:
-    """The training manifest a recommender carries (its ``manifest`` attribute, else
+    """The training manifest a recommender carries (its declared ``manifest``, else
     ``info["manifest"]``), or None."""
-    manifest = getattr(rec, "manifest", None)
+    manifest = rec.manifest
     if not isinstance(manifest, Mapping):
         manifest = rec.info.get("manifest")
     return manifest if isinstance(manifest, Mapping) else None
@@ -61,7 +57,7 @@ def declared_trained_users(rec: Recommender, stage: str | None = None) -> set[st
 
 def calibration_reference(rec: Recommender) -> Recommender | None:
     """The reference model a calibration variant attached to ``rec``, if any."""
-    ref = getattr(rec, CALIBRATION_ATTRIBUTE, None)
+    ref = rec.calibration_reference
     return ref if isinstance(ref, Recommender) else None
 
 

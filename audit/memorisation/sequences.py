@@ -52,10 +52,8 @@ class ScoredSequence:
 
 
 def default_text_format(rec: Recommender) -> TextFormat:
-    """``reference`` for the built-in reference model (by adapter name), else ``titles``."""
-    if rec.info.get("adapter") == "reference" or getattr(rec, "kind", "") == "reference":
-        return "reference"
-    return "titles"
+    """The format the recommender declares (``Recommender.sequence_format``)."""
+    return "reference" if rec.sequence_format == "reference" else "titles"
 
 
 def render(items: Sequence[str], profile: Mapping[str, str], titles: Mapping[str, str],
@@ -136,13 +134,8 @@ def score_by_items(rec: Recommender, sequences: Sequence[Sequence[str]], profile
 
 
 def _stats_function(rec: Recommender) -> Any:
-    own = getattr(rec, "token_logprob_stats", None)
-    if callable(own):
-        return own
-    model, tokenizer = getattr(rec, "model", None), getattr(rec, "tokenizer", None)
-    if model is None or tokenizer is None or not hasattr(model, "config"):
-        return None
-    return lambda texts: hf_token_logprob_stats(model, tokenizer, texts)
+    """The recommender's declared ``token-stats`` method, or None."""
+    return rec.token_logprob_stats if rec.has("token-stats") else None
 
 
 def hf_token_logprob_stats(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 32,

@@ -101,10 +101,23 @@ def test_black_box_adapter_is_refused_with_a_pointer_to_grounding(build_ctx: Bui
 
 
 class FactoryHookRecommender(Recommender):
-    """A harness-run model with the reference adapter's hook style: the attribute
-    ``generation_constraint`` holds a ``(prompt_length) -> LogitsProcessor`` factory."""
+    """A third-party harness-run model declaring ``constrain`` with the reference adapter's hook
+    style: the attribute ``generation_constraint`` holds a ``(prompt_length) -> LogitsProcessor``
+    factory (it implements the ConstrainableGeneration protocol, nothing else)."""
 
-    capabilities = frozenset({"generate"})
+    capabilities = frozenset({"generate", "constrain"})
+    constraint_mode = "factory"
+
+    def constraint_layout(self, style):
+        from audit.decoding.constrained import TextLayout
+
+        return TextLayout(self.tokenizer, style)
+
+    def constraint_batch_size(self) -> int:
+        return 1
+
+    def reserve_new_tokens(self, tokens: int) -> int:
+        return 120
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -205,3 +218,20 @@ def test_beam_search_returns_k_distinct_items_when_end_differs_from_padding(rand
     assert all(trie.lookup(b) for b in bodies)
     assert len(set(bodies)) == k
     assert bool((out.sequences_scores > -1e8).all())  # no masked hypothesis among the returned
+
+
+def test_a_model_with_the_hook_but_without_the_declared_capability_is_refused(random_lm_dir: Path,
+                                                                             build_ctx: BuildContext) -> None:
+    inner = FactoryHookRecommender(random_lm_dir)
+    inner.capabilities = frozenset({"generate"})  # implements the protocol, does not declare `constrain`
+    with pytest.raises(ConfigError, match="does not declare"):
+        ConstrainedDecodingVariant(ConstrainedDecodingConfig()).wrap(inner, build_ctx)
+
+
+def test_a_wrapper_withholds_constrain_so_stacking_after_it_is_refused(random_lm_dir: Path,
+                                                                       build_ctx: BuildContext) -> None:
+    inner = FactoryHookRecommender(random_lm_dir)
+    once = ConstrainedDecodingVariant(ConstrainedDecodingConfig()).wrap(inner, build_ctx)
+    assert "constrain" not in once.capabilities and "generate" in once.capabilities
+    with pytest.raises(ConfigError, match="does not declare"):
+        ConstrainedDecodingVariant(ConstrainedDecodingConfig()).wrap(once, build_ctx)

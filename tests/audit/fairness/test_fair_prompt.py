@@ -147,6 +147,6 @@ class ConstantRecommender(Recommender):
         return [["Film Number 1"][:k] for _ in reqs]
 
 
-def test_a_recommender_other_than_the_reference_model_is_a_config_error(ctx: BuildContext) -> None:
-    with pytest.raises(ConfigError, match="needs the reference adapter"):
+def test_a_recommender_without_the_soft_prompt_capability_is_a_config_error(ctx: BuildContext) -> None:
+    with pytest.raises(ConfigError, match="does not declare it"):
         variant().wrap(ConstantRecommender(), ctx)

@@ -35,7 +35,7 @@ class LineModel(Recommender):
     ``info``. ``token_logprob_stats`` reports a fixed next-line distribution (mu, sigma)."""
 
     name = "line-model"
-    capabilities = frozenset({"token_logprobs", "generate"})
+    capabilities = frozenset({"token_logprobs", "token-stats", "generate"})
 
     def __init__(self, dataset, trained_users: Iterable[str], *, memorised: float = -0.5,
                  base: float = -3.0, noise: float = 0.3, seed: int = 0) -> None:
