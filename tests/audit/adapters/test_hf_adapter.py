@@ -75,6 +75,16 @@ def test_token_logprobs_are_consistent_with_score(planted: HFAdapter) -> None:
     assert [len(x) for x in short] == [len(planted.tokenizer(t)["input_ids"]) for t in ("Heat", "Film Number 12")]
 
 
+def test_token_stats_carry_the_token_logprobs_and_a_proper_distribution_summary(planted: HFAdapter) -> None:
+    assert "token-stats" in planted.capabilities
+    texts = ["Film Number 1 (1991)", "a longer text with several more tokens in it"]
+    plain = planted.token_logprobs(texts)
+    for (lp, mu, sigma), ref in zip(planted.token_logprob_stats(texts), plain):
+        assert lp.shape == mu.shape == sigma.shape == ref.shape
+        np.testing.assert_allclose(lp, ref, atol=1e-4)
+        assert np.all(mu <= 0) and np.all(sigma >= 0)  # E[log p] of a distribution, and its spread
+
+
 def test_embeddings_have_model_width_and_ignore_batch_padding(planted: HFAdapter) -> None:
     users = planted.embed_user([PLANTED_REQUEST, OTHER])
     assert users.shape == (2, 32)
