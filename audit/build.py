@@ -6,7 +6,7 @@ from typing import Any
 
 from audit.config import validate_config
 from audit.errors import ConfigError
-from audit.interface import Recommender
+from audit.interface import Adapter, Recommender
 from audit.registry import ADAPTERS, VARIANTS
 from audit.variants import BuildContext, Variant
 
@@ -56,6 +56,15 @@ def check_variants_supported(adapter_name: str, adapter_cls: Any, variants: list
         raise ConfigError(f"{where}: give at most one LoRA training variant")
 
 
+def adapter_class(name: str, where: str) -> type[Adapter]:
+    """The registered adapter ``name``; ConfigError unless it is an :class:`Adapter` subclass."""
+    cls = ADAPTERS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise ConfigError(f"{where}: adapter {name!r} is registered as {cls!r}, which is not an "
+                          "audit.interface.Adapter subclass (with Config and build); fix its registration")
+    return cls
+
+
 def build_recommender(name: str, entry: dict[str, Any], ctx: BuildContext) -> Recommender:
     """Build the recommender a suite entry describes.
 
@@ -69,7 +78,7 @@ def build_recommender(name: str, entry: dict[str, Any], ctx: BuildContext) -> Re
         raise ConfigError(f"{where}: missing 'adapter' (one of: {', '.join(ADAPTERS.names())})")
     adapter_name = entry.pop("adapter")
     variants = make_variants(entry.pop("variant", None), where)
-    adapter_cls = ADAPTERS.get(adapter_name)
+    adapter_cls = adapter_class(adapter_name, where)
     config = validate_config(adapter_cls.Config, entry, f"{where} (adapter {adapter_name!r})")
     check_variants_supported(adapter_name, adapter_cls, variants, where)
     training = [v for v in variants if v.trains]

@@ -169,3 +169,19 @@ class Recommender:
 
     def close(self) -> None:
         """Release resources (HTTP sessions, servers)."""
+
+
+class Adapter(Recommender):
+    """A recommender a suite entry names (``adapter: NAME``): ``Config`` (a pydantic model) validates
+    the entry's options at load time, and ``build`` makes the recommender, applying the training
+    variants listed before it (``training_variants``; an adapter that cannot train gets none, since
+    the suite checks ``Variant.requires`` against ``capabilities`` first). Built-in and plugin adapters
+    subclass this; the runner uses nothing else of them before they are built."""
+
+    Config: ClassVar[type[Any]]
+
+    @classmethod
+    def build(cls, config: Any, ctx: Any, training_variants: Sequence[Any] = ()) -> "Adapter":
+        """The recommender for a validated ``config`` in a ``BuildContext`` ``ctx``."""
+        raise NotImplementedError(f"{cls.__name__}.build")
+

@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import Field
 
-from audit.build import check_variants_supported, make_variants
+from audit.build import adapter_class, check_variants_supported, make_variants
 from audit.config import StrictConfig, validate_config
 from audit.data.loaders import DatasetSpec
 from audit.errors import ConfigError, RecauditError, UnknownNameError
@@ -248,7 +248,8 @@ def check_recommender_entry(name: str, entry: Any) -> None:
         raise ConfigError(f"{where}: expected a mapping like {{adapter: reference}}, got {entry!r}")
     if "adapter" not in entry:
         raise ConfigError(f"{where}: missing 'adapter' (one of: {', '.join(ADAPTERS.names())})")
-    adapter = _registry_get(ADAPTERS, entry["adapter"], where)
+    _registry_get(ADAPTERS, entry["adapter"], where)
+    adapter = adapter_class(str(entry["adapter"]), where)
     variants = make_variants(entry.get("variant"), where)
     options = {k: v for k, v in entry.items() if k not in ("adapter", "variant")}
     validate_config(adapter.Config, options, f"{where} (adapter {entry['adapter']!r})")

@@ -65,7 +65,7 @@ from pydantic import Field, model_validator
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError
-from audit.interface import Generation, RecRequest, Recommender
+from audit.interface import Adapter, Generation, RecRequest
 from audit.parsing import parse_item_list
 from audit.prompts import Prompt, PromptSet, load_prompt_set
 from audit.variants import BuildContext
@@ -152,7 +152,7 @@ def resolve_model_dir(path: str, ctx: BuildContext | None) -> Path:
                       f"(looked in: {', '.join(str(t) for t in tried)})")
 
 
-class HFAdapter(Recommender):
+class HFAdapter(Adapter):
     """A local causal LM behind the recommender interface (see the module docstring)."""
 
     Config: ClassVar[type[StrictConfig]] = HFConfig

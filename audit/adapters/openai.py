@@ -60,7 +60,7 @@ from pydantic import Field
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError, EndpointError
-from audit.interface import Generation, RecRequest, Recommender
+from audit.interface import Adapter, Generation, RecRequest
 from audit.parsing import parse_item_list
 from audit.prompts import PromptSet, load_prompt_set
 from audit.variants import BuildContext
@@ -114,7 +114,7 @@ class _Cancelled(Exception):
     """The batch already failed: this request was not sent."""
 
 
-class OpenAIAdapter(Recommender):
+class OpenAIAdapter(Adapter):
     """A recommender behind an OpenAI-compatible endpoint (see the module docstring)."""
 
     Config: ClassVar[type[StrictConfig]] = OpenAIConfig

@@ -47,7 +47,7 @@ import numpy as np
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError
-from audit.interface import Generation, RecRequest, Recommender
+from audit.interface import Adapter, Generation, RecRequest
 from audit.variants import BuildContext
 
 #: one shared encoder: building a JSONEncoder per call costs more than encoding a short list
@@ -150,7 +150,7 @@ def check_signature(fn: Callable[..., Any], n_positional: int, options: dict[str
                           f"{role}{expected} ({exc})") from None
 
 
-class PythonAdapter(Recommender):
+class PythonAdapter(Adapter):
     """A recommender backed by plain Python functions (see the module docstring)."""
 
     Config: ClassVar[type[StrictConfig]] = PythonConfig

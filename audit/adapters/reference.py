@@ -35,7 +35,7 @@ from transformers import GPT2LMHeadModel, LogitsProcessor, PreTrainedTokenizerFa
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError
-from audit.interface import Generation, RecRequest, Recommender
+from audit.interface import Adapter, Generation, RecRequest
 from audit.reference import inference, store
 from audit.reference.inference import GenerationConstraint
 from audit.reference.presets import make_recipe
@@ -71,7 +71,7 @@ class ReferenceConfig(StrictConfig):
     batch_size: int = Field(default=64, ge=1)
 
 
-class ReferenceAdapter(Recommender):
+class ReferenceAdapter(Adapter):
     """The reference recommender around a :class:`~audit.reference.training.TrainedReference`."""
 
     name = "reference"

@@ -12,7 +12,7 @@ import pandas as pd
 from attacks.targets import TargetSpec, select_targets
 from audit.config import StrictConfig
 from audit.data.dataset import Dataset
-from audit.interface import Recommender, RecRequest
+from audit.interface import Adapter, Recommender, RecRequest
 from audit.parsing import normalize_title
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.registry import ADAPTERS
@@ -92,7 +92,7 @@ class TextSensitiveScorer(Recommender):
                 for row in items]
 
 
-class PopularityAdapter(PopularityScorer):
+class PopularityAdapter(PopularityScorer, Adapter):
     """The popularity scorer as a suite adapter (``test-popularity``); ``boost_targets`` plants a
     promotion of the targets of ``targets``."""
 

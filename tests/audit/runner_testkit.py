@@ -17,7 +17,7 @@ import yaml
 from audit.config import StrictConfig
 from audit.data.dataset import Dataset
 from audit.errors import EndpointError
-from audit.interface import RecRequest, Recommender
+from audit.interface import Adapter, RecRequest, Recommender
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.registry import ADAPTERS, PROBES
 from audit.results import ProbeResult
@@ -27,7 +27,7 @@ from audit.variants import BuildContext
 # -- recommenders ---------------------------------------------------------------------------------
 
 
-class EchoHistory(Recommender):
+class EchoHistory(Adapter):
     """Recommends the user's own history, newest first (so the test item is never in it: hit rate 0)."""
 
     capabilities = frozenset({"generate"})
@@ -52,7 +52,7 @@ class EchoHistory(Recommender):
         return [list(reversed(r.history))[:k] if self.reverse else list(r.history)[:k] for r in reqs]
 
 
-class Unreachable(Recommender):
+class Unreachable(Adapter):
     """An adapter whose build fails like an endpoint that is down."""
 
     capabilities = frozenset({"generate"})

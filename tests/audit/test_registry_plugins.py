@@ -86,3 +86,13 @@ def test_recaudit_list_and_run_use_an_installed_plugin_probe(tmp_path, tiny_data
                          env=plugin_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "nonempty" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_a_plugin_adapter_that_is_not_an_adapter_subclass_is_refused_at_load(tmp_path, tiny_dataset) -> None:
+    from audit.build import adapter_class
+    from audit.registry import ADAPTERS
+
+    ADAPTERS.register("test-not-an-adapter", "audit.interface:Recommender", "a Recommender without Config/build")
+    with pytest.raises(ConfigError, match="not an audit.interface.Adapter subclass"):
+        adapter_class("test-not-an-adapter", "recommenders.x")
+    assert adapter_class("python", "recommenders.y").__name__ == "PythonAdapter"
