@@ -98,7 +98,7 @@ class Recommender:
     kind: ClassVar[str] = "base"
     #: how the memorisation probes write a user's item sequence for ``token_logprobs``:
     #: ``titles`` (one catalog title per line) or ``reference`` (the reference model's item tokens)
-    sequence_format: ClassVar[str] = "titles"
+    sequence_format: str = "titles"
     #: the training manifest (users per stage, steps, seconds, loss, a DP account) of a model the
     #: harness trained; None for models it did not train
     manifest: Mapping[str, Any] | None = None

@@ -90,7 +90,7 @@ class HFConfig(StrictConfig):
     max_new_tokens: int = Field(160, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=10.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    #: requests per generation batch (16: 1.6x the throughput of 8 on 2 cores for SmolLM2, see BENCHMARKS.md)
+    #: requests per generation batch (16: 1.52x the throughput of 8 for SmolLM2 on 2 cores, BENCHMARKS.md)
     batch_size: int = Field(16, ge=1)
     score_batch_size: int = Field(64, ge=1)
     score_mode: Literal["shared", "naive"] = "shared"

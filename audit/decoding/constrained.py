@@ -213,10 +213,9 @@ class ConstrainedRecommender(DelegatingRecommender):
         (a list cut short would end in a partial title)."""
         slots = self.layout.slots(k)
         needed = self.layout.list_format(slots).tokens_per_list(slots, self.trie.max_depth)
-        before = self.generator.reserve_new_tokens(0)
-        now = self.generator.reserve_new_tokens(needed)
-        if now is not None and now != before:
-            self.info["constrained_decoding"]["max_new_tokens"] = now
+        budget = self.generator.reserve_new_tokens(needed)
+        if budget is not None:
+            self.info["constrained_decoding"]["max_new_tokens"] = budget
 
     def generate_detailed(self, reqs: Sequence[RecRequest], k: int) -> list[Generation]:
         reqs = list(reqs)

@@ -28,7 +28,7 @@ class DelegatingRecommender(Recommender):
         self.name = inner.name
         self.capabilities = frozenset(inner.capabilities) - self.withheld
         self.info = dict(inner.info)
-        self.sequence_format = inner.sequence_format  # type: ignore[misc]
+        self.sequence_format = inner.sequence_format
         self.calibration_reference = inner.calibration_reference
 
     @property

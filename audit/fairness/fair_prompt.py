@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, Protocol, runtime_checkable
 
@@ -30,6 +27,7 @@ import torch
 from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 
+from audit.cache import publish_directory
 from audit.config import StrictConfig
 from audit.errors import ConfigError
 from audit.fairness.attributes import resolve_attribute_sets
@@ -184,18 +182,11 @@ def prefix_key(rec: Any, cfg: FairPromptConfig, data_fingerprint: str) -> str:
 def save_prefix(directory: Path, prefix: torch.Tensor, summary: dict[str, Any]) -> None:
     """Write ``prefix.safetensors`` + ``summary.json`` under a temporary name, then rename into
     place (another build that got there first wins; its files are kept)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    def write(tmp: Path) -> None:
         save_file({"prefix": prefix.detach().float().contiguous()}, str(tmp / PREFIX_FILE))
         (tmp / SUMMARY_FILE).write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True))
-        try:
-            os.replace(tmp, directory)
-        except OSError:
-            if not (directory / SUMMARY_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_directory(directory, write, lambda d: (d / SUMMARY_FILE).is_file())
 
 
 def load_prefix(directory: Path) -> tuple[torch.Tensor, dict[str, Any]]:
