@@ -430,6 +430,8 @@ def _by_generation(rec: Recommender, ctx: ProbeContext, users: Sequence[str], ta
         reqs = [ctx.request(users[row], profile=_profile(ds, users[row], cfg)) for row in chunk]
         gens = ctx.generate(rec, reqs, top_k, condition)
         for row, gen in zip(chunk, gens):
+            if gen.failed is not None:  # no answer: not eligible (a miss would read as robustness)
+                continue
             seen = set(ds.sequences[users[row]].full)
             listed = [normalize_title(t) for t in gen.items[:top_k]]
             for col, t in enumerate(targets):

@@ -33,7 +33,7 @@ from audit.data.dataset import Dataset
 from audit.interface import Recommender
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.registry import ADAPTERS, PROBES, VARIANTS, Registry
-from audit.results import ProbeResult
+from audit.results import Metric, MetricSpec, ProbeResult
 from audit.suite import ProbeSpec
 from audit.variants import BuildContext
 
@@ -125,6 +125,26 @@ def error_outcome(job: Job, exc: BaseException, *, context: str = "") -> JobOutc
     return JobOutcome(job.recommender, job.probe.alias, job.probe.name, job.key, result)
 
 
+FAILED_REQUESTS = MetricSpec(
+    direction="lower", range=(0.0, 1.0), unit="requests", sampled=False,
+    meaning="share of the probe's generate requests that got no answer (an endpoint's time-out or error); "
+            "rates count them as empty answers or leave their users out, never as the model's answer")
+
+
+def add_failed_requests(result: ProbeResult, probe_ctx: ProbeContext) -> None:
+    """Report the probe's failed generate requests (count, share, a warning) beside its metrics."""
+    n = probe_ctx.requests
+    if n == 0 or result.status in ("skip", "error"):
+        return
+    failed = probe_ctx.failed_requests
+    result.metrics["failed_requests"] = Metric(value=failed / n, n=n, ci=None, unit="requests",
+                                               spec=FAILED_REQUESTS)
+    result.details["failed_requests"] = {"failed": failed, "requests": n}
+    if failed:
+        result.details.setdefault("warnings", []).append(
+            f"{failed} of {n} generate requests failed (no answer): see outputs.jsonl 'failed'")
+
+
 def run_job(rec: Recommender, job: Job, ctx: RunContext) -> JobOutcome:
     """Run one probe on a built recommender; exceptions become an ``error`` outcome."""
     reason = skip_reason(job.probe, rec)
@@ -144,6 +164,7 @@ def run_job(rec: Recommender, job: Job, ctx: RunContext) -> JobOutcome:
         outcome.outputs, outcome.recommender_info = to_jsonable(recorder.records), to_jsonable(rec.info)
         outcome.elapsed_s = time.perf_counter() - start
         return outcome
+    add_failed_requests(result, probe_ctx)
     result.details = to_jsonable(result.details)
     return JobOutcome(job.recommender, job.probe.alias, job.probe.name, job.key, result,
                       outputs=to_jsonable(recorder.records), elapsed_s=time.perf_counter() - start,

@@ -74,11 +74,15 @@ class RecRequest:
 @dataclass(frozen=True)
 class Generation:
     """What one ``generate`` call produced for one request: the prompt the model
-    saw, its raw text and the parsed list of item titles."""
+    saw, its raw text and the parsed list of item titles. ``failed``: why no answer came back
+    (e.g. an endpoint's time-out after its retries), None when the model answered; a failed
+    generation has no items, and probes never read it as the model's answer (see
+    :meth:`audit.probes.base.ProbeContext.generate`)."""
 
     prompt: str
     raw: str
     items: tuple[str, ...]
+    failed: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(self.items))

@@ -27,7 +27,8 @@ as failed and its message names ``timeout``, ``max_concurrency`` and ``max_token
 (e.g. a prompt too long) and answers without a usable ``choices`` entry are recorded, not raised.
 
 Failed requests do not throw away the answers received: a failed request's list is ``[]``, its
-raw text starts with ``[request failed]`` and names the cause, and ``info["http"]`` counts
+raw text starts with ``[request failed]``, its ``Generation.failed`` names the cause (so probes
+count it as a failed request, not as the model's empty answer), and ``info["http"]`` counts
 requests, retries, failed requests and garbage answers. The call (and so the job) fails only when
 more than ``max_failure_share`` of one batch's requests failed (default 0.1); the pending requests
 are then cancelled at once (no new request is sent, retries stop) and EndpointError gives the
@@ -356,11 +357,13 @@ class OpenAIAdapter(Adapter):
         if text is None:
             self._count("failed_requests" if result.status >= 400 else "garbage_responses")
             raw = f"[HTTP {result.status}] {result.text[:MAX_RAW_CHARS]}"
-            return Generation(prompt=shown, raw=raw, items=())
+            why = (f"HTTP {result.status} from {self.base_url}" if result.status >= 400 else
+                   f"HTTP {result.status} from {self.base_url} without a choice's text")
+            return Generation(prompt=shown, raw=raw, items=(), failed=why)
         return Generation(prompt=shown, raw=text, items=tuple(parse_item_list(text, k)))
 
     def _failed_generation(self, job: tuple[RecRequest, int], message: str) -> Generation:
-        return Generation(prompt=self._prompt(job)[1], raw=f"{FAILED_PREFIX} {message}", items=())
+        return Generation(prompt=self._prompt(job)[1], raw=f"{FAILED_PREFIX} {message}", items=(), failed=message)
 
     def generate_detailed(self, reqs: Sequence[RecRequest], k: int) -> list[Generation]:
         """One HTTP request per recommendation request, ``max_concurrency`` at a time."""

@@ -47,6 +47,9 @@ class ProbeContext:
     seed: int
     recorder: OutputRecorder
     progress: bool = False
+    #: generate requests sent through :meth:`generate` and how many of them failed
+    requests: int = 0
+    failed_requests: int = 0
 
     def probe_users(self, config: ProbeConfig) -> list[str]:
         """The run's users, cut to ``config.users`` by a seeded sample."""
@@ -67,14 +70,25 @@ class ProbeContext:
 
     def generate(self, rec: Recommender, reqs: Sequence[RecRequest], k: int,
                  conditions: Sequence[str] | str, **extra: Any) -> list[Generation]:
-        """Call ``rec.generate_detailed`` and record every call's prompt, raw text and list."""
+        """Call ``rec.generate_detailed`` and record every call's prompt, raw text and list.
+
+        A generation whose ``failed`` is set (the endpoint gave no answer) is counted in
+        :attr:`failed_requests` and recorded with its cause; the runner reports the failed share
+        beside the probe's metrics. Probes treat a failed request one of two ways, and never as
+        evidence for the model: where missing output can only count against the model (a miss in
+        HR, missing slots and non-compliance in hallucination) it is an empty answer; where an
+        empty answer would count *for* the model or compare against another list (extraction,
+        list membership attack, target exposure, counterfactual fairness) the user is left out."""
         gens = rec.generate_detailed(reqs, k)
         if len(gens) != len(reqs):
             raise RuntimeError(f"{rec.name}: generate returned {len(gens)} lists for {len(reqs)} requests")
         conds = [conditions] * len(reqs) if isinstance(conditions, str) else list(conditions)
         for req, gen, cond in zip(reqs, gens, conds):
+            more = dict(extra, failed=gen.failed) if gen.failed is not None else extra
             self.recorder.record(user=req.user, condition=cond, prompt=gen.prompt, raw=gen.raw,
-                                 parsed=gen.items, **extra)
+                                 parsed=gen.items, **more)
+        self.requests += len(gens)
+        self.failed_requests += sum(g.failed is not None for g in gens)
         return gens
 
 

@@ -141,7 +141,11 @@ class ExtractionProbe(Probe):
             else:
                 outputs = self._generate_history(rec, ctx, users, cfg, group)
             exact, fuzzy, items = [], [], []
+            answered = 0
             for got, true in zip(outputs, truth):
+                if got is None:
+                    continue
+                answered += 1
                 got = list(got)[: cfg.next_items]
                 padded = got + [""] * (len(true) - len(got))
                 exact.append(float(all(bool(g) and normalize_title(g) == normalize_title(t)
@@ -153,7 +157,7 @@ class ExtractionProbe(Probe):
             metrics[f"extraction_exact_{group}"] = mean_metric(exact, seed=seed)
             metrics[f"extraction_fuzzy_{group}"] = mean_metric(fuzzy, seed=seed)
             metrics[f"extraction_items_{group}"] = mean_metric(items, seed=seed)
-            counts[group] = len(users)
+            counts[group] = answered
         details["history"] = {"mode": mode, "text_format": fmt if mode == "complete" else None,
                               "prefix_items": cfg.prefix_items, "next_items": cfg.next_items,
                               "users": counts, "membership": split.source}
@@ -186,14 +190,16 @@ class ExtractionProbe(Probe):
         return [line.strip() for line in text.split("\n") if line.strip()][:m]
 
     def _generate_history(self, rec: Recommender, ctx: ProbeContext, users: list[str], cfg: ExtractionConfig,
-                          group: str) -> list[list[str]]:
+                          group: str) -> list[list[str] | None]:
+        """The generated continuations per user; None where the request failed (no answer: the
+        user is left out, since an empty answer would count as 'nothing extracted')."""
         ds = ctx.dataset
         reqs = [RecRequest(history=ctx.titles(ds.sequences[u].train[:cfg.prefix_items]),
                            profile=ds.user_profiles.get(u, {}), user=u) for u in users]
         out = []
         for start in range(0, len(reqs), cfg.batch_size):
             gens = ctx.generate(rec, reqs[start:start + cfg.batch_size], cfg.next_items, f"extraction_{group}")
-            out.extend(list(g.items) for g in gens)
+            out.extend(None if g.failed is not None else list(g.items) for g in gens)
         return out
 
     # -- data-set recall ------------------------------------------------------------------

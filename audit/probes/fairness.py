@@ -117,7 +117,8 @@ def generate_conditions(rec: Recommender, ctx: ProbeContext, users: list[str],
                         conditions: list[tuple[str, dict[str, str]]], k: int,
                         batch_size: int, label: str) -> dict[str, dict[str, list[str]]]:
     """Generate top-``k`` lists for every (condition, user) through ``ctx.generate`` (recorded);
-    returns condition -> user -> normalised titles."""
+    returns condition -> user -> normalised titles. A failed request (no answer) leaves its user
+    out of that condition: see :func:`answered_by_all`."""
     jobs: list[tuple[str, RecRequest]] = [(cond, ctx.request(u, profile=profile))
                                           for cond, profile in conditions for u in users]
     out: dict[str, dict[str, list[str]]] = {cond: {} for cond, _ in conditions}
@@ -126,10 +127,17 @@ def generate_conditions(rec: Recommender, ctx: ProbeContext, users: list[str],
         chunk = jobs[start:start + batch_size]
         gens = ctx.generate(rec, [r for _, r in chunk], k, [c for c, _ in chunk])
         for (cond, req), gen in zip(chunk, gens):
-            out[cond][str(req.user)] = [normalize_title(t) for t in gen.items]
+            if gen.failed is None:
+                out[cond][str(req.user)] = [normalize_title(t) for t in gen.items]
         bar.update(len(chunk))
     bar.close()
     return out
+
+
+def answered_by_all(lists: dict[str, dict[str, list[str]]], users: list[str]) -> list[str]:
+    """The users with an answer under every condition (a failed request's user is compared with
+    nothing: an empty list against the neutral one would read as a maximal change)."""
+    return [u for u in users if all(u in by_user for by_user in lists.values())]
 
 
 class CounterfactualFairnessProbe(Probe):
@@ -157,12 +165,17 @@ class CounterfactualFairnessProbe(Probe):
             conditions[cond] = {cfg.placebo_attribute: v}
         lists = generate_conditions(rec, ctx, users, list(conditions.items()), cfg.k, cfg.batch_size,
                                     "fairness")
+        asked, users = len(users), answered_by_all(lists, users)
+        if len(users) < 2:
+            return ProbeResult.errored(f"only {len(users)} of {asked} users got an answer under every condition "
+                                       f"({ctx.failed_requests} failed requests)")
         titles = ctx.dataset.item_titles
         targets = {u: normalize_title(titles[ctx.dataset.sequences[u].test]) for u in users}
 
         metrics: dict[str, Metric] = {}
         details: dict[str, Any] = {
             "k": cfg.k, "users": len(users), "conditions": list(conditions),
+            "users_left_out_failed_requests": asked - len(users),
             "matching": "normalised titles (audit.parsing.normalize_title), lists cut to k and de-duplicated",
             "similarities": {"jaccard": "Jaccard@K", "serp": "SERP*@K", "prag": "PRAG*@K"},
             "empty_lists": {c: sum(1 for u in users if not lists[c][u]) for c in conditions},

@@ -101,16 +101,22 @@ class AttributeLeakageProbe(Probe):
             return ProbeResult.skipped(f"needs at least {2 * cfg.min_users} users, got {len(users)}")
         seed = ctx.seed + cfg.seed
         features: dict[str, Any] = {}
+        asked = len(users)
         if "list" in usable:
             lists = generate_conditions(rec, ctx, users, [(NEUTRAL, {})], cfg.k, cfg.batch_size,
                                         "leakage")[NEUTRAL]
+            users = [u for u in users if u in lists]  # a failed request's user is left out of every source
+            if len(users) < 2 * cfg.min_users:
+                return ProbeResult.errored(f"only {len(users)} of {asked} users got an answer "
+                                           f"({ctx.failed_requests} failed requests); needs {2 * cfg.min_users}")
             features["list"] = bag_of_items([top_k(lists[u], cfg.k) for u in users])
         if "embed" in usable:
             features["embed"] = self._embeddings(rec, ctx, users, cfg.batch_size)
         profiles = ctx.dataset.user_profiles
         metrics: dict[str, Metric] = {}
         details: dict[str, Any] = {
-            "users": len(users), "k": cfg.k, "sources": usable, "unavailable_sources": unusable,
+            "users": len(users), "users_left_out_failed_requests": asked - len(users),
+            "k": cfg.k, "sources": usable, "unavailable_sources": unusable,
             "attacker": (f"StandardScaler + {' / '.join(cfg.attackers)} (C={cfg.c}), stratified {cfg.folds}-fold CV "
                          f"across users repeated {cfg.repeats} times, out-of-fold probabilities; CI = envelope of "
                          "the repeats' bootstrap CIs over users; auc_<source>_<set> is the strongest attacker"),

@@ -255,9 +255,15 @@ class MembershipInferenceProbe(Probe):
             part = reqs[start:start + cfg.batch_size]
             conds = ["member" if r.user in member_set else "nonmember" for r in part]
             gens.extend(ctx.generate(rec, part, cfg.list_k, conds, attack="list"))
+        # a failed request (no answer) leaves its user out: an empty list is not the model's answer
+        failed = {u for u, g in zip(users, gens) if g.failed is not None}
+        sm, sn, tm, tn = ([u for u in group if u not in failed] for group in (sm, sn, tm, tn))
+        if min(len(sm), len(sn), len(tm), len(tn)) < 2:
+            skipped["list"] = f"too few answered users after {len(failed)} failed requests (need 2 per split)"
+            return None
         catalog = Catalog(titles)
         recommended = {u: [m.item_id for m in catalog.match_many(list(g.items)) if m.item_id is not None]
-                       for u, g in zip(users, gens)}
+                       for u, g in zip(users, gens) if u not in failed}
         if rec.has("embed"):
             ids = list(titles)
             vecs = np.asarray(rec.embed([titles[i] for i in ids]), dtype=float)
@@ -281,7 +287,8 @@ class MembershipInferenceProbe(Probe):
         matched = sum(len(v) for v in recommended.values())
         details.update({"item_vectors": source, "shadow": {"members": len(sm), "nonmembers": len(sn)},
                         "target": {"members": len(tm), "nonmembers": len(tn)},
-                        "catalog_matched_slots": matched, "slots": sum(len(g.items) for g in gens)})
+                        "catalog_matched_slots": matched, "slots": sum(len(g.items) for g in gens),
+                        "users_left_out_failed_requests": len(failed)})
         return prob, np.array([True] * len(tm) + [False] * len(tn))
 
     # -- raw outputs ----------------------------------------------------------------------

@@ -177,6 +177,8 @@ def test_failures_within_the_share_keep_the_answers_and_are_counted() -> None:
         gens = rec.generate_detailed([REQ] * 4, 2)
         assert [g.items for g in gens[1:]] == [("Fargo (1996)", "Heat (1995)")] * 3
         assert gens[0].items == () and gens[0].raw.startswith("[request failed]") and "HTTP 500" in gens[0].raw
+        assert gens[0].failed is not None and "HTTP 500" in gens[0].failed
+        assert all(g.failed is None for g in gens[1:])
         assert rec.stats["failed_requests"] == 1 and rec.stats["retries"] == 2 and rec.stats["requests"] == 1 + 6  # + the GET /models check
 
 
@@ -232,6 +234,7 @@ def test_garbage_answers_give_empty_lists_and_are_counted(payload: object) -> No
         gens = rec.generate_detailed([REQ, REQ], 3)
         assert [g.items for g in gens] == [(), ()]
         assert rec.stats["garbage_responses"] == 2 and gens[0].raw.startswith("[HTTP 200]")
+        assert all(g.failed is not None and "without a choice's text" in g.failed for g in gens)
 
 
 def test_a_rejected_request_is_recorded_and_the_run_goes_on() -> None:
@@ -239,6 +242,7 @@ def test_a_rejected_request_is_recorded_and_the_run_goes_on() -> None:
         rec = make(server.base_url, max_concurrency=1)
         gens = rec.generate_detailed([REQ, REQ], 3)
         assert gens[0].items == () and "prompt too long" in gens[0].raw
+        assert gens[0].failed is not None and "HTTP 400" in gens[0].failed and gens[1].failed is None
         assert gens[1].items == ("Fargo (1996)", "Heat (1995)")
         assert rec.stats["failed_requests"] == 1
 
