@@ -148,6 +148,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from audit.suite import did_you_mean, load_suite
     from audit.variants import BuildContext
 
+    for flag, value in (("--request-timeout", args.request_timeout), ("--body-timeout", args.body_timeout),
+                        ("--max-connections", args.max_connections), ("--max-body-bytes", args.max_body_bytes)):
+        if not value > 0:
+            raise ConfigError(f"{flag} must be positive, got {value}")
     suite = load_suite(args.suite)
     if args.recommender not in suite.recommenders:
         names = list(suite.recommenders)
@@ -170,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               "export the key clients must send as 'Authorization: Bearer <key>'")
     serve(rec, host=args.host, port=args.port, model_name=args.model_name, api_key=api_key,  # closes rec
           tokenizer=args.tokenizer, request_timeout=args.request_timeout, max_connections=args.max_connections,
-          max_body_bytes=args.max_body_bytes, serialize=not args.concurrent)
+          max_body_bytes=args.max_body_bytes, serialize=not args.concurrent, body_timeout=args.body_timeout)
     return EXIT_OK
 
 
@@ -243,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "and exact max_tokens")
     p.add_argument("--request-timeout", type=float, default=300.0, metavar="S",
                    help="longest a recommender call may take (504 after it)")
-    p.add_argument("--max-connections", type=int, default=256, help="open connections at most (503 past it)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="requests in progress at most (503 with the OpenAI error shape past it)")
+    p.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                   help="longest a client may take to send its request body (408 after it)")
     p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="larger request bodies get 413")
     p.add_argument("--concurrent", action="store_true",
                    help="call the recommender from several requests at once (only for thread-safe ones)")

@@ -38,8 +38,11 @@ Robustness: every malformed request (bad JSON, wrong types, unknown model or rou
 ``Content-Length``) is refused by Uvicorn's HTTP parser with a 400 before it reaches the app.
 Chunked bodies are read. Calls into the recommender run in worker threads, one at a time when
 ``serialize`` (models are rarely thread-safe), each bounded by ``request_timeout`` (504 after it;
-the abandoned call finishes in its thread); ``max_connections`` caps open connections (503 past
-it); idle keep-alive connections close after 5 s. SIGINT/SIGTERM stop accepting, let requests in
+the abandoned call finishes in its thread); a request body must arrive within ``body_timeout``
+(408 after it, so a client that sends slowly cannot hold a slot); ``max_connections`` caps the
+requests in progress (503 with the OpenAI error shape and ``Retry-After: 1`` past it; Uvicorn's
+own connection cap sits at four times that as a backstop); idle keep-alive connections close
+after 5 s. SIGINT/SIGTERM stop accepting, let requests in
 progress finish (up to 10 s) and then :func:`serve` closes the recommender.
 """
 
@@ -96,6 +99,33 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 
 def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, param, code), status_code=status)
+
+
+class RequestLimit:
+    """ASGI middleware: at most ``limit`` HTTP requests in progress; one more gets a 503 in the
+    OpenAI error shape with ``Retry-After: 1`` (Uvicorn's own ``limit_concurrency`` answers
+    plain text, which OpenAI clients cannot read)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit, self.active = app, int(limit), 0
+        self.refused = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            self.refused += 1
+            response = _error(503, f"the server is at its limit of {self.limit} requests in progress "
+                                   "(max_connections); retry shortly", code="server_busy")
+            response.headers["Retry-After"] = "1"
+            await response(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 # -- tokens -------------------------------------------------------------------------------------
@@ -203,7 +233,7 @@ class RecommenderApp:
                  prompts: PromptSet | None = None, response_format: ResponseFormat = "json",
                  serialize: bool = True, max_body_bytes: int = MAX_BODY_BYTES,
                  request_timeout: float = 300.0, api_key: str | None = None, tokenizer: Any = None,
-                 max_workers: int = 16) -> None:
+                 max_workers: int = 16, body_timeout: float = 30.0) -> None:
         if response_format not in ("json", "numbered"):
             raise ValueError(f"response_format must be 'json' or 'numbered', got {response_format!r}")
         self.recommender = recommender
@@ -212,6 +242,7 @@ class RecommenderApp:
         self.response_format = response_format
         self.max_body_bytes = int(max_body_bytes)
         self.request_timeout = float(request_timeout)
+        self.body_timeout = float(body_timeout)
         self._api_key = api_key
         self.tokens = Tokens(tokenizer)
         self._limiter = anyio.CapacityLimiter(1 if serialize else max_workers)
@@ -249,10 +280,15 @@ class RecommenderApp:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise BadRequest(f"request body over {self.max_body_bytes} bytes", 413)
         raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > self.max_body_bytes:
-                raise BadRequest(f"request body over {self.max_body_bytes} bytes", 413)
+        try:
+            with anyio.fail_after(self.body_timeout):
+                async for chunk in request.stream():
+                    raw += chunk
+                    if len(raw) > self.max_body_bytes:
+                        raise BadRequest(f"request body over {self.max_body_bytes} bytes", 413)
+        except TimeoutError:
+            raise BadRequest(f"the request body did not arrive within {self.body_timeout:g} s (body_timeout)",
+                             408, code="timeout") from None
         try:
             body = json.loads(bytes(raw) or b"{}")
         except (ValueError, UnicodeDecodeError):
@@ -284,7 +320,10 @@ class RecommenderApp:
             return await answer(body)
         except BadRequest as exc:
             self.stats["errors"] += 1
-            return _error(exc.status, str(exc), exc.param, exc.code)
+            response = _error(exc.status, str(exc), exc.param, exc.code)
+            if exc.status in (408, 413):  # a body left unread: this connection cannot carry another request
+                response.headers["Connection"] = "close"
+            return response
         except Exception:
             self.stats["errors"] += 1
             raise
@@ -516,8 +555,9 @@ class RecommenderServer:
         self.socket.listen(2048)
         self.socket.set_inheritable(True)
         self.server_address = self.socket.getsockname()[:2]
-        config = uvicorn.Config(app.app, log_level="warning", access_log=False, lifespan="off", ws="none",
-                                limit_concurrency=max_connections, timeout_keep_alive=5,
+        self.limit = RequestLimit(app.app, max_connections)
+        config = uvicorn.Config(self.limit, log_level="warning", access_log=False, lifespan="off", ws="none",
+                                limit_concurrency=4 * max_connections, timeout_keep_alive=5,
                                 timeout_graceful_shutdown=graceful_timeout, server_header=False)
         self.uvicorn = uvicorn.Server(config)
 
@@ -551,7 +591,8 @@ def build_server(recommender: Recommender, host: str = "127.0.0.1", port: int = 
                  model_name: str | None = None, prompts: PromptSet | str | Mapping[str, Any] | None = None,
                  response_format: ResponseFormat = "json", serialize: bool = True,
                  max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float = 300.0,
-                 max_connections: int = 256, api_key: str | None = None, tokenizer: Any = None) -> RecommenderServer:
+                 max_connections: int = 256, api_key: str | None = None, tokenizer: Any = None,
+                 body_timeout: float = 30.0) -> RecommenderServer:
     """Bind a server for ``recommender`` on ``host:port`` (port 0 = a free port); not yet serving.
 
     ``prompts`` is a :class:`PromptSet` or a spec for :func:`audit.prompts.load_prompt_set`;
@@ -561,7 +602,7 @@ def build_server(recommender: Recommender, host: str = "127.0.0.1", port: int = 
         prompts = load_prompt_set(prompts)
     app = RecommenderApp(recommender, model_name=model_name, prompts=prompts, response_format=response_format,
                          serialize=serialize, max_body_bytes=max_body_bytes, request_timeout=request_timeout,
-                         api_key=api_key, tokenizer=tokenizer)
+                         api_key=api_key, tokenizer=tokenizer, body_timeout=body_timeout)
     return RecommenderServer(app, host, port, max_connections=max_connections)
 
 

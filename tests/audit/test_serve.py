@@ -498,3 +498,37 @@ def _free_port_here() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_past_the_request_limit_the_503_has_the_openai_error_shape_and_a_retry_after() -> None:
+    with running_server(ToyRecommender(delay=0.6), serialize=False, max_connections=2) as server:
+        url = f"{server.base_url}/chat/completions"
+        answers: list[requests.Response] = []
+
+        def post() -> None:
+            answers.append(requests.post(url, json={"messages": _messages()}, timeout=10))
+
+        threads = [threading.Thread(target=post) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in answers)
+        assert codes.count(200) >= 2 and 503 in codes, codes
+        busy = next(r for r in answers if r.status_code == 503)
+        assert busy.json()["error"]["code"] == "server_busy" and "max_connections" in busy.json()["error"]["message"]
+        assert busy.headers["Retry-After"] == "1"
+        assert requests.post(url, json={"messages": _messages()}, timeout=10).status_code == 200
+
+
+def test_a_client_that_sends_its_body_too_slowly_gets_408_and_frees_its_slot() -> None:
+    with running_server(ToyRecommender(), body_timeout=0.5, max_connections=1) as server:
+        port = server.server_address[1]
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{\"messages\"")  # 11 of the 100 bytes, then silence
+        t0 = time.perf_counter()
+        answer = _raw_exchange(port, head, timeout=5)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"body_timeout" in answer, answer[:200]
+        assert time.perf_counter() - t0 < 4
+        resp = requests.post(f"{server.base_url}/chat/completions", json={"messages": _messages()}, timeout=10)
+        assert resp.status_code == 200
