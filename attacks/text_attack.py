@@ -226,12 +226,17 @@ class CanonicalTitlesRecommender(TitleRewritingRecommender):
 
 
 def attacker_queries(dataset: Dataset, target: str, *, users: int, candidates: int, seed: int,
-                     ) -> list[tuple[RecRequest, list[str]]]:
+                     exclude: frozenset[str] | None = None) -> list[tuple[RecRequest, list[str]]]:
     """The attacker's own queries for one target: (request with the user's training history,
     ``candidates`` other item ids the user has not seen) for ``users`` seeded users who have
-    not interacted with the target."""
+    not interacted with the target and are not in ``exclude`` (the run's audited users: the
+    search must not be fitted on the users its effect is measured on)."""
     titles = dataset.item_titles
-    pool = [u for u in dataset.evaluable_users() if target not in dataset.sequences[u].full]
+    pool = [u for u in dataset.evaluable_users()
+            if target not in dataset.sequences[u].full and (exclude is None or u not in exclude)]
+    if not pool:
+        raise ConfigError(f"variant 'item-text': no user outside the run's audited users is left to search a "
+                          f"rewrite of item {target} on; audit fewer users (the suite's dataset.users)")
     rng = np.random.default_rng([seed, int(target) if target.isdigit() else len(target)])
     chosen = [pool[int(j)] for j in rng.choice(len(pool), size=min(users, len(pool)), replace=False)]
     catalog = list(titles)
@@ -277,8 +282,10 @@ class ItemTextAttackConfig(StrictConfig):
     seed: int = 0
 
 
-def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackConfig) -> ItemTextAttackRecommender:
-    """Search each target's rewrite against ``rec`` (black-box) and wrap ``rec`` with them."""
+def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackConfig,
+                      exclude: frozenset[str] | None = None) -> ItemTextAttackRecommender:
+    """Search each target's rewrite against ``rec`` (black-box) on users outside ``exclude`` (the
+    run's audited users) and wrap ``rec`` with them."""
     if cfg.min_edits > cfg.max_edits:
         raise ConfigError(f"variant 'item-text': min_edits ({cfg.min_edits}) exceeds max_edits ({cfg.max_edits})")
     titles = dataset.item_titles
@@ -287,7 +294,7 @@ def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackCon
     for target in select_targets(dataset, cfg.targets):
         original = titles[target]
         queries = attacker_queries(dataset, target, users=cfg.search_users,
-                                   candidates=cfg.search_candidates, seed=cfg.seed)
+                                   candidates=cfg.search_candidates, seed=cfg.seed, exclude=exclude)
         base_rank, base_margin = mean_rank(rec, original, queries, titles)
         options = candidate_rewrites(original, max_edits=cfg.max_edits, min_edits=cfg.min_edits,
                                      limit=cfg.max_candidates, seed=cfg.seed)
@@ -310,6 +317,7 @@ def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackCon
     report = {"targets": per_target, "mean_edits": float(np.mean(edits)) if edits else 0.0,
               "max_edits": cfg.max_edits, "min_edits": cfg.min_edits,
               "search": {"users": cfg.search_users, "candidates": cfg.search_candidates + 1,
+                         "disjoint_from_audited": exclude is not None,
                          "by": "score" if rec.has("score") else "generate"}}
     return ItemTextAttackRecommender(rec, rewrites, report)
 
@@ -326,7 +334,7 @@ class ItemTextAttackVariant(Variant):
         if not (rec.has("score") or rec.has("generate")):
             raise ConfigError(f"variant 'item-text' needs a recommender with 'score' or 'generate'; "
                               f"{rec.name!r} has {sorted(rec.capabilities)}")
-        out = build_text_attack(rec, ctx.dataset, cfg)
+        out = build_text_attack(rec, ctx.dataset, cfg, exclude=ctx.audit_users)
         out.info["text_attack_config"] = cfg.model_dump(mode="json")
         return out
 
@@ -357,7 +365,7 @@ class CanonicalTitlesVariant(Variant):
         if isinstance(rec, ItemTextAttackRecommender):
             defended = CanonicalTitlesRecommender(rec.inner, catalog, nearest=cfg.unmatched == "nearest")
             attack_cfg = ItemTextAttackConfig.model_validate(rec.info.get("text_attack_config", {}))
-            out: Recommender = build_text_attack(defended, ctx.dataset, attack_cfg)
+            out: Recommender = build_text_attack(defended, ctx.dataset, attack_cfg, exclude=ctx.audit_users)
             out.info["text_attack_config"] = attack_cfg.model_dump(mode="json")
         else:
             out = CanonicalTitlesRecommender(rec, catalog, nearest=cfg.unmatched == "nearest")

@@ -100,7 +100,8 @@ class RunContext:
 
     def build_context(self, progress: bool | None = None) -> BuildContext:
         return BuildContext(dataset=self.dataset, cache_dir=self.cache_dir, seed=self.seed,
-                            progress=self.progress if progress is None else progress, suite_dir=self.base_dir)
+                            progress=self.progress if progress is None else progress, suite_dir=self.base_dir,
+                            audit_users=frozenset(self.users))
 
 
 OnDone = Callable[[JobOutcome], None]

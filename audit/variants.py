@@ -22,13 +22,16 @@ from audit.interface import Recommender
 class BuildContext:
     """What building a recommender may use: the data set, a model cache directory, a seed,
     and the suite file's directory (relative paths in a recommender entry resolve against it;
-    None outside a suite run)."""
+    None outside a suite run). ``audit_users``: the run's audited users; a variant that fits
+    something on users (a defense's prompt, an attack's search) uses only users outside them,
+    so no audit is in-sample (None outside a suite run: no restriction)."""
 
     dataset: Dataset
     cache_dir: Path
     seed: int = 0
     progress: bool = True
     suite_dir: Path | None = None
+    audit_users: frozenset[str] | None = None
 
 
 class Variant:

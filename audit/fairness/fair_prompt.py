@@ -8,8 +8,9 @@ Suite usage::
 
 ``wrap`` learns a prefix of ``prefix_len`` input embeddings for the selected attribute set
 (:func:`audit.fairness.soft_prompt.train_fair_prompt`: recommendation loss − λ · discriminator
-loss, the model's weights frozen) on the model's *trained* users only (never held-out ones),
-caches it as safetensors under ``<cache_dir>/fair-prompt/<key>`` and returns
+loss, the model's weights frozen) on the model's *trained* users only (never held-out ones)
+and, in a suite run, only on users outside the run's audited users (so the leakage and fairness
+figures of the defended model are out of sample), caches it as safetensors under ``<cache_dir>/fair-prompt/<key>`` and returns
 ``rec.with_soft_prefix(prefix)``. The key hashes the base model (its cache key and a digest of
 its weights), the variant config, the data fingerprint and the soft-prompt code, so a later
 build loads the prefix instead of training again.
@@ -108,12 +109,12 @@ class FairPromptVariant(Variant):
                               f"harness builds (an adapter declaring 'soft-prompt': today 'reference', listed "
                               f"before any wrapping variant); {rec.name!r} ({type(rec).__name__}) does not declare it")
         [attr_set] = resolve_attribute_sets(ctx.dataset, [cfg.attributes], "variant 'fair-prompt': attributes")
-        directory = Path(ctx.cache_dir) / "fair-prompt" / prefix_key(rec, cfg, ctx.dataset.fingerprint)
+        users = training_users(rec, ctx, cfg)
+        directory = Path(ctx.cache_dir) / "fair-prompt" / prefix_key(rec, cfg, ctx.dataset.fingerprint, users)
         if (directory / SUMMARY_FILE).is_file():
             prefix, summary = load_prefix(directory)
             trained_now = False
         else:
-            users = training_users(rec, ctx, cfg)
             labels = {}
             for u in users:
                 value = attr_set.true_condition(ctx.dataset.user_profiles.get(u, {}))
@@ -129,6 +130,8 @@ class FairPromptVariant(Variant):
             except ValueError as exc:  # e.g. the training users hold a single attribute value
                 raise ConfigError(f"variant 'fair-prompt' (attributes {cfg.attributes}): {exc}") from None
             summary = summarise(cfg, details)
+            summary["fit_users"] = {"n": len(labels), "disjoint_from_audited": ctx.audit_users is not None,
+                                    "audited_users_outside_fit": None if ctx.audit_users is None else len(ctx.audit_users)}
             save_prefix(directory, prefix, summary)
             trained_now = True
         wrapped = rec.with_soft_prefix(prefix)
@@ -136,9 +139,14 @@ class FairPromptVariant(Variant):
         return wrapped
 
 
+#: fewest users a prefix may be fitted on
+MIN_FIT_USERS = 20
+
+
 def training_users(rec: Any, ctx: BuildContext, cfg: FairPromptConfig) -> list[str]:
     """The users the base model trained on (from its manifest; held-out users never appear there),
-    restricted to real users of the data set, optionally a seeded sample of ``cfg.users``."""
+    restricted to real users of the data set outside the run's audited users
+    (``ctx.audit_users``), optionally a seeded sample of ``cfg.users``."""
     trained: set[str] = set()
     for stage in rec.manifest.get("stages", []):
         trained.update(str(u) for u in stage.get("users", []))
@@ -146,6 +154,14 @@ def training_users(rec: Any, ctx: BuildContext, cfg: FairPromptConfig) -> list[s
         raise ConfigError("variant 'fair-prompt': the reference model's manifest lists no trained users, so the "
                           "prompt cannot be trained without touching held-out users; retrain it with this version")
     users = [u for u in ctx.dataset.user_ids() if u in trained and u in ctx.dataset.sequences]
+    if ctx.audit_users is not None:
+        outside = [u for u in users if u not in ctx.audit_users]
+        if len(outside) < MIN_FIT_USERS:
+            raise ConfigError(f"variant 'fair-prompt': only {len(outside)} of the model's {len(users)} trained users "
+                              f"are outside the run's {len(ctx.audit_users)} audited users (at least {MIN_FIT_USERS} "
+                              "needed): audit fewer users (the suite's dataset.users) so the prompt is fitted on "
+                              "users it is not audited on")
+        users = outside
     if cfg.users is not None and cfg.users < len(users):
         users = ctx.dataset.sample_users(cfg.users, cfg.seed, among=users)
     return users
@@ -165,16 +181,17 @@ def summarise(cfg: FairPromptConfig, details: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def prefix_key(rec: Any, cfg: FairPromptConfig, data_fingerprint: str) -> str:
+def prefix_key(rec: Any, cfg: FairPromptConfig, data_fingerprint: str, users: list[str]) -> str:
     """16 hex chars of SHA-256 over the base model (cache key + weights digest), the variant
-    config, the data fingerprint and the soft-prompt code."""
+    config, the data fingerprint, the users it is fitted on and the soft-prompt code."""
     weights = hashlib.sha256()
     for name, tensor in sorted(rec.model.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     code = hashlib.sha256(b"".join(f.read_bytes() for f in CODE_FILES)).hexdigest()
     payload = json.dumps({"base": rec.manifest.get("key"), "weights": weights.hexdigest(),
-                          "variant": cfg.model_dump(mode="json"), "data": data_fingerprint, "code": code},
+                          "variant": cfg.model_dump(mode="json"), "data": data_fingerprint, "code": code,
+                          "users": hashlib.sha256("\n".join(sorted(users)).encode()).hexdigest()},
                          sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

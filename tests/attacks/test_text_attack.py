@@ -122,3 +122,21 @@ def test_rewrites_reach_history_and_candidates_and_outputs_map_back(longtail, tm
 def test_budget_must_be_consistent(longtail, tmp_path):
     with pytest.raises(ConfigError, match="min_edits"):
         _attack(TextSensitiveScorer(longtail), longtail, tmp_path, min_edits=3, max_edits=2)
+
+
+def test_in_a_suite_run_the_rewrite_search_never_queries_an_audited_user(longtail, tmp_path):
+    audited = frozenset(longtail.sample_users(len(longtail.user_ids()) // 2, 0))
+    queried: set[str] = set()
+
+    class Recording(TextSensitiveScorer):
+        def score(self, reqs, items):
+            queried.update(r.user for r in reqs)
+            return super().score(reqs, items)
+
+    ctx = BuildContext(dataset=longtail, cache_dir=tmp_path, audit_users=audited)
+    attacked = ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(Recording(longtail), ctx)
+    assert queried and not queried & audited
+    assert attacked.info["text_attack"]["search"]["disjoint_from_audited"] is True
+    everyone = BuildContext(dataset=longtail, cache_dir=tmp_path, audit_users=frozenset(longtail.user_ids()))
+    with pytest.raises(ConfigError, match="audit fewer users"):
+        ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(TextSensitiveScorer(longtail), everyone)

@@ -150,3 +150,26 @@ class ConstantRecommender(Recommender):
 def test_a_recommender_without_the_soft_prompt_capability_is_a_config_error(ctx: BuildContext) -> None:
     with pytest.raises(ConfigError, match="does not declare it"):
         variant().wrap(ConstantRecommender(), ctx)
+
+
+def test_in_a_suite_run_the_prompt_is_fitted_only_on_users_outside_the_audited_ones(
+        ctx: BuildContext, base: ReferenceAdapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    def capture(model: Any, fmt: Any, sequences: dict, labels: dict, settings: Any, **kw: Any) -> Any:
+        seen.update(labels=labels)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(fair_prompt, "train_fair_prompt", capture)
+    audited = frozenset(ctx.dataset.sample_users(12, 0))
+    run_ctx = BuildContext(dataset=ctx.dataset, cache_dir=tmp_path, seed=0, progress=False, audit_users=audited)
+    with pytest.raises(RuntimeError, match="captured"):
+        variant(attributes=["gender"]).wrap(base, run_ctx)
+    assert seen["labels"] and not set(seen["labels"]) & audited
+    groups = ctx.dataset.user_groups(seed=0, pretrain=0.5, heldout=0.1)
+    assert set(seen["labels"]) == set(groups.trained) - audited
+    # auditing (almost) everyone leaves nothing to fit on: one message naming the fix
+    everyone = BuildContext(dataset=ctx.dataset, cache_dir=tmp_path, seed=0, progress=False,
+                            audit_users=frozenset(ctx.dataset.user_ids()))
+    with pytest.raises(ConfigError, match="audit fewer users"):
+        variant(attributes=["gender"]).wrap(base, everyone)
