@@ -69,11 +69,25 @@ class FairPromptConfig(StrictConfig):
     ``confuse`` (push the discriminator to the class prior) or ``reverse`` (PFRec's
     −cross-entropy); ``users``: at most this many of the model's trained users (a seeded
     sample; None = all of them); ``batch_size``: windows per step; ``seed``: prefix init,
-    discriminator init and window draws."""
+    discriminator init and window draws. A list ``lam: [1, 3, 10, 30]`` chooses λ on a
+    validation split: ``validation_share`` of the fit users (never audited either) are held out,
+    a prefix is fitted per λ on the rest, and the smallest λ whose validation attacker AUC (user
+    representation, 5-fold logistic regression) is at or below ``target_auc`` is kept (else the
+    λ with the lowest validation AUC); the report lists every λ's validation AUC."""
+
+    @field_validator("lam")
+    @classmethod
+    def _lam_values(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v < 0 for v in values):
+            raise ValueError("lam must be a number >= 0 or a non-empty list of them")
+        return sorted(set(values)) if isinstance(value, list) else value
 
     attributes: list[str] = Field(min_length=1)
     prefix_len: int = Field(8, ge=1, le=64)
-    lam: float = Field(10.0, ge=0.0)
+    lam: float | list[float] = 10.0
+    validation_share: float = Field(0.25, gt=0.0, lt=1.0)
+    target_auc: float = Field(0.55, gt=0.0, le=1.0)
     epochs: int = Field(8, ge=1, le=200)
     lr: float = Field(1e-2, gt=0.0)
     adversary: Literal["reverse", "confuse"] = "confuse"
@@ -121,15 +135,20 @@ class FairPromptVariant(Variant):
                 if value is not None:
                     labels[u] = value
             sequences = {u: ctx.dataset.sequences[u].train for u in labels}
-            settings = PromptTrainingSettings(prefix_len=cfg.prefix_len, lam=cfg.lam, epochs=cfg.epochs, lr=cfg.lr,
-                                              batch_size=cfg.batch_size, adversary=cfg.adversary, seed=cfg.seed)
             try:
                 with torch_threads(TRAIN_THREADS):
-                    prefix, details = train_fair_prompt(rec.model, rec.fmt, sequences, labels, settings,
-                                                        progress=ctx.progress)
+                    if isinstance(cfg.lam, list):
+                        lam, prefix, details, selection = choose_lam(rec, ctx, cfg, sequences, labels)
+                    else:
+                        lam, selection = cfg.lam, None
+                        prefix, details = train_fair_prompt(rec.model, rec.fmt, sequences, labels,
+                                                            settings_for(cfg, lam), progress=ctx.progress)
             except ValueError as exc:  # e.g. the training users hold a single attribute value
                 raise ConfigError(f"variant 'fair-prompt' (attributes {cfg.attributes}): {exc}") from None
             summary = summarise(cfg, details)
+            summary["lam"] = lam
+            if selection is not None:
+                summary["lam_selection"] = selection
             summary["fit_users"] = {"n": len(labels), "disjoint_from_audited": ctx.audit_users is not None,
                                     "audited_users_outside_fit": None if ctx.audit_users is None else len(ctx.audit_users)}
             save_prefix(directory, prefix, summary)
@@ -141,6 +160,56 @@ class FairPromptVariant(Variant):
 
 #: fewest users a prefix may be fitted on
 MIN_FIT_USERS = 20
+
+
+def settings_for(cfg: FairPromptConfig, lam: float) -> PromptTrainingSettings:
+    return PromptTrainingSettings(prefix_len=cfg.prefix_len, lam=lam, epochs=cfg.epochs, lr=cfg.lr,
+                                  batch_size=cfg.batch_size, adversary=cfg.adversary, seed=cfg.seed)
+
+
+def choose_lam(rec: Any, ctx: BuildContext, cfg: FairPromptConfig, sequences: dict[str, Any],
+               labels: dict[str, str]) -> tuple[float, torch.Tensor, dict[str, Any], dict[str, Any]]:
+    """λ from the grid ``cfg.lam`` chosen on validation users (see :class:`FairPromptConfig`):
+    returns (λ, its prefix fitted on the non-validation users, its training details, the
+    selection record)."""
+    from audit.fairness.attacker import attack
+    from audit.interface import RecRequest
+
+    if not rec.has("embed_user"):
+        raise ConfigError(f"variant 'fair-prompt': choosing λ from a list needs 'embed_user' (the validation "
+                          f"attacker reads user representations); {rec.name!r} lacks it: give one λ")
+    users = sorted(labels)
+    rng = np.random.default_rng([cfg.seed, 7])
+    n_valid = max(2, int(round(cfg.validation_share * len(users))))
+    valid = set(users[int(j)] for j in rng.choice(len(users), size=min(n_valid, len(users) - 2), replace=False))
+    fit = {u: labels[u] for u in users if u not in valid}
+    titles = ctx.dataset.item_titles
+    valid_users = sorted(valid)
+    reqs = [RecRequest(history=tuple(titles[i] for i in sequences[u]), user=u) for u in valid_users]
+    tried: list[dict[str, Any]] = []
+    found: dict[float, tuple[torch.Tensor, dict[str, Any]]] = {}
+    for lam in cfg.lam:  # ascending (the validator sorts the grid)
+        prefix, details = train_fair_prompt(rec.model, rec.fmt, sequences, fit, settings_for(cfg, lam),
+                                            progress=ctx.progress)
+        vectors = np.asarray(rec.with_soft_prefix(prefix).embed_user(reqs), dtype=float).reshape(len(reqs), -1)
+        result = attack(vectors, [labels[u] for u in valid_users], seed=cfg.seed, folds=5,
+                        min_users=5, n_resamples=200)
+        found[lam] = (prefix, details)
+        tried.append({"lam": lam, "validation_auc": result.auc.value, "validation_auc_ci": result.auc.ci,
+                      "final_rec_loss": details["final_rec_loss"]})
+    passing = [t["lam"] for t in tried if np.isfinite(t["validation_auc"]) and t["validation_auc"] <= cfg.target_auc]
+    finite = [t for t in tried if np.isfinite(t["validation_auc"])]
+    if passing:
+        lam, rule = passing[0], f"smallest λ with validation AUC <= {cfg.target_auc}"
+    elif finite:
+        lam = min(finite, key=lambda t: t["validation_auc"])["lam"]
+        rule = f"no λ reached validation AUC <= {cfg.target_auc}: the λ with the lowest validation AUC"
+    else:
+        lam, rule = cfg.lam[-1], "validation AUC not estimable (too few users per value): the largest λ"
+    prefix, details = found[lam]
+    selection = {"grid": tried, "chosen": lam, "rule": rule, "validation_users": len(valid_users),
+                 "fit_users": len(fit), "attacker": "user representation (embed_user), 5-fold logistic regression"}
+    return lam, prefix, details, selection
 
 
 def training_users(rec: Any, ctx: BuildContext, cfg: FairPromptConfig) -> list[str]:

@@ -173,3 +173,24 @@ def test_in_a_suite_run_the_prompt_is_fitted_only_on_users_outside_the_audited_o
                             audit_users=frozenset(ctx.dataset.user_ids()))
     with pytest.raises(ConfigError, match="audit fewer users"):
         variant(attributes=["gender"]).wrap(base, everyone)
+
+
+def test_a_lambda_grid_is_chosen_on_validation_users_by_the_stated_rule(
+        ctx: BuildContext, base: ReferenceAdapter, tmp_path: Path) -> None:
+    audited = frozenset(ctx.dataset.sample_users(8, 1))
+    run_ctx = BuildContext(dataset=ctx.dataset, cache_dir=tmp_path, seed=0, progress=False, audit_users=audited)
+    wrapped = variant(lam=[30.0, 0.0], target_auc=0.6, validation_share=0.5).wrap(base, run_ctx)
+    info = wrapped.info["fair_prompt"]
+    selection = info["lam_selection"]
+    grid = selection["grid"]
+    assert [t["lam"] for t in grid] == [0.0, 30.0]  # ascending
+    assert selection["validation_users"] >= 2 and selection["fit_users"] + selection["validation_users"] \
+        == info["fit_users"]["n"]
+    assert all(np.isfinite(t["validation_auc"]) for t in grid)
+    passing = [t["lam"] for t in grid if t["validation_auc"] <= 0.6]
+    expected = passing[0] if passing else min(grid, key=lambda t: t["validation_auc"])["lam"]
+    assert info["lam"] == selection["chosen"] == expected
+    with pytest.raises(ConfigError, match="lam"):
+        variant(lam=[])
+    with pytest.raises(ConfigError, match="lam"):
+        variant(lam=[1.0, -2.0])
