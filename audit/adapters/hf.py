@@ -54,6 +54,7 @@ a variant may replace with :meth:`set_prompts`) are public for building such con
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -158,7 +159,7 @@ class HFAdapter(Adapter):
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
         {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-lora",
-         "constrain"})
+         "constrain", "soft-prompt"})
     kind: ClassVar[str] = "hf"
 
     #: the `constrain` capability (audit.decoding.constrained.ConstrainableGeneration):
@@ -177,6 +178,8 @@ class HFAdapter(Adapter):
         self.device = torch.device(config.device)
         self.generation_constraint: AllowedTokensFn | None = None
         self.logits_processors: list[Any] = []
+        #: (P, hidden_size) input vectors spliced after every prompt's first token (the fair prompt)
+        self.soft_prefix: torch.Tensor | None = None
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if config.chat_template and not has_template:
             raise ConfigError(f"hf adapter: chat_template: true, but the tokenizer in {config.path!r} "
@@ -270,6 +273,46 @@ class HFAdapter(Adapter):
         return BaseModelParts(model=self.model, encode_prompt=self.training_prompt_ids,
                               encode_answer=self.answer_ids, pad_id=self.pad_id, identity=identity)
 
+    # -- soft prompt (the fair-prompt variant) ----------------------------------------------------
+    def _prefix_len(self) -> int:
+        return 0 if self.soft_prefix is None else int(self.soft_prefix.shape[0])
+
+    def _inputs(self, ids: torch.Tensor, mask: torch.Tensor,
+                prefix: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs for padded prompt ids: ``input_ids`` without a soft prefix; with one
+        (``prefix`` or :attr:`soft_prefix`), ``inputs_embeds`` with the prefix spliced after each
+        row's first real token (left or right padding) and the attention mask widened to match."""
+        prefix = self.soft_prefix if prefix is None else prefix
+        if prefix is None:
+            return {"input_ids": ids, "attention_mask": mask}
+        embeds = self.model.get_input_embeddings()(ids)
+        prefix = prefix.to(device=embeds.device, dtype=embeds.dtype)
+        ones = torch.ones(prefix.shape[0], dtype=mask.dtype, device=mask.device)
+        first = mask.argmax(dim=1)  # the first real token of each row
+        rows, masks = [], []
+        for r in range(ids.shape[0]):
+            at = int(first[r]) + 1
+            rows.append(torch.cat([embeds[r, :at], prefix, embeds[r, at:]]))
+            masks.append(torch.cat([mask[r, :at], ones, mask[r, at:]]))
+        return {"inputs_embeds": torch.stack(rows), "attention_mask": torch.stack(masks)}
+
+    def with_soft_prefix(self, prefix: torch.Tensor | None) -> "HFAdapter":
+        """A copy sharing the model whose prompts carry ``prefix`` ((n, hidden_size) vectors) after
+        their first token: generation, scoring, ``embed_user`` and ``complete`` all see it."""
+        other = copy.copy(self)
+        other.info = dict(self.info)
+        if prefix is not None:
+            d = int(self.model.get_input_embeddings().weight.shape[1])
+            if prefix.ndim != 2 or prefix.shape[1] != d:
+                raise ValueError(f"soft prefix must have shape (n, {d}), got {tuple(prefix.shape)}")
+            prefix = prefix.detach().float()
+        other.soft_prefix = prefix
+        return other
+
+    def soft_prompt_target(self, dataset: Any) -> Any:
+        """The frozen model as the fair-prompt trainer sees it (see :class:`HFSoftPromptTarget`)."""
+        return HFSoftPromptTarget(self, dict(dataset.item_titles))
+
     # -- prompts --------------------------------------------------------------------------------
     def set_prompts(self, prompts: PromptSet) -> None:
         """Replace the templates (a variant may ask for a different answer format)."""
@@ -291,7 +334,7 @@ class HFAdapter(Adapter):
             ids = [bos, *ids]
         if not ids and self.start_id is not None:
             ids = [self.start_id]
-        limit = self.max_positions - reserve if self.max_positions else None
+        limit = self.max_positions - reserve - self._prefix_len() if self.max_positions else None
         if limit is not None and len(ids) > limit:
             ids = ids[len(ids) - max(limit, 1):]
         return list(ids)
@@ -372,7 +415,8 @@ class HFAdapter(Adapter):
         for start in self._bar(starts, "generate", "batch"):
             chunk = prompt_ids[start:start + bs]
             ids, mask = self._pad(chunk, "left")
-            width = ids.shape[1]
+            inputs = self._inputs(ids, mask)
+            width = ids.shape[1] if "input_ids" in inputs else 0  # generate returns only new tokens for embeds
             kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": self.pad_id,
                                       "do_sample": sample, "num_beams": 1}
             if self.tokenizer.eos_token_id is not None:
@@ -390,7 +434,7 @@ class HFAdapter(Adapter):
             if stop_after:
                 kwargs["stopping_criteria"] = StoppingCriteriaList(
                     [_LinesWritten(self.newline_ids(), width, stop_after)])
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            out = self.model.generate(**inputs, **kwargs)
             for row in out[:, width:]:
                 texts.append(self.tokenizer.decode(row.tolist(), skip_special_tokens=True))
         return texts
@@ -482,11 +526,13 @@ class HFAdapter(Adapter):
         longest = max(len(c) for c in conts)
         if limit and len(prompt_ids) + longest > limit:
             prompt_ids = prompt_ids[len(prompt_ids) + longest - limit:]
-        plen = len(prompt_ids)
+        plen = len(prompt_ids) + self._prefix_len()
         cache = DynamicCache()
         prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
         kw = _cache_kwarg(self.model)
-        first = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1, **{kw: cache})
+        inputs = self._inputs(prompt, torch.ones_like(prompt))
+        inputs.pop("attention_mask")
+        first = self.model(**inputs, use_cache=True, logits_to_keep=1, **{kw: cache})
         last_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
         dtype = first.logits.dtype if first.logits.is_floating_point() else torch.float32
         neg = torch.finfo(dtype).min
@@ -534,9 +580,12 @@ class HFAdapter(Adapter):
             if self.max_positions and len(p) + len(cont) > self.max_positions:
                 p = p[len(p) + len(cont) - self.max_positions:]
             ids = torch.tensor([p + cont], dtype=torch.long, device=self.device)
-            logp = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
+            inputs = self._inputs(ids, torch.ones_like(ids))
+            inputs.pop("attention_mask")
+            logp = torch.log_softmax(self.model(**inputs).logits[0].float(), dim=-1)
             targets = ids[0, len(p):]
-            scores[j] = float(logp[len(p) - 1:-1].gather(-1, targets[:, None]).sum())
+            at = len(p) + self._prefix_len()
+            scores[j] = float(logp[at - 1:-1].gather(-1, targets[:, None]).sum())
         return scores
 
     @torch.no_grad()
@@ -564,12 +613,14 @@ class HFAdapter(Adapter):
 
     # -- representations --------------------------------------------------------------------------
     @torch.no_grad()
-    def _last_hidden(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+    def _last_hidden(self, seqs: Sequence[Sequence[int]], prompts: bool = False) -> np.ndarray:
+        """Last-layer state at each sequence's last token; ``prompts`` carry the soft prefix."""
         chunks = []
         bs = self.config.batch_size
         for start in range(0, len(seqs), bs):
             ids, mask = self._pad(seqs[start:start + bs], "left")
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=self._position_ids(mask),
+            inputs = self._inputs(ids, mask) if prompts else {"input_ids": ids, "attention_mask": mask}
+            out = self.model(**inputs, position_ids=self._position_ids(inputs["attention_mask"]),
                              output_hidden_states=True)
             chunks.append(out.hidden_states[-1][:, -1, :].float().cpu().numpy())
         width = int(getattr(self.model.config, "hidden_size", 0) or 0)
@@ -577,12 +628,58 @@ class HFAdapter(Adapter):
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         """(len(reqs), hidden_size): the last hidden state at the end of each generate prompt."""
-        return self._last_hidden([self.score_prompt_ids(r) for r in reqs])
+        return self._last_hidden([self.score_prompt_ids(r) for r in reqs], prompts=True)
 
     def embed(self, titles: Sequence[str]) -> np.ndarray:
         """(len(titles), hidden_size): the last hidden state at each title's final token."""
         prefix = [] if self.start_id is None else [self.start_id]
         return self._last_hidden([prefix + self._encode_plain(t) for t in titles])
+
+
+class HFSoftPromptTarget:
+    """An ``hf`` model seen by :func:`audit.fairness.soft_prompt.train_fair_prompt`: one example per
+    user (its generate prompt for the newest window of ``history`` items, no profile, then the
+    next item's title), the prefix spliced after the prompt's first token, the representation the
+    last prompt token's final state (what :meth:`HFAdapter.embed_user` returns). Gradients reach
+    the prefix through every layer; the model's weights are frozen by the trainer."""
+
+    def __init__(self, adapter: HFAdapter, titles: dict[str, str]) -> None:
+        self.adapter, self.titles = adapter, titles
+        self.module = adapter.model
+        emb = adapter.model.get_input_embeddings().weight
+        self.width = int(emb.shape[1])
+        self.init_scale = float(emb.detach().float().std())
+        self._body = adapter.model.base_model
+        self._head = adapter.model.get_output_embeddings()
+
+    def training_data(self, sequences: Any) -> Any:
+        from audit.llm.examples import LLMStageData
+
+        a = self.adapter
+        return LLMStageData({str(u): tuple(map(str, s)) for u, s in sequences.items()}, {}, self.titles,
+                            a.training_prompt_ids, a.answer_ids, history=a.config.history, targets=1,
+                            examples_per_user=1, attribute_dropout=0.0, pad_id=a.pad_id)
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
+                prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.adapter.device
+        input_ids, targets = input_ids.to(device), targets.to(device)
+        keep0 = targets != -100
+        last_prompt = keep0.int().argmax(dim=1)  # the first target sits at the prompt's last token
+        if prefix is None:
+            hidden = self._body(input_ids=input_ids, use_cache=False).last_hidden_state
+            p_len = 0
+        else:
+            # right padding: every row starts at 0, so the prefix goes to position 1 in every row
+            inputs = self.adapter._inputs(input_ids, torch.ones_like(input_ids), prefix=prefix)
+            hidden = self._body(inputs_embeds=inputs["inputs_embeds"], use_cache=False).last_hidden_state
+            p_len = int(prefix.shape[0])
+        tgt = torch.cat([targets[:, :1], torch.full((targets.shape[0], p_len), -100, device=device),
+                         targets[:, 1:]], dim=1)
+        keep = tgt != -100
+        loss = torch.nn.functional.cross_entropy(self._head(hidden[keep]).float(), tgt[keep])
+        reps = hidden[torch.arange(hidden.shape[0], device=device), last_prompt + p_len]
+        return loss, reps
 
 
 def _cache_kwarg(model: Any) -> str:

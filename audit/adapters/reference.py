@@ -131,6 +131,12 @@ class ReferenceAdapter(Adapter):
         """None: the output length follows from the item format, not from a token budget."""
         return None
 
+    def soft_prompt_target(self, dataset: Any = None) -> Any:
+        """The frozen model as the fair-prompt trainer sees it (sliding windows, ``<rec>`` state)."""
+        from audit.fairness.soft_prompt import ReferenceSoftPromptTarget
+
+        return ReferenceSoftPromptTarget(self.model, self.fmt)
+
     def with_soft_prefix(self, prefix: torch.Tensor | None) -> "ReferenceAdapter":
         """A copy sharing the model whose prompts carry ``prefix`` ((n, d) vectors) after ``<bos>``."""
         other = copy.copy(self)

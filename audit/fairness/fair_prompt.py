@@ -1,4 +1,5 @@
-"""The ``fair-prompt`` variant: PFRec's selective fair soft prompt around a frozen reference model.
+"""The ``fair-prompt`` variant: PFRec's selective fair soft prompt around a frozen model (the
+reference, or an ``hf`` LLM, LoRA-tuned or not: any adapter declaring ``soft-prompt``).
 
 Suite usage::
 
@@ -32,7 +33,7 @@ from audit.cache import publish_directory
 from audit.config import StrictConfig
 from audit.errors import ConfigError
 from audit.fairness.attributes import resolve_attribute_sets
-from audit.fairness.soft_prompt import PromptTrainingSettings, train_fair_prompt
+from audit.fairness.soft_prompt import PromptTrainingSettings, SoftPromptTarget, train_fair_prompt
 from audit.interface import Recommender
 from audit.reference.training import TRAIN_THREADS, torch_threads
 from audit.variants import BuildContext, Variant
@@ -46,13 +47,16 @@ CODE_FILES = (Path(__file__).with_name("soft_prompt.py"), Path(__file__))
 @runtime_checkable
 class SoftPromptable(Protocol):
     """What an adapter declaring the ``soft-prompt`` capability implements: the frozen torch
-    ``model`` the prefix is trained against, its prompt format ``fmt`` (the training examples),
-    the training ``manifest`` (which users it trained on) and ``with_soft_prefix``, a copy whose
-    prompts carry an (n, d) prefix of input vectors. Only the reference adapter implements it so far."""
+    ``model`` (its weights enter the prefix's cache key), the training ``manifest`` (which users
+    it trained on), :meth:`soft_prompt_target` (the model as the prefix trainer sees it: its
+    neutral training examples, one forward with a prefix, the representation ``embed_user``
+    reads) and ``with_soft_prefix``, a copy whose prompts carry an (n, d) prefix of input vectors
+    after their first token. The reference and ``hf`` adapters implement it."""
 
     model: Any
-    fmt: Any
     manifest: Mapping[str, Any] | None
+
+    def soft_prompt_target(self, dataset: Any) -> SoftPromptTarget: ...
 
     def with_soft_prefix(self, prefix: torch.Tensor | None) -> Recommender: ...
 
@@ -120,7 +124,7 @@ class FairPromptVariant(Variant):
         cfg: FairPromptConfig = self.config  # type: ignore[assignment]
         if not (rec.has("soft-prompt") and isinstance(rec, SoftPromptable)):
             raise ConfigError(f"variant 'fair-prompt' learns a soft prompt for a frozen model whose prompts the "
-                              f"harness builds (an adapter declaring 'soft-prompt': today 'reference', listed "
+                              f"harness builds (an adapter declaring 'soft-prompt': 'reference' or 'hf', listed "
                               f"before any wrapping variant); {rec.name!r} ({type(rec).__name__}) does not declare it")
         [attr_set] = resolve_attribute_sets(ctx.dataset, [cfg.attributes], "variant 'fair-prompt': attributes")
         users = training_users(rec, ctx, cfg)
@@ -141,8 +145,8 @@ class FairPromptVariant(Variant):
                         lam, prefix, details, selection = choose_lam(rec, ctx, cfg, sequences, labels)
                     else:
                         lam, selection = cfg.lam, None
-                        prefix, details = train_fair_prompt(rec.model, rec.fmt, sequences, labels,
-                                                            settings_for(cfg, lam), progress=ctx.progress)
+                        prefix, details = train_fair_prompt(rec.soft_prompt_target(ctx.dataset), sequences,
+                                                            labels, settings_for(cfg, lam), progress=ctx.progress)
             except ValueError as exc:  # e.g. the training users hold a single attribute value
                 raise ConfigError(f"variant 'fair-prompt' (attributes {cfg.attributes}): {exc}") from None
             summary = summarise(cfg, details)
@@ -189,8 +193,8 @@ def choose_lam(rec: Any, ctx: BuildContext, cfg: FairPromptConfig, sequences: di
     tried: list[dict[str, Any]] = []
     found: dict[float, tuple[torch.Tensor, dict[str, Any]]] = {}
     for lam in cfg.lam:  # ascending (the validator sorts the grid)
-        prefix, details = train_fair_prompt(rec.model, rec.fmt, sequences, fit, settings_for(cfg, lam),
-                                            progress=ctx.progress)
+        prefix, details = train_fair_prompt(rec.soft_prompt_target(ctx.dataset), sequences, fit,
+                                            settings_for(cfg, lam), progress=ctx.progress)
         vectors = np.asarray(rec.with_soft_prefix(prefix).embed_user(reqs), dtype=float).reshape(len(reqs), -1)
         result = attack(vectors, [labels[u] for u in valid_users], seed=cfg.seed, folds=5,
                         min_users=5, n_resamples=200)

@@ -1,17 +1,19 @@
-"""Training a selective fair soft prompt (PFRec, Wu et al. SIGIR 2022) on a frozen reference model.
+"""Training a selective fair soft prompt (PFRec, Wu et al. SIGIR 2022) on any frozen model that
+offers a :class:`SoftPromptTarget` (the reference and ``hf`` adapters do).
 
 The model's weights never change. A prefix of ``prefix_len`` learned input embeddings is
-spliced into every prompt right after ``<bos>``; it is trained on neutral prompts (no
-profile) of the training users with
+spliced into every prompt right after its first token (``<bos>``); it is trained on neutral
+prompts (no profile) of the training users with
 
     loss_prompt = loss_rec − λ · loss_disc          (adversary = "reverse", PFRec's form)
     loss_prompt = loss_rec + λ · KL(prior ‖ p_disc)  (adversary = "confuse")
 
-where ``loss_rec`` is the model's own next-item / title language-model loss on the user's
-sliding windows (SASRec-style targets, as the model was trained), and ``loss_disc`` the
+where ``loss_rec`` is the model's own language-model loss on the user's training examples in
+its own format (the reference: next-item / title targets on sliding windows, as it was
+trained; ``hf``: the next item's title after its generate prompt), and ``loss_disc`` the
 cross-entropy of a small MLP discriminator predicting the selected attribute (set) value
-from the user representation: the final hidden state at the ``<rec>`` token, i.e. what
-``embed_user`` returns. The discriminator is updated every step on detached
+from the user representation: what ``embed_user`` returns (the reference: the final hidden
+state at the ``<rec>`` token; ``hf``: at the prompt's last token). The discriminator is updated every step on detached
 representations. ``reverse`` can be met by making the discriminator confidently *wrong*,
 which still leaks to a fresh attacker; ``confuse`` pushes its predictions to the class prior
 (no information), which is what an auditor's attacker checks.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +35,53 @@ from transformers import GPT2LMHeadModel
 from audit.reference.examples import StageData
 from audit.reference.model import forward_hidden, position_ids_for, token_embeddings
 from audit.reference.prompts import IGNORE, PromptFormat
+from audit.training.data import TrainingData
 
 Adversary = Literal["reverse", "confuse"]
+
+
+class SoftPromptTarget(Protocol):
+    """A frozen model as the fair-prompt trainer sees it: ``module`` (frozen while training),
+    ``width`` (d of the prefix vectors), ``init_scale`` (std of the prefix's random start, the
+    model's embedding scale), the neutral training examples of some users, and one forward."""
+
+    module: nn.Module
+    width: int
+    init_scale: float
+
+    def training_data(self, sequences: Mapping[str, Sequence[str]]) -> TrainingData:
+        """Examples (neutral prompts, no profile) for users -> catalog item ids, oldest first."""
+        ...
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
+                prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean cross-entropy over the target tokens, user representations (B, d)) of a
+        right-padded batch, the prefix spliced after each prompt's first token (None: none)."""
+        ...
+
+
+class ReferenceSoftPromptTarget:
+    """The reference model: sliding-window examples, representation at ``<rec>``."""
+
+    def __init__(self, model: GPT2LMHeadModel, fmt: PromptFormat) -> None:
+        self.module, self.fmt = model, fmt
+        self.width = int(model.config.n_embd)
+        self.init_scale = float(model.transformer.wte.weight.detach().std())
+
+    def training_data(self, sequences: Mapping[str, Sequence[str]]) -> TrainingData:
+        return StageData(self.fmt, {u: tuple(s) for u, s in sequences.items()}, {}, attribute_dropout=0.0,
+                         catalog_titles=False)
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
+                prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.module
+        hidden = prefixed_hidden(model, input_ids, prefix)  # type: ignore[arg-type]
+        p_len = 0 if prefix is None else int(prefix.shape[0])
+        tgt = torch.cat([targets[:, :1], torch.full((targets.shape[0], p_len), IGNORE), targets[:, 1:]], dim=1)
+        keep = tgt != IGNORE
+        loss = nn.functional.cross_entropy(model.lm_head(hidden[keep]), tgt[keep])  # type: ignore[operator]
+        reps = hidden[torch.arange(hidden.shape[0]), rec_positions(input_ids, self.fmt.rec) + p_len]
+        return loss, reps
 
 
 def splice_prefix(embeds: torch.Tensor, prefix: torch.Tensor, at: int = 1) -> torch.Tensor:
@@ -90,11 +137,12 @@ def rec_positions(input_ids: torch.Tensor, rec_id: int) -> torch.Tensor:
     return hits.argmax(dim=1)
 
 
-def train_fair_prompt(model: GPT2LMHeadModel, fmt: PromptFormat, sequences: Mapping[str, Sequence[str]],
+def train_fair_prompt(target: SoftPromptTarget, sequences: Mapping[str, Sequence[str]],
                       labels: Mapping[str, str], settings: PromptTrainingSettings, *,
                       progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """Learn the prefix (prefix_len, d) for users in ``labels`` (their ``sequences`` are catalog
-    item ids, oldest first). The model is left unchanged. Returns the prefix and a summary."""
+    item ids, oldest first) against ``target``'s frozen model, which is left unchanged.
+    Returns the prefix and a summary."""
     users = [u for u in sequences if u in labels and len(sequences[u]) >= 2]
     classes = sorted({labels[u] for u in users})
     if len(classes) < 2:
@@ -106,17 +154,16 @@ def train_fair_prompt(model: GPT2LMHeadModel, fmt: PromptFormat, sequences: Mapp
 
     rng = np.random.default_rng(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    data = StageData(fmt, {u: tuple(sequences[u]) for u in users}, {}, attribute_dropout=0.0,
-                     catalog_titles=False)
+    data = target.training_data({u: tuple(sequences[u]) for u in users})
+    model = target.module
     was_training = model.training
     model.eval()  # frozen: no dropout, no weight updates
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
 
-    d = model.config.n_embd
-    scale = float(model.transformer.wte.weight.std())
-    prefix = nn.Parameter(torch.randn(settings.prefix_len, d, generator=gen) * scale)
+    d = target.width
+    prefix = nn.Parameter(torch.randn(settings.prefix_len, d, generator=gen) * target.init_scale)
     disc = Discriminator(d, len(classes), settings.disc_hidden)
     torch.manual_seed(settings.seed)
     for m in disc.modules():
@@ -128,7 +175,7 @@ def train_fair_prompt(model: GPT2LMHeadModel, fmt: PromptFormat, sequences: Mapp
     history: list[dict[str, float]] = []
     steps = 0
     try:
-        base_loss = _plain_rec_loss(model, data, settings.batch_size, settings.seed)
+        base_loss = _plain_rec_loss(target, data, settings.batch_size, settings.seed)
         n_batches = data.n_batches(len(data.epoch_examples(np.random.default_rng(0))), settings.batch_size)
         bar = tqdm(total=n_batches * settings.epochs, desc="fair-prompt", unit="step", disable=not progress,
                    leave=False)
@@ -140,13 +187,8 @@ def train_fair_prompt(model: GPT2LMHeadModel, fmt: PromptFormat, sequences: Mapp
             for batch in _batches(examples, settings.batch_size, order_rng):
                 input_ids, targets = data.collate(batch)
                 y = torch.tensor([ex_labels[id(e)] for e in batch])
-                hidden = prefixed_hidden(model, input_ids, prefix)
-                p_len = settings.prefix_len
-                tgt = torch.cat([targets[:, :1], torch.full((targets.shape[0], p_len), IGNORE), targets[:, 1:]],
-                                dim=1)
-                keep = tgt != IGNORE
-                loss_rec = nn.functional.cross_entropy(model.lm_head(hidden[keep]), tgt[keep])
-                reps = hidden[torch.arange(hidden.shape[0]), rec_positions(input_ids, fmt.rec) + p_len]
+                loss_rec, reps = target.forward(input_ids, targets, prefix)
+                reps = reps.float()
                 # discriminator step on detached representations
                 logits_d = disc(reps.detach())
                 loss_d = nn.functional.cross_entropy(logits_d, y)
@@ -188,17 +230,17 @@ def train_fair_prompt(model: GPT2LMHeadModel, fmt: PromptFormat, sequences: Mapp
 
 
 @torch.no_grad()
-def _plain_rec_loss(model: GPT2LMHeadModel, data: StageData, batch_size: int, seed: int) -> float:
-    """The frozen model's own loss (nats per target token) on one draw of the windows, no prefix:
+def _plain_rec_loss(target: SoftPromptTarget, data: TrainingData, batch_size: int, seed: int) -> float:
+    """The frozen model's own loss (nats per target token) on one draw of the examples, no prefix:
     the reference point for ``rec_loss`` in the summary."""
     examples = data.epoch_examples(np.random.default_rng(seed))
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
         input_ids, targets = data.collate(examples[start:start + batch_size])
-        hidden = forward_hidden(model, input_ids=input_ids)
-        keep = targets != IGNORE
-        total += float(nn.functional.cross_entropy(model.lm_head(hidden[keep]), targets[keep], reduction="sum"))
-        count += int(keep.sum())
+        loss, _ = target.forward(input_ids, targets, None)
+        n = int((targets != IGNORE).sum())
+        total += float(loss) * n
+        count += n
     return total / max(count, 1)
 
 

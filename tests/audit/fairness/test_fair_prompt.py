@@ -105,7 +105,7 @@ def test_the_prompt_trains_only_on_the_models_trained_users(
         ctx: BuildContext, base: ReferenceAdapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
 
-    def capture(model: Any, fmt: Any, sequences: dict, labels: dict, settings: Any, **kw: Any) -> Any:
+    def capture(target: Any, sequences: dict, labels: dict, settings: Any, **kw: Any) -> Any:
         seen.update(sequences=sequences, labels=labels, settings=settings)
         raise RuntimeError("captured")
 
@@ -156,7 +156,7 @@ def test_in_a_suite_run_the_prompt_is_fitted_only_on_users_outside_the_audited_o
         ctx: BuildContext, base: ReferenceAdapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
 
-    def capture(model: Any, fmt: Any, sequences: dict, labels: dict, settings: Any, **kw: Any) -> Any:
+    def capture(target: Any, sequences: dict, labels: dict, settings: Any, **kw: Any) -> Any:
         seen.update(labels=labels)
         raise RuntimeError("captured")
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from audit.data.dataset import Dataset
-from audit.fairness.soft_prompt import PromptTrainingSettings, prefixed_hidden, splice_prefix, train_fair_prompt
+from audit.fairness.soft_prompt import (PromptTrainingSettings, ReferenceSoftPromptTarget, prefixed_hidden, splice_prefix,
+                                        train_fair_prompt)
 from audit.reference.model import forward_hidden, token_embeddings
 from audit.reference.recipe import ModelSpec, StageSpec, TrainingRecipe
 from audit.reference.training import TrainedReference, train_reference
@@ -60,8 +61,8 @@ def test_training_leaves_the_model_unchanged_and_is_seeded(
     seqs = {u: tiny_dataset.sequences[u].train for u in users}
     labels = {u: tiny_dataset.user_profiles[u]["gender"] for u in users}
     settings = PromptTrainingSettings(prefix_len=3, epochs=2, batch_size=16, seed=4)
-    prefix, summary = train_fair_prompt(model, tiny_reference.fmt, seqs, labels, settings)
-    again, _ = train_fair_prompt(model, tiny_reference.fmt, seqs, labels, settings)
+    prefix, summary = train_fair_prompt(ReferenceSoftPromptTarget(model, tiny_reference.fmt), seqs, labels, settings)
+    again, _ = train_fair_prompt(ReferenceSoftPromptTarget(model, tiny_reference.fmt), seqs, labels, settings)
     assert prefix.shape == (3, model.config.n_embd)
     torch.testing.assert_close(prefix, again)
     for k, v in model.state_dict().items():
@@ -75,6 +76,6 @@ def test_a_single_attribute_value_cannot_be_trained_against(
         tiny_reference: TrainedReference, tiny_dataset: Dataset) -> None:
     users = tiny_dataset.user_ids()
     with pytest.raises(ValueError, match="fewer than two attribute values"):
-        train_fair_prompt(tiny_reference.model, tiny_reference.fmt,
+        train_fair_prompt(ReferenceSoftPromptTarget(tiny_reference.model, tiny_reference.fmt),
                           {u: tiny_dataset.sequences[u].train for u in users}, {u: "F" for u in users},
                           PromptTrainingSettings(epochs=1))

@@ -119,7 +119,8 @@ def test_variants_an_adapter_cannot_support_fail_at_load(tmp_path: Path) -> None
     suite = tmp_path / "s.yaml"
     for adapter, variant, needs in [("reference", "lora", "train-lora"),
                                     ("hf\n    path: x", "dp: {epsilon: 8}", "train-stages"),
-                                    ("hf\n    path: x", "fair-prompt: {attributes: [gender]}", "soft-prompt")]:
+                                    ("openai\n    base_url: http://127.0.0.1:9/v1\n    model: m",
+                                     "fair-prompt: {attributes: [gender]}", "soft-prompt")]:
         suite.write_text(f"name: s\ndataset: {{name: ml-100k}}\nrecommenders:\n  r:\n    adapter: {adapter}\n"
                          f"    variant: {{{variant}}}\nprobes:\n  utility: {{}}\n" if ":" in variant else
                          f"name: s\ndataset: {{name: ml-100k}}\nrecommenders:\n  r:\n    adapter: {adapter}\n"
