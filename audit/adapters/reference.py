@@ -55,7 +55,9 @@ class ReferenceConfig(StrictConfig):
     prompt), which adds the title's spelling likelihood and so favours short, well-learnt
     titles (on ML-100k it ranks far worse: see BENCHMARKS.md). Titles outside the catalog
     are scored as their text in both modes; the mode also orders open generation. ``batch_size``: prompts
-    (or prompt x item rows in generation) per forward pass."""
+    (or prompt x item rows in generation) per forward pass. ``bf16``: train under CPU bfloat16
+    autocast (None = the preset's; on CPUs without native bf16, e.g. AVX2-only, it is several
+    times slower than float32)."""
 
     size: Literal["default", "small", "tiny"] = "default"
     path: str | None = None
@@ -67,6 +69,7 @@ class ReferenceConfig(StrictConfig):
     max_history: int | None = Field(default=None, ge=1)
     lr: float | None = Field(default=None, gt=0.0)
     train_batch_size: int | None = Field(default=None, ge=1)
+    bf16: bool | None = None
     score_mode: Literal["item", "item+title"] = "item"
     batch_size: int = Field(default=64, ge=1)
 

@@ -40,7 +40,7 @@ def make_recipe(config: Any, seed: int = 0) -> TrainingRecipe:
     model_changes = {k: getattr(config, k) for k in ("d_model", "n_layer", "n_head", "dropout")
                      if getattr(config, k, None) is not None}
     stage_changes: dict[str, Any] = {}
-    for field, attr in (("epochs", "epochs"), ("lr", "lr"), ("batch_size", "train_batch_size")):
+    for field, attr in (("epochs", "epochs"), ("lr", "lr"), ("batch_size", "train_batch_size"), ("bf16", "bf16")):
         if getattr(config, attr, None) is not None:
             stage_changes[field] = getattr(config, attr)
     changes: dict[str, Any] = {"seed": seed}

@@ -9,6 +9,8 @@ from typing import ClassVar
 
 import pytest
 
+from audit.adapters.reference import ReferenceConfig
+from audit.reference.presets import PRESETS, make_recipe
 from audit.reference.recipe import SequenceTransform, StageSpec, TrainingRecipe, cache_key
 
 
@@ -67,3 +69,12 @@ def test_invalid_recipes_are_rejected() -> None:
         TrainingRecipe(stages=(StageSpec(), StageSpec()))
     with pytest.raises(ValueError, match="at least one stage"):
         TrainingRecipe(stages=())
+
+
+def test_adapter_bf16_option_overrides_the_preset_and_none_keeps_it() -> None:
+    assert PRESETS["small"].stages[0].bf16 is True
+    assert make_recipe(ReferenceConfig(size="small")).stages[0].bf16 is True
+    off = make_recipe(ReferenceConfig(size="small", bf16=False))
+    assert off.stages[0].bf16 is False
+    assert off.stages[0].epochs == PRESETS["small"].stages[0].epochs
+    assert make_recipe(ReferenceConfig(size="tiny", bf16=True)).stages[0].bf16 is True
