@@ -55,7 +55,9 @@ class PrivacyAccount:
     ``unit``: ``"user"`` (one user's whole history is one record) or ``"example"``
     (one training window, weaker; labelled as such). ``mechanism`` names the sampled
     mechanism the accountant composed; ``sample_rate`` is the Poisson rate (DP-SGD) or the
-    client sampling ratio m / N (federated); ``steps`` are optimiser steps or rounds."""
+    client sampling ratio m / N (federated); ``steps`` are optimiser steps or rounds.
+    ``randomness``: ``"seeded"`` (sampling and noise from a seeded generator: reproducible,
+    and the guarantee assumes the seed stays secret) or ``"secure"`` (a cryptographic RNG)."""
 
     epsilon: float
     delta: float
@@ -69,6 +71,7 @@ class PrivacyAccount:
     max_grad_norm: float
     n_private: int
     note: str = ""
+    randomness: str = "seeded"
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -50,13 +50,36 @@ class DPOptions(StrictConfig):
 
     ``epsilon``: target epsilon (> 0); ``delta``: None = 1 / n_private rounded down to a
     power of ten; ``max_grad_norm``: per-user clipping norm C (L2); ``accountant``: ``prv``
-    (RDP fallback) or ``rdp``; ``unit``: ``user`` or ``example``."""
+    (RDP fallback) or ``rdp``; ``unit``: ``user`` or ``example``; ``secure_mode``: Opacus'
+    secure RNG (Poisson sampling and noise from ``torchcsprng``'s /dev/urandom generator, noise
+    hardened against floating-point attacks): the guarantee then does not assume a secret seed,
+    and runs are no longer reproducible. Off by default (seeded, reproducible; the account says
+    so); needs the ``torchcsprng`` package, refused with a ConfigError without it."""
 
     epsilon: float = Field(gt=0)
     delta: float | None = Field(default=None, gt=0, lt=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
     accountant: Literal["prv", "rdp"] = "prv"
     unit: Unit = "user"
+    secure_mode: bool = False
+
+    @model_validator(mode="after")
+    def _secure_rng_is_installed(self) -> "DPOptions":
+        if self.secure_mode:
+            require_secure_rng()
+        return self
+
+
+def require_secure_rng() -> None:
+    """Raise (a ValueError, reported as a config error) unless Opacus' secure mode can run:
+    Opacus 1.6 draws secure noise and Poisson samples from ``torchcsprng``."""
+    try:
+        import torchcsprng  # noqa: F401
+    except ImportError:
+        raise ValueError("secure_mode needs the 'torchcsprng' package (Opacus draws secure noise and Poisson "
+                         "samples from its /dev/urandom generator), which is not installed; install a torchcsprng "
+                         "built for this torch, or drop secure_mode (the run is then seeded and its guarantee "
+                         "assumes the seed stays secret)") from None
 
 
 class DPConfig(DPOptions):
@@ -82,6 +105,8 @@ class DPVariant(Variant):
     def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
         cfg: DPConfig = self.config  # type: ignore[assignment]
         options = cfg.model_dump(include=set(DPOptions.model_fields))
+        if not cfg.secure_mode:  # seeded runs keep their cache keys
+            options.pop("secure_mode")
         return private_finetune_recipe(
             recipe, variant=self.name, pretrain_epochs=cfg.pretrain_epochs,
             **stage_changes(trainer="dp", epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -106,7 +131,8 @@ def make_private(model: GPT2LMHeadModel, optimizer: torch.optim.Optimizer, loade
                  opts: DPOptions, epochs: int, delta: float, noise_seed: int,
                  ) -> tuple[PrivacyEngine, Any, Any, Any, str, str]:
     """``make_private_with_epsilon`` with the PRV accountant, or RDP where PRV fails (or would
-    take minutes: :func:`privacy.accounting.choose_accountant`).
+    take minutes: :func:`privacy.accounting.choose_accountant`). Noise is drawn from a generator
+    seeded with ``noise_seed``, or with ``opts.secure_mode`` from Opacus' secure RNG (no seed).
 
     Returns (engine, module, optimizer, loader, accountant used, fallback reason)."""
     steps = epochs * len(loader)
@@ -116,12 +142,12 @@ def make_private(model: GPT2LMHeadModel, optimizer: torch.optim.Optimizer, loade
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Opacus warns that secure RNG is off (seeded runs)
-                engine = PrivacyEngine(accountant=name)
+                engine = PrivacyEngine(accountant=name, secure_mode=opts.secure_mode)
                 module, dp_opt, dp_loader = engine.make_private_with_epsilon(
                     module=model, optimizer=optimizer, data_loader=loader, target_epsilon=opts.epsilon,
                     target_delta=delta, epochs=epochs, max_grad_norm=opts.max_grad_norm,
                     poisson_sampling=True, grad_sample_mode="hooks",
-                    noise_generator=torch.Generator().manual_seed(noise_seed))
+                    noise_generator=None if opts.secure_mode else torch.Generator().manual_seed(noise_seed))
             return engine, module, dp_opt, dp_loader, name, reason
         except (ValueError, RuntimeError, OverflowError, FloatingPointError) as exc:
             reason = f"{name} failed: {type(exc).__name__}: {exc}"
@@ -222,6 +248,7 @@ def train_dp_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int,
         sample_rate=sample_rate, steps=steps, accountant=accountant, unit=opts.unit,
         mechanism="Poisson-subsampled Gaussian (DP-SGD, Opacus), add/remove one " + opts.unit,
         max_grad_norm=opts.max_grad_norm, n_private=n_records,
+        randomness="secure" if opts.secure_mode else "seeded",
         note=fallback or ("one clipped gradient per sampled user per step" if opts.unit == "user"
                           else "example-level: one record = one training window"))
     tail = losses[-max(1, len(dp_loader)):]

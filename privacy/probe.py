@@ -78,9 +78,7 @@ class PrivacyAccountingProbe(Probe):
                    else f"{a.get('n_private', '?')} private users" for a in accounts]
         details["covers"] = ("epsilon covers only " + "; ".join(covered) + ". Users of stages trained without DP "
                              "(e.g. the public pretrain group) are NOT covered by this guarantee")
-        details["randomness"] = ("the sampling and noise were seeded for reproducibility: the guarantee assumes "
-                                 "that seed stays secret (Opacus' secure_mode with a cryptographic RNG removes "
-                                 "that assumption at the cost of reproducibility)")
+        details["randomness"] = randomness_note(accounts)
         return ProbeResult(status="pass", metrics=metrics, details=details)
 
 
@@ -89,3 +87,17 @@ def adjacency_of(account: Mapping[str, Any]) -> str:
     sampling without replacement) or ``add/remove`` (DP-SGD with Poisson sampling)."""
     text = f"{account.get('mechanism', '')} {account.get('accountant', '')}".lower()
     return "replace-one" if "replace-one" in text or "rdp-wor" in text else "add/remove"
+
+
+def randomness_note(accounts: list[dict[str, Any]]) -> str:
+    """What the guarantee assumes about the training randomness: nothing when every account
+    drew its sampling and noise from a cryptographic RNG (``randomness: secure``), else that
+    the seed of the seeded ones stays secret (accounts from before the field count as seeded)."""
+    seeded = [a for a in accounts if a.get("randomness", "seeded") != "secure"]
+    if not seeded:
+        return ("the sampling and noise came from a cryptographic RNG (Opacus secure_mode): the guarantee does "
+                "not rest on a secret seed")
+    stages = ", ".join(repr(a.get("stage")) for a in seeded if a.get("stage")) or "the DP training"
+    return (f"the sampling and noise of {stages} were seeded for reproducibility: the guarantee assumes that "
+            "seed stays secret (the dp variant's secure_mode: true draws them from a cryptographic RNG instead, "
+            "at the cost of reproducibility; it needs the torchcsprng package)")

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 
 import copy
+import os
+import sys
+import types
 import warnings
 
 import numpy as np
@@ -141,3 +144,37 @@ def test_two_privacy_trainers_on_one_recommender_are_refused(tiny_dataset, tmp_p
     recipe = DPVariant(DPConfig(epsilon=1)).modify_recipe(tiny_recipe(), ctx)
     with pytest.raises(ConfigError, match="one privacy variant"):
         FederatedVariant(FederatedConfig(clients=2, clients_per_round=1)).modify_recipe(recipe, ctx)
+
+
+def test_secure_mode_without_torchcsprng_is_a_config_error_naming_the_package(monkeypatch):
+    """Opacus 1.6's secure_mode needs torchcsprng: without it the option is refused at config time."""
+    monkeypatch.setitem(sys.modules, "torchcsprng", None)  # import fails as when it is not installed
+    with pytest.raises(ConfigError, match="secure_mode needs the 'torchcsprng' package"):
+        validate_config(DPConfig, {"epsilon": 1, "secure_mode": True}, "recommenders.x: variant 'dp'")
+
+
+def test_secure_mode_only_enters_the_cache_key_when_on(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchcsprng", types.ModuleType("torchcsprng"))
+    ctx = BuildContext(tiny_dataset, tmp_path)
+    seeded = DPVariant(DPConfig(epsilon=1)).modify_recipe(tiny_recipe(), ctx).stages[1]
+    secure = DPVariant(DPConfig(epsilon=1, secure_mode=True)).modify_recipe(tiny_recipe(), ctx).stages[1]
+    assert seeded.option("secure_mode") is None and secure.option("secure_mode") is True
+
+
+def test_secure_mode_draws_noise_and_sampling_from_the_secure_rng_not_the_seed(tiny_reference, tiny_dataset,
+                                                                              monkeypatch):
+    """With secure_mode Opacus takes its generator from torchcsprng and the run seed no longer
+    decides the noise: two runs with one seed differ, and the account says "secure". torchcsprng
+    has no build for this torch, so a stand-in module hands Opacus an os.urandom-seeded generator
+    (the wiring under test is ours: secure_mode reaches PrivacyEngine and no seeded generator does)."""
+    stand_in = types.ModuleType("torchcsprng")
+    stand_in.create_random_device_generator = (  # type: ignore[attr-defined]
+        lambda path: torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")))
+    monkeypatch.setitem(sys.modules, "torchcsprng", stand_in)
+    a, summary = _train(tiny_reference, tiny_dataset, _stage(epochs=1, secure_mode=True), seed=3)
+    b, _ = _train(tiny_reference, tiny_dataset, _stage(epochs=1, secure_mode=True), seed=3)
+    assert summary["privacy"]["randomness"] == "secure"
+    pa, pb = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b))
+    assert not torch.equal(pa, pb)
+    _, seeded = _train(tiny_reference, tiny_dataset, _stage(epochs=1), seed=3)
+    assert seeded["privacy"]["randomness"] == "seeded"

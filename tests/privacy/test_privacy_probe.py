@@ -89,3 +89,16 @@ def test_says_which_users_epsilon_covers_its_adjacency_and_the_secret_seed(tiny_
     fed = dict(_account(8.0), accountant="rdp-wor (dp-accounting RdpAccountant, replace-one)")
     fed_result = _run(Trained([{"name": "finetune", "summary": {"trainer": "federated", "privacy": fed}}]), tiny_dataset)
     assert fed_result.details["adjacency"] == "replace-one"
+
+
+def test_the_secret_seed_caveat_is_dropped_only_when_every_stage_used_the_secure_rng(tiny_dataset):
+    """Issue 14: a secure-RNG run (Opacus secure_mode) does not rest on a secret seed; a seeded
+    one does, and the note names the seeded stage and how to turn secure mode on."""
+    secure = dict(_account(3.9), randomness="secure")
+    result = _run(Trained([{"name": "finetune", "summary": {"trainer": "dp", "privacy": secure}}]), tiny_dataset)
+    assert "does not rest on a secret seed" in result.details["randomness"]
+    assert "assumes" not in result.details["randomness"]
+    mixed = Trained([{"name": "a", "summary": {"trainer": "dp", "privacy": secure}},
+                     {"name": "b", "summary": {"trainer": "dp", "privacy": _account(1.0)}}])
+    note = _run(mixed, tiny_dataset).details["randomness"]
+    assert "assumes that seed stays secret" in note and "'b'" in note and "'a'" not in note and "secure_mode: true" in note
