@@ -3,9 +3,10 @@
 Two mechanisms, two accountants:
 
 - **DP-SGD** (Opacus): Poisson-subsampled Gaussian mechanism over *users* (add/remove one
-  user's whole history). Calibrated and accounted with Opacus's PRV accountant, falling
-  back to its RDP accountant where PRV fails (it can at large epsilon or extreme sampling
-  rates). :func:`calibrate_dp_sgd` returns the noise multiplier for a target epsilon and
+  user's whole history). Calibrated and accounted with Opacus's PRV accountant (searched
+  down from the RDP noise, never on a grid beyond :data:`PRV_MAX_POINTS`), falling back to its
+  RDP accountant only where PRV's grid is too large even at the RDP noise or PRV fails (large
+  epsilon, extreme sampling rates). :func:`calibrate_dp_sgd` returns the noise multiplier for a target epsilon and
   the epsilon that noise actually buys (never above the target).
 - **Federated + central DP** (Flower's server-side fixed clipping): each round the server
   samples a fixed number ``m`` of the ``N`` clients without replacement, clips every
@@ -119,25 +120,78 @@ def prv_domain_points(noise_multiplier: float, sample_rate: float, steps: int, d
     return float(2 * half_width / mesh)
 
 
-def choose_accountant(target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                      preferred: Accountant = "prv") -> tuple[str, str]:
-    """(accountant, reason): PRV unless RDP is asked for, or PRV's grid at half the RDP
-    noise multiplier (the lowest noise its calibration search visits, roughly) would exceed
-    :data:`PRV_MAX_POINTS` -- the large-epsilon regime where PRV takes minutes or fails."""
+def rdp_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """Opacus's RDP calibration: the noise multiplier for ``target_epsilon`` (fast at any epsilon)."""
     from opacus.accountants.utils import get_noise_multiplier
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=steps, accountant="rdp"))
+
+
+def _prv_ruled_out(z_rdp: float, target_epsilon: float, delta: float, sample_rate: float, steps: int) -> str:
+    """Why PRV cannot be used ('' when it can): PRV is the tighter accountant, so its noise for
+    the target lies at or below RDP's and its grid is at least the one at the RDP noise."""
+    points = prv_domain_points(z_rdp, sample_rate, steps, delta)
+    if points > PRV_MAX_POINTS:
+        return (f"PRV not used at epsilon {target_epsilon}: its grid would need {points:.3g} points "
+                f"(> {PRV_MAX_POINTS:.0e}) even at the RDP noise; RDP accountant instead")
+    return ""
+
+
+def choose_accountant(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                      preferred: Accountant = "prv") -> tuple[str, str]:
+    """(accountant, reason): PRV unless RDP is asked for, or PRV's grid at the RDP noise
+    multiplier (more noise than PRV needs, so the smallest grid PRV could work on) would exceed
+    :data:`PRV_MAX_POINTS` -- the large-epsilon regime where PRV takes minutes or fails."""
     if preferred == "rdp":
         return "rdp", ""
     _check_target(target_epsilon, delta, sample_rate, steps)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        z_rdp = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                           sample_rate=sample_rate, steps=steps, accountant="rdp"))
-        points = prv_domain_points(0.5 * z_rdp, sample_rate, steps, delta)
-    if points > PRV_MAX_POINTS:
-        return "rdp", (f"PRV not used at epsilon {target_epsilon}: its grid would need {points:.3g} points "
-                       f"(> {PRV_MAX_POINTS:.0e}); RDP accountant instead")
-    return "prv", ""
+    reason = _prv_ruled_out(rdp_noise(target_epsilon, delta, sample_rate, steps), target_epsilon, delta,
+                            sample_rate, steps)
+    return ("rdp", reason) if reason else ("prv", "")
+
+
+def prv_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int, z_rdp: float,
+              tolerance: float = 0.01) -> tuple[float, float]:
+    """(noise multiplier, PRV epsilon): the smallest noise (to ``tolerance`` in epsilon, Opacus's
+    default) whose PRV epsilon is at most ``target_epsilon``, searched from the RDP noise
+    ``z_rdp`` downwards. Unlike Opacus's search (which starts at noise 20 and halves, visiting
+    noise levels near half the answer), it never evaluates PRV where its grid would exceed
+    :data:`PRV_MAX_POINTS`: such a level counts as too little noise, so the answer is at worst a
+    little noisier than needed, never an RDP fallback."""
+    def eps_at(z: float) -> float:
+        return dp_sgd_epsilon(z, sample_rate, steps, delta, "prv")
+
+    hi = z_rdp
+    eps_hi = eps_at(hi)
+    for _ in range(20):  # PRV's 0.01 error margin can put it above RDP at tiny epsilon
+        if eps_hi <= target_epsilon:
+            break
+        hi *= 1.25
+        eps_hi = eps_at(hi)
+    else:
+        raise ValueError(f"PRV epsilon stays above {target_epsilon} up to noise {hi:.4g}")
+    lo = hi / 2
+    while prv_domain_points(lo, sample_rate, steps, delta) <= PRV_MAX_POINTS:
+        eps_lo = eps_at(lo)
+        if eps_lo > target_epsilon:
+            break
+        hi, eps_hi, lo = lo, eps_lo, lo / 2
+    while target_epsilon - eps_hi > tolerance and hi - lo > 1e-4 * hi:
+        mid = (lo + hi) / 2
+        if prv_domain_points(mid, sample_rate, steps, delta) > PRV_MAX_POINTS:
+            lo = mid
+            continue
+        eps_mid = eps_at(mid)
+        if eps_mid <= target_epsilon:
+            hi, eps_hi = mid, eps_mid
+        else:
+            lo = mid
+    if not math.isfinite(eps_hi):
+        raise ValueError(f"prv returned epsilon {eps_hi}")
+    return hi, eps_hi
 
 
 def calibrate_dp_sgd(target_epsilon: float, delta: float, sample_rate: float, steps: int,
@@ -145,27 +199,22 @@ def calibrate_dp_sgd(target_epsilon: float, delta: float, sample_rate: float, st
     """Smallest noise multiplier (to Opacus's tolerance 0.01 in epsilon) whose accounted
     epsilon is at most ``target_epsilon`` after ``steps`` steps at ``sample_rate``.
 
-    PRV (tighter) unless :func:`choose_accountant` rules it out; RDP if PRV raises or its
-    answer is not finite."""
-    from opacus.accountants.utils import get_noise_multiplier
-
+    PRV (tighter, :func:`prv_noise`) unless RDP is asked for or PRV's grid is too large even at
+    the RDP noise (:func:`choose_accountant`); RDP if PRV raises or its answer is not finite."""
     _check_target(target_epsilon, delta, sample_rate, steps)
-    first, reason = choose_accountant(target_epsilon, delta, sample_rate, steps, accountant)
-    order = [first] + (["rdp"] if first == "prv" else [])
-    for name in order:
+    try:
+        z_rdp = rdp_noise(target_epsilon, delta, sample_rate, steps)
+    except (ValueError, RuntimeError, OverflowError, FloatingPointError) as exc:
+        raise ConfigError(f"cannot reach epsilon {target_epsilon} at delta {delta} with sample rate "
+                          f"{sample_rate:.4g} over {steps} steps ({exc}); raise epsilon or lower the steps") from None
+    reason = "" if accountant == "rdp" else _prv_ruled_out(z_rdp, target_epsilon, delta, sample_rate, steps)
+    if accountant == "prv" and not reason:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                z = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                               sample_rate=sample_rate, steps=steps, accountant=name))
-            eps = dp_sgd_epsilon(z, sample_rate, steps, delta, name)  # type: ignore[arg-type]
-            if not math.isfinite(eps):
-                raise ValueError(f"{name} returned epsilon {eps}")
-            return Calibration(z, eps, name, reason)
+            z, eps = prv_noise(target_epsilon, delta, sample_rate, steps, z_rdp)
+            return Calibration(z, eps, "prv", "")
         except (ValueError, RuntimeError, OverflowError, FloatingPointError, MemoryError) as exc:
-            reason = f"{name} failed: {type(exc).__name__}: {exc}"
-    raise ConfigError(f"cannot reach epsilon {target_epsilon} at delta {delta} with sample rate "
-                      f"{sample_rate:.4g} over {steps} steps ({reason}); raise epsilon or lower the steps")
+            reason = f"prv failed: {type(exc).__name__}: {exc}"
+    return Calibration(z_rdp, dp_sgd_epsilon(z_rdp, sample_rate, steps, delta, "rdp"), "rdp", reason)
 
 
 def _check_target(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> None:

@@ -7,8 +7,8 @@ user's sliding windows), i.e. one clipped per-sample gradient per user per step.
 ``unit: example`` the records are the windows of one fixed draw instead (example-level DP,
 weaker, labelled as such in the account).
 
-Noise is calibrated for the target epsilon by ``PrivacyEngine.make_private_with_epsilon``
-with the PRV accountant, or with RDP where PRV fails; the epsilon reported is what the
+Noise is calibrated for the target epsilon by :func:`privacy.accounting.calibrate_dp_sgd`
+with the PRV accountant, or with RDP where PRV's grid is too large or it fails; the epsilon reported is what the
 accountant composed over the steps actually taken. Empty Poisson batches skip the forward
 pass but still take a noise-only optimiser step, so the accountant's step count matches the
 calibration. The pretrain stage is public and trained plainly (and cached); catalog title
@@ -39,7 +39,7 @@ from audit.reference.recipe import StageSpec, TrainingRecipe
 from audit.reference.trainers import TRAINERS, lr_lambda
 from audit.variants import BuildContext, Variant
 from privacy import per_sample  # noqa: F401  (registers the Conv1D grad sampler)
-from privacy.accounting import PrivacyAccount, choose_accountant, default_delta
+from privacy.accounting import PrivacyAccount, calibrate_dp_sgd, default_delta
 from privacy.finetune import private_finetune_recipe, stage_changes
 
 Unit = Literal["user", "example"]
@@ -130,29 +130,25 @@ def _one_window(data: StageData, user: str, rng: np.random.Generator) -> Example
 def make_private(model: GPT2LMHeadModel, optimizer: torch.optim.Optimizer, loader: DataLoader,
                  opts: DPOptions, epochs: int, delta: float, noise_seed: int,
                  ) -> tuple[PrivacyEngine, Any, Any, Any, str, str]:
-    """``make_private_with_epsilon`` with the PRV accountant, or RDP where PRV fails (or would
-    take minutes: :func:`privacy.accounting.choose_accountant`). Noise is drawn from a generator
-    seeded with ``noise_seed``, or with ``opts.secure_mode`` from Opacus' secure RNG (no seed).
+    """Opacus's ``make_private`` at the noise :func:`privacy.accounting.calibrate_dp_sgd` finds
+    for the target (PRV, or RDP where PRV's grid is too large or it fails). Noise is drawn from a
+    generator seeded with ``noise_seed``, or with ``opts.secure_mode`` from Opacus' secure RNG
+    (no seed).
 
     Returns (engine, module, optimizer, loader, accountant used, fallback reason)."""
     steps = epochs * len(loader)
-    first, reason = choose_accountant(opts.epsilon, delta, 1.0 / len(loader), steps, opts.accountant)
-    order = [first] + (["rdp"] if first == "prv" else [])
-    for name in order:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Opacus warns that secure RNG is off (seeded runs)
-                engine = PrivacyEngine(accountant=name, secure_mode=opts.secure_mode)
-                module, dp_opt, dp_loader = engine.make_private_with_epsilon(
-                    module=model, optimizer=optimizer, data_loader=loader, target_epsilon=opts.epsilon,
-                    target_delta=delta, epochs=epochs, max_grad_norm=opts.max_grad_norm,
-                    poisson_sampling=True, grad_sample_mode="hooks",
-                    noise_generator=None if opts.secure_mode else torch.Generator().manual_seed(noise_seed))
-            return engine, module, dp_opt, dp_loader, name, reason
-        except (ValueError, RuntimeError, OverflowError, FloatingPointError) as exc:
-            reason = f"{name} failed: {type(exc).__name__}: {exc}"
-    raise ConfigError(f"dp: cannot calibrate noise for epsilon {opts.epsilon} at delta {delta} "
-                      f"({reason}); raise epsilon, or lower epochs / batch size")
+    try:
+        cal = calibrate_dp_sgd(opts.epsilon, delta, 1.0 / len(loader), steps, opts.accountant)
+    except ConfigError as exc:
+        raise ConfigError(f"dp: {exc} (steps = epochs x private users / batch size)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus warns that secure RNG is off (seeded runs)
+        engine = PrivacyEngine(accountant=cal.accountant, secure_mode=opts.secure_mode)
+        module, dp_opt, dp_loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=cal.noise_multiplier,
+            max_grad_norm=opts.max_grad_norm, poisson_sampling=True, grad_sample_mode="hooks",
+            noise_generator=None if opts.secure_mode else torch.Generator().manual_seed(noise_seed))
+    return engine, module, dp_opt, dp_loader, cal.accountant, cal.fallback_reason
 
 
 def _accounted_epsilon(engine: PrivacyEngine, dp_opt: Any, delta: float, accountant: str,

@@ -18,6 +18,7 @@ from privacy.accounting import (
     dp_sgd_epsilon,
     federated_epsilon,
     prv_domain_points,
+    rdp_noise,
 )
 
 
@@ -53,7 +54,25 @@ def test_large_epsilon_falls_back_to_rdp_and_still_meets_the_target():
     cal = calibrate_dp_sgd(1000.0, 1e-3, 0.5, 10)
     assert cal.accountant == "rdp" and cal.fallback_reason
     assert cal.epsilon <= 1000.0
-    assert prv_domain_points(0.5 * cal.noise_multiplier, 0.5, 10, 1e-3) > PRV_MAX_POINTS
+    # too large even at the RDP noise, which is more than PRV would need
+    assert prv_domain_points(cal.noise_multiplier, 0.5, 10, 1e-3) > PRV_MAX_POINTS
+
+
+def test_prv_is_not_given_up_where_its_grid_at_the_answer_is_small():
+    """Issue 14: the old rule judged PRV by its grid at half the RDP noise (where Opacus's
+    search from noise 20 can wander) and fell back to RDP here, though PRV's grid at its own
+    answer is well within bounds (about a second per evaluation). The search now starts at the
+    RDP noise and never visits a grid beyond PRV_MAX_POINTS, so PRV is kept, with less noise."""
+    args = (64.0, 1e-5, 0.001, 10)
+    z_rdp = rdp_noise(*args)
+    assert prv_domain_points(0.5 * z_rdp, 0.001, 10, 1e-5) > PRV_MAX_POINTS  # what the old rule looked at
+    assert choose_accountant(*args) == ("prv", "")
+    cal = calibrate_dp_sgd(*args)
+    assert cal.accountant == "prv" and not cal.fallback_reason
+    assert 64.0 - 0.05 < cal.epsilon <= 64.0
+    assert cal.noise_multiplier < z_rdp
+    assert prv_domain_points(cal.noise_multiplier, 0.001, 10, 1e-5) <= PRV_MAX_POINTS
+    assert dp_sgd_epsilon(cal.noise_multiplier, 0.001, 10, 1e-5, "prv") == pytest.approx(cal.epsilon)
 
 
 def test_rdp_is_used_when_asked():
