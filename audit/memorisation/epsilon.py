@@ -13,6 +13,12 @@ Two auditors, both at significance ``alpha`` (default 0.05):
   Clopper-Pearson upper bounds FPR+ and FNR+ (each at alpha / 2),
   eps >= max(log((1 - delta - FPR+) / FNR+), log((1 - delta - FNR+) / FPR+)).
 
+A canary inserted ``group_size`` times (the canaries variant's ``audit_repetitions``) is a
+group of records: the audit then bounds the group's epsilon, and :func:`group_epsilon` turns
+it into a per-record bound by group privacy ((eps, delta)-DP per record implies
+(k eps, k e^((k-1) eps) delta)-DP for k records): the group bound divided by k at delta 0,
+a little less at delta > 0.
+
 Choosing ``k_pos``/``k_neg`` or the threshold on the very scores the bound is computed
 from inflates it. :func:`audit_epsilon` therefore either chooses them on a seeded half of
 the canaries and bounds on the other half (``selection="split"``, the default) or searches
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from scipy import stats
@@ -140,6 +146,36 @@ def candidate_thresholds(scores: np.ndarray) -> np.ndarray:
     return np.concatenate([np.unique(np.asarray(scores, dtype=float)), [np.inf]])
 
 
+# -- groups of records (a canary inserted several times) ------------------------------------
+def group_epsilon(group_bound: Callable[[float], float], group_size: int, delta: float) -> float:
+    """Per-record epsilon lower bound from an audit whose unit is a group of ``group_size`` records.
+
+    ``group_bound(d)``: the largest group epsilon the audit refutes at group delta ``d``
+    (non-increasing in ``d``). A per-record (eps, delta) implies the group's
+    (k eps, min(1, k e^((k-1) eps) delta)), so eps is refuted when k eps is at most
+    ``group_bound`` at that group delta; the largest such eps is found by bisection
+    (exactly ``group_bound(0) / k`` at delta 0)."""
+    k = int(group_size)
+    if k < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if k == 1:
+        return group_bound(delta)
+    if delta == 0:
+        return group_bound(0.0) / k
+
+    def refuted(eps: float) -> bool:
+        return k * eps <= group_bound(min(1.0, k * math.exp(min((k - 1) * eps, 700.0)) * delta))
+
+    hi = group_bound(min(1.0, k * delta)) / k  # the group delta only grows with eps
+    if hi <= 0 or refuted(hi):
+        return max(hi, 0.0)
+    lo = 0.0
+    for _ in range(_BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if refuted(mid) else (lo, mid)
+    return lo
+
+
 # -- the audit with an honest choice of thresholds ----------------------------------------
 @dataclass(frozen=True)
 class EpsilonAudit:
@@ -206,13 +242,15 @@ def _best_clopper_pearson(scores: np.ndarray, included: np.ndarray, delta: float
 
 def audit_epsilon(scores: Sequence[float] | np.ndarray, included: Sequence[bool] | np.ndarray, *,
                   delta: float = 0.0, alpha: float = DEFAULT_ALPHA, selection: Selection = "split",
-                  seed: int = 0, shares: Sequence[float] = GUESS_SHARES) -> EpsilonAudit:
+                  seed: int = 0, shares: Sequence[float] = GUESS_SHARES, group_size: int = 1) -> EpsilonAudit:
     """One-run and Clopper-Pearson epsilon lower bounds from canary scores (higher = included).
 
     ``included[i]`` says whether canary i was inserted into training (each with probability
     1/2 for the one-run bound to hold). ``selection``: ``"split"`` chooses the guess shares
     and the threshold on a seeded half and bounds on the other half; ``"bonferroni"``
     searches all options on all canaries at ``alpha`` divided by the number of options.
+    ``group_size``: records per canary (copies inserted); both bounds are then per record
+    (:func:`group_epsilon`).
     """
     s, y = checked_scores(scores, included, "canary")
     m = int(s.size)
@@ -223,8 +261,13 @@ def audit_epsilon(scores: Sequence[float] | np.ndarray, included: Sequence[bool]
         thresholds = candidate_thresholds(s)
         eps1, share1, (r, v) = _best_one_run(s, y, shares, delta, alpha / len(options))
         eps_cp, thr = _best_clopper_pearson(s, y, delta, alpha / len(thresholds))
+        if group_size > 1:
+            eps1 = group_epsilon(lambda d: _best_one_run(s, y, shares, d, alpha / len(options))[0],
+                                 group_size, delta)
+            eps_cp = group_epsilon(lambda d: _best_clopper_pearson(s, y, d, alpha / len(thresholds))[0],
+                                   group_size, delta)
         return EpsilonAudit(eps1, eps_cp, m, {
-            "selection": "bonferroni", "alpha": alpha, "one_run_options": len(options),
+            "selection": "bonferroni", "alpha": alpha, "group_size": group_size, "one_run_options": len(options),
             "threshold_options": int(len(thresholds)), "guess_shares": list(share1),
             "guesses": r, "correct": v, "threshold": thr})
     if selection != "split":
@@ -241,10 +284,10 @@ def audit_epsilon(scores: Sequence[float] | np.ndarray, included: Sequence[bool]
     k_pos = min(mh, max(1, int(round(pos_share * mh))))
     k_neg = min(mh - k_pos, int(round(neg_share * mh)))
     r, v = one_run_counts(sh, yh, k_pos, k_neg)
-    eps1 = one_run_epsilon(mh, r, v, delta=delta, alpha=alpha)
     tp, fn, fp, tn = confusion_at(sh, yh, thr)
-    eps_cp = clopper_pearson_epsilon(tp, fn, fp, tn, delta=delta, alpha=alpha)
+    eps1 = group_epsilon(lambda d: one_run_epsilon(mh, r, v, delta=d, alpha=alpha), group_size, delta)
+    eps_cp = group_epsilon(lambda d: clopper_pearson_epsilon(tp, fn, fp, tn, delta=d, alpha=alpha), group_size, delta)
     return EpsilonAudit(eps1, eps_cp, mh, {
-        "selection": "split", "alpha": alpha, "delta": delta, "chosen_on": int(pick.size),
+        "selection": "split", "alpha": alpha, "delta": delta, "group_size": group_size, "chosen_on": int(pick.size),
         "bounded_on": mh, "guess_shares": [pos_share, neg_share], "guesses": r, "correct": v,
         "threshold": thr, "confusion": {"tp": tp, "fn": fn, "fp": fp, "tn": tn}})

@@ -20,7 +20,9 @@ log-perplexity (mean NLL per item token, see :mod:`audit.memorisation.sequences`
 - ``epsilon_lb_one_run`` (Steinke, Nasr, Jagielski 2023) and ``epsilon_lb_clopper_pearson``
   (Jagielski et al. 2020; HEURISTIC here: canaries from one run are not independent trials,
   so it is declared as context, not set against the accounted epsilon), at the DP account's
-  delta by default, from the audit canaries (each inserted with probability 1/2),
+  delta by default, from the audit canaries (each inserted with probability 1/2; one inserted
+  ``audit_repetitions`` > 1 times is a group of records, and the bounds are per record by group
+  privacy, i.e. divided by the group size at delta 0: ``details["epsilon_group"]``),
   guess rules chosen on a seeded half of them and the bound computed on the other half
   (``selection: split``) or a Bonferroni correction over all rules (n = canaries bounded,
   no CI: each is already a one-sided 95% bound);
@@ -186,7 +188,8 @@ class CanaryExposureProbe(Probe):
             delta = cfg.delta if cfg.delta is not None else (acc_delta if acc_delta is not None else 0.0)
             details["epsilon_delta"] = {"delta": delta, "source": "config" if cfg.delta is not None else
                                         ("the DP account" if acc_delta is not None else "no DP account: 0")}
-            self._epsilon(audit_set, aud_ppl, cfg, delta, seed, metrics, details)
+            self._epsilon(audit_set, aud_ppl, cfg, delta, seed, metrics, details,
+                          group_size=int(canaries.get("audit_repetitions", 1) or 1))
         details["accounted_epsilon"] = accounted_epsilon(rec)
         self._record(ctx, exposure_set, audit_set, refs, scored, ppl, path)
         return ProbeResult(status="pass", metrics=metrics, details=details)
@@ -223,11 +226,16 @@ class CanaryExposureProbe(Probe):
 
     @staticmethod
     def _epsilon(audit_set: list[dict[str, Any]], aud_ppl: np.ndarray, cfg: CanaryConfig, delta: float,
-                 seed: int, metrics: dict[str, Metric], details: dict[str, Any]) -> None:
+                 seed: int, metrics: dict[str, Metric], details: dict[str, Any], group_size: int = 1) -> None:
         included = np.array([bool(c["included"]) for c in audit_set])
         score = -aud_ppl  # lower perplexity = guessed "included"
         result = audit_epsilon(score, included, delta=delta, alpha=cfg.alpha, selection=cfg.selection,
-                               seed=seed)
+                               seed=seed, group_size=group_size)
+        if group_size > 1:
+            details["epsilon_group"] = (f"each audit canary was inserted {group_size} times, so the audit bounds the "
+                                        f"epsilon of a group of {group_size} records; the bounds are per record by "
+                                        f"group privacy (the group bound / {group_size} at delta 0, a little less "
+                                        "at delta > 0)")
         metrics["epsilon_lb_one_run"] = Metric(result.one_run, n=result.m, ci=None, unit="canaries").declare(
             SPECS["epsilon_lb"])
         metrics["epsilon_lb_clopper_pearson"] = Metric(result.clopper_pearson, n=result.m, ci=None,

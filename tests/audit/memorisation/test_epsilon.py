@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audit.memorisation.epsilon import (audit_epsilon, clopper_pearson_epsilon, clopper_pearson_upper,
+from audit.memorisation.epsilon import (audit_epsilon, clopper_pearson_epsilon, clopper_pearson_upper, group_epsilon,
                                         one_run_counts, one_run_epsilon, one_run_guesses, one_run_p_value)
 
 
@@ -122,3 +122,38 @@ def test_the_vectorised_threshold_search_equals_the_scalar_bound_at_every_thresh
     eps, thr = _best_clopper_pearson(scores, included, 0.0, 0.05)
     assert eps == pytest.approx(best) and eps > 0
     assert clopper_pearson_epsilon(*confusion_at(scores, included, thr), alpha=0.05) == pytest.approx(eps)
+
+
+def test_a_group_bound_is_divided_by_the_group_size_at_delta_zero():
+    """Issue 14: a canary inserted k times audits a group of k records; per record, epsilon is
+    the group's divided by k (group privacy), not the group's figure itself."""
+    bound = lambda d: one_run_epsilon(200, 60, 55, delta=d)  # noqa: E731
+    assert bound(0.0) > 1.0
+    assert group_epsilon(bound, 1, 0.0) == bound(0.0)
+    assert group_epsilon(bound, 4, 0.0) == pytest.approx(bound(0.0) / 4)
+
+
+def test_with_delta_the_group_delta_grows_and_the_per_record_bound_is_smaller_still():
+    k, delta = 4, 1e-4
+    bound = lambda d: one_run_epsilon(200, 60, 55, delta=d)  # noqa: E731
+    eps = group_epsilon(bound, k, delta)
+    assert 0 < eps <= bound(delta) / k
+    # the bound refutes the group's (k eps, k e^((k-1) eps) delta) that a per-record eps implies ...
+    assert k * eps <= bound(k * math.exp((k - 1) * eps) * delta) + 1e-9
+    # ... and not for noticeably larger eps
+    bigger = eps * 1.01
+    assert k * bigger > bound(k * math.exp((k - 1) * bigger) * delta)
+
+
+def test_audit_epsilon_reports_per_record_bounds_for_grouped_canaries():
+    rng = np.random.default_rng(0)
+    included = rng.random(400) < 0.5
+    scores = included * 3.0 + rng.normal(size=400)
+    single = audit_epsilon(scores, included, seed=1)
+    grouped = audit_epsilon(scores, included, seed=1, group_size=4)
+    assert single.one_run > 1.0 and single.clopper_pearson > 1.0
+    assert grouped.one_run == pytest.approx(single.one_run / 4)
+    assert grouped.clopper_pearson == pytest.approx(single.clopper_pearson / 4)
+    assert grouped.details["group_size"] == 4
+    both = audit_epsilon(scores, included, selection="bonferroni", group_size=2)
+    assert both.one_run == pytest.approx(audit_epsilon(scores, included, selection="bonferroni").one_run / 2)

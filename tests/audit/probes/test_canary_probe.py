@@ -95,3 +95,22 @@ def test_epsilon_bound_uses_the_accounts_delta_and_clopper_pearson_is_labelled_h
     assert cp.spec is not None and cp.spec.direction is None and "HEURISTIC" in cp.spec.meaning
     plain, _ = run_probe(SequenceMemoryModel(tiny_dataset, manifest, strength=2.0), tiny_dataset, references=100)
     assert plain.details["epsilon_delta"] == {"delta": 0.0, "source": "no DP account: 0"}
+
+
+def test_audit_canaries_inserted_several_times_bound_epsilon_per_record(tiny_dataset):
+    """Issue 14: with audit_repetitions = 4 each audit canary is a group of 4 records; the probe
+    reports the per-record bound (the group's / 4 at delta 0), not the group's."""
+    options = dict(repetitions=(1,), per_repetition=2, length=8, audit_canaries=200, seed=3)
+    grouped_manifest = canary_manifest(tiny_dataset, audit_repetitions=4, **options)
+    single_manifest = canary_manifest(tiny_dataset, audit_repetitions=1, **options)
+    grouped, _ = run_probe(SequenceMemoryModel(tiny_dataset, grouped_manifest, strength=2.0), tiny_dataset,
+                           references=100)
+    single, _ = run_probe(SequenceMemoryModel(tiny_dataset, single_manifest, strength=2.0), tiny_dataset,
+                          references=100)
+    one = single.metrics["epsilon_lb_one_run"].value
+    assert one > 0.5
+    assert grouped.metrics["epsilon_lb_one_run"].value == pytest.approx(one / 4)
+    assert grouped.metrics["epsilon_lb_clopper_pearson"].value == pytest.approx(
+        single.metrics["epsilon_lb_clopper_pearson"].value / 4)
+    assert "group of 4 records" in grouped.details["epsilon_group"]
+    assert "epsilon_group" not in single.details
