@@ -20,6 +20,11 @@ Metrics (all over users, with bootstrap CIs; ``S`` = attribute-set name such as
   non-sensitive attribute unrelated to the data (``preferred viewing time`` = morning |
   evening): ``snsr_m_placebo`` shows how much SNSR arises from changing the prompt at all,
   and ``snsr_excess_m_S`` = SNSR(S) - SNSR(placebo) with a paired bootstrap CI over users;
+- ``sim_m_C``, ``snsr_m_S``, ``snsv_m_S`` (CIs, no p-values: the same tests as the paper's
+  measures, kept out of the Holm family) also for ``m`` in serpnb | pragnb: SERP* and PRAG* as
+  the FaiRLLM authors' notebook computes them (differently normalised: identical K = 10 lists
+  score 0.2955 in its SERP*; PRAG* differs on short or duplicate lists; see
+  :mod:`audit.fairness.metrics`), only to set recaudit's figures beside published tables;
 - ``hr_C`` / ``ndcg_C`` and ``hr_neutral`` / ``ndcg_neutral``: HR@k / NDCG@k of each
   list against the user's held-out item (true-preference alignment);
 - ``hr_group_S=V`` and ``hr_gap_S`` (also ``ndcg_*``): utility of the neutral list by the
@@ -40,7 +45,7 @@ from tqdm.auto import tqdm
 
 from audit.fairness.attributes import (NEUTRAL, AttributeSet, check_attribute_sets, coerce_attribute_sets,
                                       resolve_attribute_sets)
-from audit.fairness.metrics import SIMILARITIES, top_k
+from audit.fairness.metrics import NOTEBOOK_SIMILARITIES, SIMILARITIES, top_k
 from audit.fairness.sensitivity import group_gap, holm, mean_with_ci, sensitivity, snsr_excess
 from audit.interface import RecRequest, Recommender
 from audit.metrics import hit_at_k, ndcg_at_k, rank_in_list
@@ -75,6 +80,16 @@ SPECS: dict[str, MetricSpec] = {
     "hr_": MetricSpec(direction="higher", range=(0.0, 1.0), unit="share of users", meaning="HR@k of the lists"),
     "ndcg_": MetricSpec(direction="higher", range=(0.0, 1.0), unit="NDCG", meaning="NDCG@k of the lists"),
 }
+#: the FaiRLLM-notebook-compatible values (not the paper's formulas; SERP* unbounded with repeated items)
+for _m, _what in (("serpnb", "SERP*@K as the FaiRLLM notebook computes it (identical K=10 lists: 0.2955)"),
+                  ("pragnb", "PRAG*@K as the FaiRLLM notebook computes it (pairs of the counterfactual list only)")):
+    _hi = None if _m == "serpnb" else 1.0
+    SPECS[f"sim_{_m}_"] = MetricSpec(direction="higher", range=(0.0, _hi), unit="similarity (notebook)",
+                                     meaning=f"mean {_what}, to the neutral list; for comparison with published tables")
+    SPECS[f"snsr_{_m}_"] = MetricSpec(direction="lower", range=(0.0, _hi), chance=0.0, unit="similarity (notebook)",
+                                      meaning=f"max - min over the set's values of {_what}")
+    SPECS[f"snsv_{_m}_"] = MetricSpec(direction="lower", range=(0.0, None), chance=0.0, unit="similarity (notebook)",
+                                      meaning=f"population std over the set's values of {_what}")
 
 
 def _declare(metrics: dict[str, Metric]) -> None:
@@ -177,7 +192,9 @@ class CounterfactualFairnessProbe(Probe):
             "k": cfg.k, "users": len(users), "conditions": list(conditions),
             "users_left_out_failed_requests": asked - len(users),
             "matching": "normalised titles (audit.parsing.normalize_title), lists cut to k and de-duplicated",
-            "similarities": {"jaccard": "Jaccard@K", "serp": "SERP*@K", "prag": "PRAG*@K"},
+            "similarities": {"jaccard": "Jaccard@K", "serp": "SERP*@K", "prag": "PRAG*@K",
+                             "serpnb": "SERP*@K as the FaiRLLM notebook computes it (identical K=10 lists: 0.2955)",
+                             "pragnb": "PRAG*@K as the FaiRLLM notebook computes it (pairs of x only, no de-dup)"},
             "empty_lists": {c: sum(1 for u in users if not lists[c][u]) for c in conditions},
             "sets": {},
         }
@@ -245,11 +262,29 @@ class CounterfactualFairnessProbe(Probe):
             out["snsr"][mname] = {**sens.snsr.to_json(), "p_value": sens.p_value,
                                   "permutations": sens.permutations}
             out["snsv"][mname] = {**sens.snsv.to_json(), "p_value": sens.p_value_snsv}
+        out["notebook"] = self._notebook_values(conds, lists, users, cfg, seed, s.name, metrics)
         out["alignment"] = {
             "hr": {c: metrics[f"hr_{c}"].to_json() for c in [NEUTRAL, *conds]},
             "ndcg": {c: metrics[f"ndcg_{c}"].to_json() for c in [NEUTRAL, *conds]},
         }
         out["group_utility"] = self._group_utility(s, lists, hits, users, ctx, cfg, seed, metrics)
+        return out
+
+    @staticmethod
+    def _notebook_values(conds: list[str], lists: dict[str, dict[str, list[str]]], users: list[str],
+                         cfg: FairnessConfig, seed: int, set_name: str, metrics: dict[str, Metric]) -> dict[str, Any]:
+        """The FaiRLLM-notebook-compatible SERP*/PRAG* (``serpnb``/``pragnb``): per-value similarity
+        and SNSR/SNSV with CIs, no p-values (same hypotheses as the paper's measures)."""
+        out: dict[str, Any] = {}
+        for mname, fn in NOTEBOOK_SIMILARITIES.items():
+            matrix = np.array([[fn(lists[c][u], lists[NEUTRAL][u], cfg.k) for c in conds] for u in users],
+                              dtype=float)
+            for j, c in enumerate(conds):
+                metrics[f"sim_{mname}_{c}"] = mean_with_ci(matrix[:, j], seed=seed, n_resamples=cfg.bootstrap)
+            sens = sensitivity(matrix, seed=seed, n_resamples=cfg.bootstrap, permutations=0)
+            metrics[f"snsr_{mname}_{set_name}"] = sens.snsr
+            metrics[f"snsv_{mname}_{set_name}"] = sens.snsv
+            out[mname] = {"snsr": sens.snsr.to_json(), "snsv": sens.snsv.to_json()}
         return out
 
     @staticmethod

@@ -17,7 +17,7 @@ from audit.cli import main
 from audit.config import validate_config
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
-from audit.fairness.metrics import jaccard_at_k
+from audit.fairness.metrics import jaccard_at_k, serp_star_notebook_at_k
 from audit.interface import RecRequest, Recommender
 from audit.parsing import normalize_title
 from audit.probes.base import OutputRecorder, ProbeContext
@@ -314,3 +314,26 @@ def test_placebo_control_separates_gender_sensitivity_from_prompt_sensitivity(ti
     assert pm["snsr_jaccard_gender"].ci[0] > 0.1  # looks gender-sensitive on its own ...
     lo, hi = pm["snsr_excess_jaccard_gender"].ci
     assert lo <= 0.0 <= hi  # ... but no more than the placebo
+
+
+def test_notebook_compatible_serp_and_prag_are_reported_beside_the_papers(tiny_dataset: Dataset) -> None:
+    """Issue 14: the FaiRLLM notebook's SERP*/PRAG* come as separately named, declared metrics
+    (identical K = 10 lists: 0.2955 in its SERP*, 1 in the paper's); they add no p-values, so
+    the Holm family is the paper's measures' alone."""
+    result, recorder = run_probe(GenderStereotyped(tiny_dataset), tiny_dataset, attributes=[["gender"]], k=10)
+    m = result.metrics
+    assert m["sim_serp_gender=M"].value == 1.0
+    assert m["sim_serpnb_gender=M"].value == pytest.approx(13 / 44)
+    assert m["sim_pragnb_gender=M"].value == 1.0
+    # recomputed from the recorded lists with the notebook's formula
+    lists: dict[str, dict[str, list[str]]] = {}
+    for rec in recorder.records:
+        lists.setdefault(rec["condition"], {})[rec["user"]] = [normalize_title(t) for t in rec["parsed"]]
+    expected = np.mean([serp_star_notebook_at_k(lists["gender=F"][u], lists["neutral"][u], 10) for u in lists["neutral"]])
+    assert m["sim_serpnb_gender=F"].value == pytest.approx(expected)
+    assert m["snsr_serpnb_gender"].value == pytest.approx(13 / 44 - expected)
+    assert m["snsr_serpnb_gender"].ci[0] > 0 and m["snsr_pragnb_gender"].value > 0
+    for name in ("sim_serpnb_gender=F", "snsr_serpnb_gender", "snsv_pragnb_gender"):
+        assert m[name].spec is not None and "notebook" in m[name].spec.meaning
+    assert not [n for n in m if n.startswith("pvalue_") and "nb_" in n]
+    assert "serpnb" in result.details["similarities"] and "notebook" in result.details["sets"]["gender"]
