@@ -259,6 +259,45 @@ def info_number(report: Report, recommender: str, field: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+#: a text detail longer than this is a statement (what a figure covers or assumes), not a label
+STATEMENT_MIN_CHARS = 40
+
+
+def statements(results: Sequence[ResultRow]) -> pd.DataFrame:
+    """Top-level text ``details`` that read as sentences (which users a privacy epsilon covers,
+    its adjacency, the assumptions a figure rests on, heuristic labels): one row per
+    recommender and key (columns recommender, key, text); short labels are left out, except
+    ``adjacency``. Empty without any."""
+    rows = [{"recommender": r.recommender, "key": key, "text": val}
+            for r in results for key, val in r.details.items()
+            if isinstance(val, str) and (len(val) >= STATEMENT_MIN_CHARS or key == "adjacency")]
+    return pd.DataFrame(rows, columns=["recommender", "key", "text"])
+
+
+def epsilon_adjacency(results: Sequence[ResultRow]) -> dict[str, str]:
+    """recommender -> the neighbouring relation its accounted ``epsilon`` is for
+    (``details["adjacency"]`` of a result with an ``epsilon`` metric: add/remove for DP-SGD,
+    replace-one for federated); a recommender with several lists them."""
+    out: dict[str, str] = {}
+    for r in results:
+        adjacency = r.details.get("adjacency")
+        if "epsilon" in r.metrics and adjacency:
+            text = adjacency if isinstance(adjacency, str) else " + ".join(map(str, adjacency))
+            out[r.recommender] = text if r.recommender not in out else f"{out[r.recommender]}, {text}"
+    return out
+
+
+def epsilon_axis_title(report: Report) -> str:
+    """"privacy budget ε" with each recommender's adjacency, so ε under different neighbouring
+    relations are not read as one scale (e.g. "(add/remove: a, b; replace-one: c)")."""
+    by_adjacency: dict[str, list[str]] = {}
+    for rec, adjacency in epsilon_adjacency(report.results).items():
+        by_adjacency.setdefault(adjacency, []).append(rec)
+    if not by_adjacency:
+        return "privacy budget ε (adjacency not recorded)"
+    return "privacy budget ε (" + "; ".join(f"{a}: {', '.join(recs)}" for a, recs in sorted(by_adjacency.items())) + ")"
+
+
 def axis_frame(report: Report, long: pd.DataFrame, field: str) -> pd.DataFrame:
     """Metrics of ``long`` with each recommender's ``field`` (e.g. epsilon) as column ``x``
     (NaN for recommenders without it: the undefended reference). Empty when no recommender

@@ -94,14 +94,15 @@ def _budget(report: Report, results: Sequence[ResultRow], long: pd.DataFrame):
                                title="Target exposure against attack budget")
 
 
-def _against(field: str, x_title: str):
+def _against(field: str, x_title: str | Callable[[Report], str]):
     def build(report: Report, results: Sequence[ResultRow], long: pd.DataFrame):
         frame = extract.axis_frame(report, long, field)
         frame = frame[frame["metric"].isin(_headline_metrics(results))]
         if frame.empty or frame["x"].notna().sum() == 0:
             return None
-        return charts.against_axis(frame, x_title=x_title,
-                                   title=f"{', '.join(frame['metric'].unique())} against {x_title} "
+        title = x_title(report) if callable(x_title) else x_title
+        return charts.against_axis(frame, x_title=title,
+                                   title=f"{', '.join(frame['metric'].unique())} against {title} "
                                          "(dashed: recommenders without it)")
     return build
 
@@ -120,7 +121,7 @@ RULES: tuple[ChartRule, ...] = (
     ChartRule("distances", _distances),
     ChartRule("histograms", _histograms),
     ChartRule("budget", _budget),
-    ChartRule("epsilon", _against("epsilon", "privacy budget ε")),
+    ChartRule("epsilon", _against("epsilon", extract.epsilon_axis_title)),
     ChartRule("attack budget", _against("budget", "attack budget")),
 )
 
@@ -140,6 +141,10 @@ def render(report: Report, probe: str) -> None:
     if measured:
         st.markdown("**Metrics** — value [95% CI] n")
         st.dataframe(metric_matrix(measured), key=f"metrics_{probe}")
+    notes = extract.statements(measured)
+    if not notes.empty:
+        st.markdown("**What the figures cover and assume**")
+        st.dataframe(notes, hide_index=True, key=f"statements_{probe}")
     long = extract.metrics_frame(measured)
     for rule in RULES:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -148,3 +149,28 @@ def test_every_chart_builder_produces_a_valid_vega_lite_spec(report) -> None:
     ]
     for chart in specs:
         chart.to_dict(validate=True)  # raises on an invalid spec
+
+
+def _privacy_row(rec: str, adjacency: str) -> ResultRow:
+    covers = "epsilon covers only the 377 users of stage 'finetune'. Users of stages trained without DP are NOT covered"
+    return ResultRow(recommender=rec, probe="privacy", status="pass", metrics={"epsilon": Metric(4.0, 377)},
+                     details={"covers": covers, "adjacency": adjacency, "privacy_unit": "user",
+                              "randomness": "the sampling and noise were seeded: the guarantee assumes that seed stays secret"})
+
+
+def test_statements_show_what_epsilon_covers_its_adjacency_and_assumption_not_short_labels() -> None:
+    """Issue 14: the dashboard says which users epsilon covers and its adjacency (not only the raw JSON)."""
+    table = extract.statements([_privacy_row("dp4", "add/remove")])
+    assert list(table["key"]) == ["covers", "adjacency", "randomness"]
+    assert "NOT covered" in table.set_index("key").loc["covers", "text"]
+    assert extract.statements([row({}, {"path": "tokens"})]).empty
+
+
+def test_epsilon_axis_names_each_recommenders_adjacency(report) -> None:
+    results = [_privacy_row("dp4", "add/remove"), _privacy_row("dp8", "add/remove"),
+               _privacy_row("fed-dp", "replace-one")]
+    assert extract.epsilon_adjacency(results) == {"dp4": "add/remove", "dp8": "add/remove", "fed-dp": "replace-one"}
+    title = extract.epsilon_axis_title(dataclasses.replace(report, results=tuple(results)))
+    assert title == "privacy budget ε (add/remove: dp4, dp8; replace-one: fed-dp)"
+    # the fixture report's privacy results carry no adjacency: the title says so rather than imply one scale
+    assert extract.epsilon_axis_title(report) == "privacy budget ε (adjacency not recorded)"

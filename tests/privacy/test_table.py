@@ -51,3 +51,20 @@ def test_markdown_has_a_row_per_recommender_with_cis_and_dashes():
     assert "exposure rep1 (bits)" in lines[0] and "exposure rep16 (bits)" in lines[0]
     assert "0.600 [0.550, 0.650]" in lines[2] and "| – |" in lines[2]
     assert "0.99" in lines[4] and "1e-03" in lines[4]
+
+
+def test_each_epsilon_is_labelled_with_its_adjacency():
+    """Issue 14: DP-SGD (add/remove) and federated (replace-one) epsilons share the table's
+    column, so each row names the neighbouring relation its epsilon is for."""
+    report = {
+        "recommenders": [{"name": "dp8", "variant": {"dp": {"epsilon": 8}}},
+                         {"name": "fed8", "variant": {"federated": {"dp": {"epsilon": 8}}}}],
+        "results": [
+            _result("dp8", "privacy", {"epsilon": _m(7.9, n=377)}, {"privacy_unit": "user", "adjacency": "add/remove"}),
+            _result("fed8", "privacy", {"epsilon": _m(7.8, n=377)}, {"privacy_unit": "user", "adjacency": "replace-one"}),
+        ],
+    }
+    units = {r.recommender: r.unit for r in privacy_utility_table(report)}
+    assert units == {"dp8": "user, add/remove", "fed8": "user, replace-one"}
+    text = to_markdown(privacy_utility_table(report))
+    assert "user, add/remove" in text and "user, replace-one" in text
