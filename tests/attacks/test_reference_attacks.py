@@ -107,7 +107,7 @@ def test_bandwagon_fakes_at_one_percent_raise_target_hr_on_ml100k(ml100k, home):
     model's value, for the same targets and seed. (Classic one-occurrence profiles raise the
     targets' percentile but not into any top 10 at this budget -- see the issue note.)"""
     def entry(*variants: Any) -> dict[str, Any]:
-        return {"adapter": "reference", "size": "small", "score_mode": "item",
+        return {"adapter": "reference", "size": "small", "bf16": False, "score_mode": "item",
                 "variant": [{"finetune": {"pretrain_epochs": 3, "epochs": 4}}, *variants]}
 
     ctx = BuildContext(dataset=ml100k, cache_dir=home / "models", progress=False)
@@ -120,6 +120,8 @@ def test_bandwagon_fakes_at_one_percent_raise_target_hr_on_ml100k(ml100k, home):
         results[name] = probe.run(rec, ProbeContext(dataset=ml100k, users=ml100k.evaluable_users(), seed=0,
                                                     recorder=OutputRecorder(name, "poisoning"))).metrics
     clean, attacked = results["clean"], results["attacked"]
+    for name in ("target_hr@10", "target_percentile"):  # shown with -s
+        print(name, {k: (round(r[name].value, 4), r[name].ci) for k, r in results.items()})
     assert attacked["fake_users"].value == 4
     assert attacked["target_hr@10"].ci[0] > clean["target_hr@10"].value, (clean["target_hr@10"], attacked["target_hr@10"])
     assert attacked["target_percentile"].ci[0] > clean["target_percentile"].ci[1]
