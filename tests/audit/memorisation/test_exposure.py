@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audit.memorisation.exposure import SkewNormalFit, canary_rank, exposure, exposure_from_rank, extrapolated_exposure
+from audit.memorisation.exposure import (SkewNormalFit, canary_rank, exposure, exposure_from_rank, extrapolated_exposure,
+                                        extrapolation_cap, fit_check)
 
 
 def test_a_canary_that_out_ranks_every_reference_gets_log2_of_the_reference_count():
@@ -59,3 +60,19 @@ def test_extrapolation_beyond_floating_point_range_gives_a_finite_lower_bound():
     far = fit.exposure(-1000.0)
     assert math.isfinite(far) and far > 1000
     assert far >= fit.exposure(3.0) > fit.exposure(4.5)
+
+
+def test_the_fit_check_accepts_skew_normal_references_and_rejects_two_humps():
+    """Issue 14: extrapolation needs a goodness-of-fit test; a bimodal reference distribution
+    (no skew-normal) is rejected, a skew-normal sample is not."""
+    rng = np.random.default_rng(0)
+    good = stats.skewnorm.rvs(4.0, loc=5.0, scale=0.8, size=2000, random_state=rng)
+    assert not fit_check(SkewNormalFit.fit(good), good).rejected
+    humps = np.concatenate([rng.normal(3.0, 0.2, 1000), rng.normal(6.0, 0.2, 1000)])
+    check = fit_check(SkewNormalFit.fit(humps), humps)
+    assert check.rejected and check.p_value < 0.05 and check.to_json()["rejected"] is True
+
+
+def test_the_extrapolation_cap_is_twice_the_rank_ceiling():
+    assert extrapolation_cap(10_000) == pytest.approx(2 * math.log2(10_000))
+    assert extrapolation_cap(100) == pytest.approx(2 * exposure_from_rank(1, 100))

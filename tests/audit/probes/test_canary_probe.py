@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from audit.config import validate_config
@@ -114,3 +116,19 @@ def test_audit_canaries_inserted_several_times_bound_epsilon_per_record(tiny_dat
         single.metrics["epsilon_lb_clopper_pearson"].value / 4)
     assert "group of 4 records" in grouped.details["epsilon_group"]
     assert "epsilon_group" not in single.details
+
+
+def test_a_rejected_fit_reports_no_extrapolation_and_says_why():
+    """Issue 14: no extrapolated exposure without a fit that passes its goodness-of-fit test."""
+    rng = np.random.default_rng(0)
+    humps = np.concatenate([rng.normal(3.0, 0.2, 500), rng.normal(6.0, 0.2, 500)])
+    details: dict = {}
+    assert CanaryExposureProbe._fit(humps, CanaryConfig(), details) is None
+    assert details["fit_check"]["rejected"] and "rejected by a Kolmogorov-Smirnov" in details["extrapolation"]
+
+
+def test_saturated_canaries_extrapolate_to_the_cap_not_beyond(tiny_dataset, manifest):
+    result, _ = run_probe(SequenceMemoryModel(tiny_dataset, manifest, strength=2.0), tiny_dataset, references=100)
+    assert not result.details["fit_check"]["rejected"]
+    assert result.details["extrapolation_capped"] == 18
+    assert result.metrics["exposure_extrapolated_rep16"].value == pytest.approx(2 * math.log2(100))
