@@ -36,8 +36,9 @@ from audit.errors import ConfigError
 Accountant = Literal["prv", "rdp"]
 
 _MAX_NOISE = 1e4
-#: PRV discretises the privacy loss on a grid; beyond this many points (large epsilon:
-#: little noise, heavy tails) it takes minutes or fails, and RDP is used instead
+#: PRV discretises the privacy loss on a grid; up to this many points one evaluation takes about
+#: a second, beyond it (large epsilon: little noise, heavy tails) minutes or a failure. PRV is never
+#: evaluated on a larger grid; RDP is used where even the RDP noise would need one
 PRV_MAX_POINTS = 1_000_000
 
 

@@ -48,7 +48,7 @@ Unit = Literal["user", "example"]
 class DPOptions(StrictConfig):
     """Options of the ``dp`` trainer (``StageSpec.options``; they enter the cache key).
 
-    ``epsilon``: target epsilon (> 0); ``delta``: None = 1 / n_private rounded down to a
+    ``epsilon``: target epsilon (> 0); ``delta``: None = 1 / (10 n_private) rounded down to a
     power of ten; ``max_grad_norm``: per-user clipping norm C (L2); ``accountant``: ``prv``
     (RDP fallback) or ``rdp``; ``unit``: ``user`` or ``example``; ``secure_mode``: Opacus'
     secure RNG (Poisson sampling and noise from ``torchcsprng``'s /dev/urandom generator, noise
