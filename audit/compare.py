@@ -22,6 +22,7 @@ errored or dropped it).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,15 @@ def paired_test(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, floa
     mean = float(d.mean())
     if not np.any(d != 0):
         return mean, 1.0, len(shared)
-    p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
-    return mean, p, len(shared)
+    return mean, _wilcoxon_p(tuple(d.tolist())), len(shared)
+
+
+@functools.lru_cache(maxsize=4096)
+def _wilcoxon_p(d: tuple[float, ...]) -> float:
+    """Two-sided Wilcoxon p of the differences ``d``, cached: a comparison asks for each metric's
+    test several times (change, regression, rendering), and with ties at n <= 13 scipy runs an
+    exact permutation test over 2**n sign flips (about a second each)."""
+    return float(stats.wilcoxon(np.array(d), zero_method="wilcox", alternative="two-sided").pvalue)
 
 
 def beyond_uncertainty(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
