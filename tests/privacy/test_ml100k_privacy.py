@@ -21,15 +21,19 @@ from audit.variants import BuildContext
 pytestmark = pytest.mark.slow
 
 EPOCHS = 6
+#: public pretrain passes; the calibration model (pretrain users only) gets as many
+PRETRAIN_EPOCHS = 3
 #: the small preset in float32: its bf16 autocast is emulated on AVX2-only CPUs (7x slower per step)
 SIZE = {"size": "small", "bf16": False}
 CANARIES = {"canaries": {"repetitions": [1, 16], "per_repetition": 5, "length": 20, "audit_canaries": 0}}
-CALIBRATION = {"mia-reference": {"users": "pretrain", "epochs": EPOCHS, "options": SIZE}}
+CALIBRATION = {"mia-reference": {"users": "pretrain", "epochs": PRETRAIN_EPOCHS, "options": SIZE}}
 ENTRIES = {
     "finetune": {"adapter": "reference", **SIZE,
-                 "variant": [{"finetune": {"epochs": EPOCHS}}, CANARIES, CALIBRATION]},
+                 "variant": [{"finetune": {"epochs": EPOCHS, "pretrain_epochs": PRETRAIN_EPOCHS}}, CANARIES,
+                             CALIBRATION]},
     "dp-eps1": {"adapter": "reference", **SIZE,
-                "variant": [{"dp": {"epsilon": 1, "epochs": EPOCHS}}, CANARIES, CALIBRATION]},
+                "variant": [{"dp": {"epsilon": 1, "epochs": EPOCHS, "pretrain_epochs": PRETRAIN_EPOCHS}}, CANARIES,
+                            CALIBRATION]},
 }
 PROBE_CONFIGS = {"membership": {"attacks": ["loss", "ref"], "users": 200},
                  "canary": {"references": 300}, "privacy": {}}
