@@ -59,6 +59,14 @@ def ml100k() -> Dataset:
     return load_dataset("ml-100k", home=SESSION_HOME or DEFAULT_HOME)
 
 
+@pytest.fixture(scope="session")
+def ml100k_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private $RECAUDIT_HOME for the slow ML-100k tests that train the reference model
+    (each sets it with a monkeypatch): its stage cache (:mod:`privacy.stage_cache`) trains a
+    public pretrain stage they share (same recipe, data, seed and threads) once per session."""
+    return tmp_path_factory.mktemp("ml100k-home")
+
+
 @pytest.fixture()
 def recaudit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty, private $RECAUDIT_HOME for tests that write caches."""

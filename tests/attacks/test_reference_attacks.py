@@ -101,16 +101,18 @@ ML_TARGETS = {"n": 5, "popularity": "low", "seed": 0}
 
 
 @pytest.mark.slow
-def test_bandwagon_fakes_at_one_percent_raise_target_hr_on_ml100k(ml100k, home):
+def test_bandwagon_fakes_at_one_percent_raise_target_hr_on_ml100k(ml100k, ml100k_home, monkeypatch):
     """1% bandwagon fakes (4 among the 377 fine-tune users), each holding every target 10
     times and ending with one: target HR@10 among 99 sampled unseen items rises from the clean
     model's value, for the same targets and seed. (Classic one-occurrence profiles raise the
-    targets' percentile but not into any top 10 at this budget -- see the issue note.)"""
+    targets' percentile but not into any top 10 at this budget -- see the issue note.) The public
+    pretrain stage is the ML-100k privacy test's (tests/privacy), trained once per session."""
     def entry(*variants: Any) -> dict[str, Any]:
         return {"adapter": "reference", "size": "small", "bf16": False, "score_mode": "item",
                 "variant": [{"finetune": {"pretrain_epochs": 3, "epochs": 4}}, *variants]}
 
-    ctx = BuildContext(dataset=ml100k, cache_dir=home / "models", progress=False)
+    monkeypatch.setenv("RECAUDIT_HOME", str(ml100k_home))  # the stage cache
+    ctx = BuildContext(dataset=ml100k, cache_dir=ml100k_home / "models", progress=False)
     fakes = {"fake-users": {"kind": "bandwagon", "share": 0.01, "target_repeats": 10, "targets": ML_TARGETS}}
     probe = PoisoningProbe(PoisoningConfig(targets=ML_TARGETS, k=[10], protocol="sampled", users=300,
                                            utility=False))
