@@ -41,6 +41,10 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
     progress.configure(log=not args.quiet and not tty)
     if not tty:  # no carriage-return bars (model loading, downloads) in a CI log; read when transformers loads
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # already imported: its switch was read at import time
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
     return not args.quiet and tty
 
 
