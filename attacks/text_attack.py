@@ -33,7 +33,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import Field
@@ -176,9 +176,21 @@ class TitleRewritingRecommender(DelegatingRecommender):
         return self._through("embed").embed([self.rewrite_title(t) for t in titles])
 
 
+@runtime_checkable
+class AdaptiveAttack(Protocol):
+    """A wrapping attack that an inference-time defense can put under itself: ``inner`` is the
+    model it attacks, :meth:`attack_again` searches it afresh against ``defended`` (the defense
+    wrapped around ``inner``), as an attacker who knows the defense would."""
+
+    inner: Recommender
+
+    def attack_again(self, defended: Recommender, ctx: BuildContext) -> Recommender: ...
+
+
 class ItemTextAttackRecommender(TitleRewritingRecommender):
     """``inner`` seen through the attacker's rewritten target titles. ``baseline`` is the
-    recommender without the attack (what the ``poisoning`` probe compares against)."""
+    recommender without the attack (what the ``poisoning`` probe compares against). An
+    :class:`AdaptiveAttack`: the canonical-titles defense re-runs the search through itself."""
 
     def __init__(self, inner: Recommender, rewrites: dict[str, str], report: dict[str, Any]) -> None:
         super().__init__(inner)
@@ -190,6 +202,12 @@ class ItemTextAttackRecommender(TitleRewritingRecommender):
     @property
     def baseline(self) -> Recommender:
         return self.inner
+
+    def attack_again(self, defended: Recommender, ctx: BuildContext) -> Recommender:
+        cfg = ItemTextAttackConfig.model_validate(self.info.get("text_attack_config", {}))
+        out = build_text_attack(defended, ctx.dataset, cfg, exclude=ctx.audit_users)
+        out.info["text_attack_config"] = cfg.model_dump(mode="json")
+        return out
 
     def rewrite_title(self, title: str) -> str:
         return self.rewrites.get(title, title)
@@ -362,11 +380,9 @@ class CanonicalTitlesVariant(Variant):
             raise ConfigError(f"variant 'canonical-titles': unknown scorer {cfg.scorer!r}; "
                               f"choose one of {', '.join(SCORERS)}")
         catalog = Catalog(ctx.dataset.item_titles, threshold=cfg.threshold, scorer=cfg.scorer)
-        if isinstance(rec, ItemTextAttackRecommender):
+        if isinstance(rec, AdaptiveAttack):  # the attacker searches again, through the defense
             defended = CanonicalTitlesRecommender(rec.inner, catalog, nearest=cfg.unmatched == "nearest")
-            attack_cfg = ItemTextAttackConfig.model_validate(rec.info.get("text_attack_config", {}))
-            out: Recommender = build_text_attack(defended, ctx.dataset, attack_cfg, exclude=ctx.audit_users)
-            out.info["text_attack_config"] = attack_cfg.model_dump(mode="json")
+            out: Recommender = rec.attack_again(defended, ctx)
         else:
             out = CanonicalTitlesRecommender(rec, catalog, nearest=cfg.unmatched == "nearest")
         out.info["canonical_titles_config"] = cfg.model_dump(mode="json")
