@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,13 +28,11 @@ from opacus import PrivacyEngine
 from pydantic import Field, model_validator
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError
-from audit.reference.examples import StageData
-from audit.reference.prompts import Example
-from audit.reference.trainable import reference_parts
+from audit.training.data import TrainingData
+from audit.training.protocol import require_feature
 from audit.reference.recipe import StageSpec, TrainingRecipe
 from audit.reference.trainers import TRAINERS, lr_lambda
 from audit.variants import BuildContext, Variant
@@ -96,7 +94,11 @@ class DPConfig(DPOptions):
 
 
 class DPVariant(Variant):
-    """Fine-tune the public pretrained reference model on the private users with DP-SGD."""
+    """Fine-tune a public pretrained model on the private users with DP-SGD: the reference (public
+    pretrain stage, private fine-tune stage) or an ``hf`` LLM (its checkpoint is the public part;
+    its LoRA stage is private)."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"train-private"})
 
     name = "dp"
     Config = DPConfig
@@ -114,7 +116,7 @@ class DPVariant(Variant):
 
 
 # -- the trainer ---------------------------------------------------------------------------
-def _records(data: StageData, unit: Unit, rng: np.random.Generator) -> tuple[list[str], list[Example] | None]:
+def _records(data: TrainingData, unit: Unit, rng: np.random.Generator) -> tuple[list[str], list[Any] | None]:
     """Users with at least one window, and (example-level only) one fixed draw of windows."""
     users = [u for u in data.users if len(data.sequences[u]) >= 2]
     if unit == "user":
@@ -122,12 +124,12 @@ def _records(data: StageData, unit: Unit, rng: np.random.Generator) -> tuple[lis
     return users, [ex for u in users for ex in data.user_examples(u, rng)]
 
 
-def _one_window(data: StageData, user: str, rng: np.random.Generator) -> Example:
+def _one_window(data: TrainingData, user: str, rng: np.random.Generator) -> Any:
     windows = data.user_examples(user, rng)
     return windows[int(rng.integers(len(windows)))]
 
 
-def make_private(model: GPT2LMHeadModel, optimizer: torch.optim.Optimizer, loader: DataLoader,
+def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
                  opts: DPOptions, epochs: int, delta: float, noise_seed: int,
                  ) -> tuple[PrivacyEngine, Any, Any, Any, str, str]:
     """Opacus's ``make_private`` at the noise :func:`privacy.accounting.calibrate_dp_sgd` finds
@@ -177,11 +179,13 @@ def noise_only_step(dp_optimizer: Any) -> None:
     dp_optimizer.step()
 
 
-def train_dp_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
+def train_dp_stage(trainable: Any, data: TrainingData, stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
     """DP-SGD (AdamW under Opacus) for ``stage.epochs`` passes over the private records at
-    expected batch ``stage.batch_size``; returns the summary with the privacy account."""
-    model, tokenizer = reference_parts(trainable, 'dp')
-    from privacy.per_sample import per_sequence_loss
+    expected batch ``stage.batch_size``; returns the summary with the privacy account. Works on
+    any :class:`~audit.training.protocol.Trainable` with the ``dp`` feature: the reference (every
+    weight private) or an ``hf`` LoRA model (only the LoRA weights take gradients and noise)."""
+    require_feature(trainable, "dp", "the dp trainer")
+    model = trainable.module
 
     opts = validate_config(DPOptions, dict(stage.options), f"stage {stage.name!r} (trainer 'dp')")
     rng = np.random.default_rng(seed)
@@ -195,10 +199,7 @@ def train_dp_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int,
     loader = DataLoader(TensorDataset(torch.arange(n_records)), batch_size=stage.batch_size,
                         generator=torch.Generator().manual_seed(seed + 1))
     model.train()
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "wpe" in n]
-    decay = [p for n, p in model.named_parameters() if not (p.ndim < 2 or "wpe" in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": stage.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(trainable.parameter_groups(stage.weight_decay), lr=stage.lr, betas=(0.9, 0.98))
     engine, module, dp_opt, dp_loader, accountant, fallback = make_private(
         model, opt, loader, opts, stage.epochs, delta, seed + 2)
     total = stage.epochs * len(dp_loader)
@@ -222,7 +223,7 @@ def train_dp_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int,
                             batch = [windows[int(i)] for i in idx]
                         input_ids, targets = data.collate(batch)
                         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage.bf16):
-                            loss = per_sequence_loss(model, input_ids, targets).mean()
+                            loss = trainable.per_example_loss(input_ids, targets).mean()
                         loss.backward()
                         dp_opt.step()
                         losses.append(float(loss.detach()))

@@ -28,11 +28,18 @@ from privacy import stage_cache
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 
 
-def private_finetune_recipe(recipe: TrainingRecipe, *, variant: str, pretrain_epochs: int | None,
-                            **finetune: Any) -> TrainingRecipe:
-    """``recipe`` as pretrain (public, cached) + fine-tune (private) with the fine-tune
-    stage's fields replaced by ``finetune`` (e.g. ``trainer='dp', options={...}``).
+def private_finetune_recipe(recipe: Any, *, variant: str, pretrain_epochs: int | None,
+                            **finetune: Any) -> Any:
+    """``recipe`` with its private fine-tune stage's fields replaced by ``finetune`` (e.g.
+    ``trainer='dp', options={...}``), as the recipe declares it (:meth:`private_finetune`): the
+    reference's recipe becomes pretrain (public, cached) + fine-tune (private); an ``hf`` LoRA
+    recipe's public part is its base checkpoint and its LoRA stage is the private one."""
+    return recipe.private_finetune(variant=variant, pretrain_epochs=pretrain_epochs, **finetune)
 
+
+def two_stage_private(recipe: TrainingRecipe, *, variant: str, pretrain_epochs: int | None,
+                      **finetune: Any) -> TrainingRecipe:
+    """The reference's :meth:`private_finetune`: pretrain (public, cached) + fine-tune (private).
     A recipe that is already two-stage keeps its stages; applying two privacy variants that
     both set the fine-tune trainer is an error (use ``federated: {dp: ...}`` for FL + DP)."""
     names = [s.name for s in recipe.stages]

@@ -14,7 +14,7 @@ from audit.llm.lora import lora_state
 class LoraTrainable:
     """``peft_model``: a peft LoRA model around a transformers causal LM (frozen base)."""
 
-    features = frozenset({"plain"})
+    features = frozenset({"plain", "dp"})
 
     def __init__(self, peft_model: Any) -> None:
         self.peft_model = peft_model
@@ -40,6 +40,26 @@ class LoraTrainable:
         keep = targets != -100
         logits = self._head(hidden[keep])
         return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+    def per_example_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Shape (B,): each example's mean cross-entropy over its answer tokens. The LoRA layers
+        see (B, L, d) inputs, so Opacus hooks give one gradient per example; the frozen output
+        projection runs on the gathered answer positions only."""
+        device = next(self._head.parameters()).device
+        input_ids, targets = input_ids.to(device), targets.to(device)
+        hidden = self._body(input_ids=input_ids, use_cache=False).last_hidden_state
+        keep = targets != -100
+        width = max(int(keep.sum(1).max()), 1)
+        # each row's answer positions, left-aligned (padding points at position 0 and is masked)
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
+        mask = keep.gather(1, order)
+        picked = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        logits = self._head(picked).float()
+        tgt = targets.gather(1, order).masked_fill(~mask, 0)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                               reduction="none").view(tgt.shape)
+        m = mask.to(ce.dtype)
+        return (ce * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         return lora_state(self.peft_model)

@@ -59,6 +59,21 @@ class LoraRecipe(RecipeOps):
     score_k: int = 10
     seed: int = 0
 
+    def private_finetune(self, *, variant: str, pretrain_epochs: int | None, **finetune: Any) -> "LoraRecipe":
+        """The LoRA stage as the private fine-tune (the base checkpoint is the public part): its
+        fields replaced by ``finetune`` (e.g. ``trainer='dp', options={...}``)."""
+        from audit.errors import ConfigError
+
+        if pretrain_epochs is not None:
+            raise ConfigError(f"variant {variant!r}: pretrain_epochs does not apply to an hf model (its public "
+                              "pretraining is its base checkpoint); drop it")
+        current = self.stage(LORA_STAGE).trainer
+        if current != "plain" and "trainer" in finetune:
+            raise ConfigError(f"variant {variant!r}: the LoRA stage already uses trainer {current!r} (from another "
+                              "variant); apply one privacy variant per recommender")
+        changes = {k: v for k, v in finetune.items() if k != "catalog_titles"}
+        return self.replace_stage(LORA_STAGE, **changes)  # type: ignore[return-value]
+
     def to_json(self) -> dict[str, Any]:
         return {"lora": self.lora.model_dump(mode="json"),
                 "stages": [{**dataclasses.asdict(s), "options": {k: _jsonable(v) for k, v in s.options}}

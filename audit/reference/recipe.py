@@ -148,6 +148,13 @@ class RecipeOps:
         """A copy with ``transform`` appended to the sequence transforms."""
         return dataclasses.replace(self, sequence_transforms=self.sequence_transforms + (transform,))
 
+    def private_finetune(self, *, variant: str, pretrain_epochs: int | None, **finetune: Any) -> "TrainingRecipe":
+        """This recipe as public pretrain (cached) + private fine-tune with the fine-tune stage's
+        fields replaced by ``finetune`` (see :func:`privacy.finetune.two_stage_private`)."""
+        from privacy.finetune import two_stage_private
+
+        return two_stage_private(self, variant=variant, pretrain_epochs=pretrain_epochs, **finetune)  # type: ignore[arg-type]
+
     def two_stage(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None) -> "TrainingRecipe":
         """Pretrain on ``groups.pretrain`` then fine-tune on ``groups.finetune`` (same settings
         as the current first stage unless epochs are given)."""

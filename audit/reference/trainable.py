@@ -37,6 +37,11 @@ class ReferenceTrainable:
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return lm_loss_at_targets(self.model, input_ids, targets)
 
+    def per_example_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        from privacy.per_sample import per_sequence_loss
+
+        return per_sequence_loss(self.model, input_ids, targets)
+
     def trained_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.model.named_parameters()}
 

@@ -23,6 +23,9 @@ class Trainable(Protocol):
     - :meth:`parameter_groups`: the trainable parameters as AdamW groups (decay / no decay);
     - :meth:`loss`: mean cross-entropy (nats per target token) of a right-padded batch whose
       ``targets`` hold ``-100`` where no loss applies;
+    - :meth:`per_example_loss` (models with the ``dp`` feature): shape (B,), each example's mean
+      cross-entropy over its own target tokens, computed so that every trainable module sees the
+      batch dimension first (Opacus' per-sample gradients);
     - :meth:`trained_state`: the trained part (name -> tensor) to save as safetensors.
     """
 
@@ -32,6 +35,8 @@ class Trainable(Protocol):
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]: ...
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+    def per_example_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
 
     def trained_state(self) -> dict[str, torch.Tensor]: ...
 

@@ -45,6 +45,6 @@ def test_dp_and_finetune_entries_build_score_and_report_their_budget(tiny_datase
 
 def test_dp_on_an_untrainable_adapter_is_a_config_error(tiny_dataset, tmp_path):
     ctx = BuildContext(tiny_dataset, tmp_path, seed=0, progress=False)
-    with pytest.raises(ConfigError, match="variant 'dp' needs train-stages.*adapters that support it: reference"):
+    with pytest.raises(ConfigError, match="variant 'dp' needs train-private.*adapters that support it: hf, reference"):
         build_recommender("x", {"adapter": "python", "generate": "builtins:print", "variant": {"dp": {"epsilon": 1}}},
                           ctx)
