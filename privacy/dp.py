@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError
+from audit.progress import progress_log
 from audit.training.data import TrainingData
 from audit.training.protocol import require_feature
 from audit.reference.recipe import StageSpec, TrainingRecipe
@@ -208,6 +209,7 @@ def train_dp_stage(trainable: Any, data: TrainingData, stage: StageSpec, seed: i
     steps = empty = sampled = 0
     losses: list[float] = []
     bar = tqdm(total=total, desc=f"dp[{stage.name}]", unit="step", disable=not progress, leave=False)
+    log = None if progress else progress_log(f"dp[{stage.name}]", "step", total)  # lines in a CI log
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Full backward hook.*")
@@ -232,6 +234,8 @@ def train_dp_stage(trainable: Any, data: TrainingData, stage: StageSpec, seed: i
                     sched.step()
                     steps += 1
                     bar.update(1)
+                    if log is not None:
+                        log.send(steps)
                     if steps % 20 == 0 and losses:
                         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         epsilon, accountant, fallback = _accounted_epsilon(engine, dp_opt, delta, accountant, fallback)
