@@ -19,6 +19,8 @@ Capabilities:
 - ``train-stages``: staged training with the private trainers (pretrain / fine-tune stages,
   ``dp``, ``federated``, stage cache; what the privacy and poisoning variants edit);
 - ``train-lora``: LoRA fine-tuning of a pretrained LLM (the ``lora`` variant);
+- ``train-private``: a private fine-tune stage the ``dp`` trainer can run (the ``dp`` variant):
+  the reference's fine-tune stage, an ``hf`` model's LoRA stage;
 - ``constrain``: generation can be restricted to catalog items (the constrained-decoding variant);
 - ``soft-prompt``: a learned soft prefix can be carried (the fair-prompt variant).
 
@@ -39,7 +41,7 @@ from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
     {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-stages",
-     "train-lora", "constrain", "soft-prompt"}
+     "train-lora", "train-private", "constrain", "soft-prompt"}
 )
 
 

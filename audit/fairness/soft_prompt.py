@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import GPT2LMHeadModel
 
+from audit.progress import progress_log
 from audit.reference.examples import StageData
 from audit.reference.model import forward_hidden, position_ids_for, token_embeddings
 from audit.reference.prompts import IGNORE, PromptFormat
@@ -179,6 +180,7 @@ def train_fair_prompt(target: SoftPromptTarget, sequences: Mapping[str, Sequence
         n_batches = data.n_batches(len(data.epoch_examples(np.random.default_rng(0))), settings.batch_size)
         bar = tqdm(total=n_batches * settings.epochs, desc="fair-prompt", unit="step", disable=not progress,
                    leave=False)
+        log = None if progress else progress_log("fair-prompt", "step", n_batches * settings.epochs)
         for epoch in range(settings.epochs):
             examples = data.epoch_examples(rng)
             ex_labels = {id(e): y_of[str(e.user)] for e in examples}
@@ -211,6 +213,8 @@ def train_fair_prompt(target: SoftPromptTarget, sequences: Mapping[str, Sequence
                 disc_l.append(float(loss_d.detach()))
                 disc_acc.append(float((logits_d.argmax(-1) == y).float().mean()))
                 bar.update(1)
+                if log is not None:
+                    log.send(steps)
             history.append({"epoch": epoch + 1, "rec_loss": float(np.mean(rec_l)),
                             "disc_loss": float(np.mean(disc_l)), "disc_accuracy": float(np.mean(disc_acc))})
             bar.set_postfix(rec=f"{history[-1]['rec_loss']:.3f}", disc_acc=f"{history[-1]['disc_accuracy']:.2f}")

@@ -19,7 +19,7 @@ TARGETS = {"n": 3, "seed": 2}
 @pytest.fixture()
 def report_dir(tmp_path: Path, longtail, recaudit_home: Path) -> Path:
     register()
-    suite = {"name": "poison-summary", "dataset": {"name": "longtail", "seed": 0},
+    suite = {"name": "poison-summary", "dataset": {"name": "longtail", "seed": 0, "users": 80},
              "recommenders": {"clean": {"adapter": "test-popularity"},
                               "boosted": {"adapter": "test-popularity", "boost_targets": True},
                               "boosted+text": {"adapter": "test-popularity", "boost_targets": True,
