@@ -108,14 +108,12 @@ class RequestLimit:
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit, self.active = app, int(limit), 0
-        self.refused = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:
-            self.refused += 1
             response = _error(503, f"the server is at its limit of {self.limit} requests in progress "
                                    "(max_connections); retry shortly", code="server_busy")
             response.headers["Retry-After"] = "1"

@@ -22,8 +22,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from audit.reference.model import forward_hidden
+from audit.training.data import IGNORE, target_positions
 
-IGNORE = -100
 
 
 @register_grad_sampler(Conv1D)
@@ -37,15 +37,6 @@ def conv1d_grad_sample(layer: Conv1D, activations: list[torch.Tensor],
     if layer.bias is not None and layer.bias.requires_grad:
         out[layer.bias] = torch.einsum("n...k->nk", backprops)
     return out
-
-
-def target_positions(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positions, targets) of shape (B, T), T = most targets in a row: each row's target
-    positions first (in order), padded with non-target positions whose target is ``IGNORE``."""
-    keep = targets != IGNORE
-    width = max(1, int(keep.sum(dim=1).max()))
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
-    return order, targets.gather(1, order)
 
 
 def per_sequence_loss(model: nn.Module, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

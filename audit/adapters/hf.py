@@ -662,10 +662,12 @@ class HFSoftPromptTarget:
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
                 prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        from audit.fairness.soft_prompt import targets_after_prefix
+        from audit.training.data import IGNORE
+
         device = self.adapter.device
         input_ids, targets = input_ids.to(device), targets.to(device)
-        keep0 = targets != -100
-        last_prompt = keep0.int().argmax(dim=1)  # the first target sits at the prompt's last token
+        last_prompt = (targets != IGNORE).int().argmax(dim=1)  # the first target sits at the prompt's last token
         if prefix is None:
             hidden = self._body(input_ids=input_ids, use_cache=False).last_hidden_state
             p_len = 0
@@ -674,9 +676,8 @@ class HFSoftPromptTarget:
             inputs = self.adapter._inputs(input_ids, torch.ones_like(input_ids), prefix=prefix)
             hidden = self._body(inputs_embeds=inputs["inputs_embeds"], use_cache=False).last_hidden_state
             p_len = int(prefix.shape[0])
-        tgt = torch.cat([targets[:, :1], torch.full((targets.shape[0], p_len), -100, device=device),
-                         targets[:, 1:]], dim=1)
-        keep = tgt != -100
+        tgt = targets_after_prefix(targets, p_len)
+        keep = tgt != IGNORE
         loss = torch.nn.functional.cross_entropy(self._head(hidden[keep]).float(), tgt[keep])
         reps = hidden[torch.arange(hidden.shape[0], device=device), last_prompt + p_len]
         return loss, reps

@@ -78,11 +78,18 @@ class ReferenceSoftPromptTarget:
         model = self.module
         hidden = prefixed_hidden(model, input_ids, prefix)  # type: ignore[arg-type]
         p_len = 0 if prefix is None else int(prefix.shape[0])
-        tgt = torch.cat([targets[:, :1], torch.full((targets.shape[0], p_len), IGNORE), targets[:, 1:]], dim=1)
+        tgt = targets_after_prefix(targets, p_len)
         keep = tgt != IGNORE
         loss = nn.functional.cross_entropy(model.lm_head(hidden[keep]), tgt[keep])  # type: ignore[operator]
         reps = hidden[torch.arange(hidden.shape[0]), rec_positions(input_ids, self.fmt.rec) + p_len]
         return loss, reps
+
+
+def targets_after_prefix(targets: torch.Tensor, prefix_len: int) -> torch.Tensor:
+    """``targets`` (B, L) aligned with a prompt whose prefix of ``prefix_len`` vectors sits after
+    the first token: (B, L + P), no target on the prefix positions."""
+    pad = torch.full((targets.shape[0], prefix_len), IGNORE, dtype=targets.dtype, device=targets.device)
+    return torch.cat([targets[:, :1], pad, targets[:, 1:]], dim=1)
 
 
 def splice_prefix(embeds: torch.Tensor, prefix: torch.Tensor, at: int = 1) -> torch.Tensor:

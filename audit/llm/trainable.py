@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from audit.llm.lora import lora_state
+from audit.training.data import IGNORE, target_positions
 
 
 class LoraTrainable:
@@ -37,7 +38,7 @@ class LoraTrainable:
         device = next(self._head.parameters()).device
         input_ids, targets = input_ids.to(device), targets.to(device)
         hidden = self._body(input_ids=input_ids, use_cache=False).last_hidden_state
-        keep = targets != -100
+        keep = targets != IGNORE
         logits = self._head(hidden[keep])
         return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
@@ -48,17 +49,12 @@ class LoraTrainable:
         device = next(self._head.parameters()).device
         input_ids, targets = input_ids.to(device), targets.to(device)
         hidden = self._body(input_ids=input_ids, use_cache=False).last_hidden_state
-        keep = targets != -100
-        width = max(int(keep.sum(1).max()), 1)
-        # each row's answer positions, left-aligned (padding points at position 0 and is masked)
-        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
-        mask = keep.gather(1, order)
-        picked = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        positions, tgt = target_positions(targets)
+        picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         logits = self._head(picked).float()
-        tgt = targets.gather(1, order).masked_fill(~mask, 0)
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
-                                               reduction="none").view(tgt.shape)
-        m = mask.to(ce.dtype)
+                                               ignore_index=IGNORE, reduction="none").view(tgt.shape)
+        m = (tgt != IGNORE).to(ce.dtype)
         return (ce * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def trained_state(self) -> dict[str, torch.Tensor]:

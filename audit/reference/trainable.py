@@ -14,9 +14,9 @@ from audit.reference.model import lm_loss_at_targets
 class ReferenceTrainable:
     """All weights of the reference network; AdamW decays matrices except position embeddings.
 
-    ``model`` and ``tokenizer`` stay public for the reference-only trainers (``dp`` with its
-    per-sequence Opacus loss, ``federated`` with whole-model exchange): they declare the
-    ``dp`` and ``federated`` features here and check them with :func:`reference_parts`."""
+    ``model`` and ``tokenizer`` stay public for the reference-only ``federated`` trainer
+    (whole-model exchange), which checks for them with :func:`reference_parts`; ``dp`` uses
+    :meth:`per_example_loss` like any trainable with the ``dp`` feature."""
 
     features = frozenset({"plain", "dp", "federated"})
 

@@ -16,6 +16,15 @@ import torch
 IGNORE = -100
 
 
+def target_positions(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, targets) of shape (B, T), T = most targets in a row: each row's target
+    positions first (in order), padded with non-target positions whose target is ``IGNORE``."""
+    keep = targets != IGNORE
+    width = max(1, int(keep.sum(dim=1).max()))
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
+    return order, targets.gather(1, order)
+
+
 class TrainingExample(Protocol):
     """Token ids and, per position, the token it must predict (``-100`` where no loss applies)."""
 

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from audit.build import build_recommender
 from audit.errors import ConfigError
-from audit.interface import RecRequest
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.variants import BuildContext
 from privacy.probe import PrivacyAccountingProbe
-from tests.audit.llm.tiny_llama import build_tiny_llama
+from tests.audit.llm.tiny_llama import build_tiny_llama, train_answers_logp
 
 LORA = {"lora": {"epochs": 1, "layers": None, "lr": 5e-3, "batch_size": 8, "targets": 3, "r": 4}}
 DP = {"dp": {"epsilon": 1000.0, "epochs": 6, "batch_size": 8, "lr": 5e-3, "max_grad_norm": 5.0}}
@@ -34,17 +32,6 @@ def build(llama_dir: Path, dataset, cache: Path, variant=None):
     if variant is not None:
         entry["variant"] = variant
     return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
-
-
-def answers_logp(rec, dataset, users: list[str]) -> float:
-    """Mean log-likelihood of each user's next training item after a window of its history."""
-    titles = dataset.item_titles
-    reqs, items = [], []
-    for u in users:
-        seq = dataset.sequences[u].train
-        reqs.append(RecRequest(history=tuple(titles[i] for i in seq[-4:-1]), user=u))
-        items.append([titles[seq[-1]]])
-    return float(np.mean([s[0] for s in rec.score(reqs, items)]))
 
 
 def test_dp_lora_at_a_large_epsilon_learns_and_only_the_lora_weights_move(llama_dir, tiny_dataset,
@@ -63,7 +50,7 @@ def test_dp_lora_at_a_large_epsilon_learns_and_only_the_lora_weights_move(llama_
     assert moved and all(any(t in n for t in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                    "down_proj")) for n in moved)  # the base stays frozen
     users = stage["users"]
-    assert answers_logp(private, tiny_dataset, users) > answers_logp(zero, tiny_dataset, users) + 0.3
+    assert train_answers_logp(private, tiny_dataset, users) > train_answers_logp(zero, tiny_dataset, users) + 0.3
     ctx = ProbeContext(dataset=tiny_dataset, users=tiny_dataset.evaluable_users(), seed=0,
                        recorder=OutputRecorder("llm", "privacy"))
     result = PrivacyAccountingProbe(PrivacyAccountingProbe.Config()).run(private, ctx)

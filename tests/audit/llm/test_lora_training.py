@@ -16,6 +16,7 @@ from audit.errors import ConfigError
 from audit.interface import RecRequest
 from audit.suite import load_suite
 from audit.variants import BuildContext
+from tests.audit.llm.tiny_llama import train_answers_logp
 
 LORA = {"lora": {"epochs": 4, "layers": None, "lr": 5e-3, "batch_size": 8, "targets": 3, "r": 4}}
 
@@ -31,17 +32,6 @@ def build(tiny_llama_dir: Path, dataset, cache: Path, variant=None, **options):
 def tuned(tiny_llama_dir: Path, tiny_dataset, tmp_path_factory: pytest.TempPathFactory):
     cache = tmp_path_factory.mktemp("lora-cache")
     return build(tiny_llama_dir, tiny_dataset, cache, LORA), cache
-
-
-def _train_answers_logp(rec: HFAdapter, dataset, users: list[str]) -> float:
-    """Mean log-likelihood of each user's next training item after a window of its history."""
-    titles = dataset.item_titles
-    reqs, items = [], []
-    for u in users:
-        seq = dataset.sequences[u].train
-        reqs.append(RecRequest(history=tuple(titles[i] for i in seq[-4:-1]), user=u))
-        items.append([titles[seq[-1]]])
-    return float(np.mean([s[0] for s in rec.score(reqs, items)]))
 
 
 def test_lora_weights_move_base_stays_and_training_data_becomes_likelier(tuned, tiny_llama_dir, tiny_dataset,
@@ -60,7 +50,7 @@ def test_lora_weights_move_base_stays_and_training_data_becomes_likelier(tuned, 
     moved = [n for n, p in rec.model.named_parameters() if not torch.equal(p, base[n])]
     assert moved and all(any(t in n for t in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                    "down_proj")) for n in moved)
-    assert _train_answers_logp(rec, tiny_dataset, users) > _train_answers_logp(zero, tiny_dataset, users) + 0.5
+    assert train_answers_logp(rec, tiny_dataset, users) > train_answers_logp(zero, tiny_dataset, users) + 0.5
 
 
 def test_cached_fine_tune_reloads_identically(tuned, tiny_llama_dir, tiny_dataset) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tests.conftest import make_tiny_dataset
@@ -46,3 +47,17 @@ def build_tiny_llama(directory: Path, *, layers: int = 2) -> Path:
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def train_answers_logp(rec, dataset, users: list[str]) -> float:
+    """Mean log-likelihood, under ``rec.score``, of each user's last training item after the
+    three items before it (how likely a fine-tune made its own training data)."""
+    from audit.interface import RecRequest
+
+    titles = dataset.item_titles
+    reqs, items = [], []
+    for u in users:
+        seq = dataset.sequences[u].train
+        reqs.append(RecRequest(history=tuple(titles[i] for i in seq[-4:-1]), user=u))
+        items.append([titles[seq[-1]]])
+    return float(np.mean([s[0] for s in rec.score(reqs, items)]))

@@ -42,9 +42,6 @@ class ProfileBlind(Recommender):
                 out.append(Generation(prompt="p", raw="", items=tuple(reversed(r.history))[:k]))
         return out
 
-    def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
-        return [list(g.items) for g in self.generate_detailed(reqs, k)]
-
 
 def fairness(rec: Recommender) -> tuple[dict, ProbeContext]:
     ds = make_gendered_dataset(40)
