@@ -56,8 +56,8 @@ class ReferenceConfig(StrictConfig):
     titles (on ML-100k it ranks far worse: see BENCHMARKS.md). Titles outside the catalog
     are scored as their text in both modes; the mode also orders open generation. ``batch_size``: prompts
     (or prompt x item rows in generation) per forward pass. ``bf16``: train under CPU bfloat16
-    autocast (None = the preset's; on CPUs without native bf16, e.g. AVX2-only, it is several
-    times slower than float32)."""
+    autocast (None = the preset's, float32; on CPUs without native bf16, e.g. AVX2-only, bf16
+    is emulated and several times slower than float32)."""
 
     size: Literal["default", "small", "tiny"] = "default"
     path: str | None = None

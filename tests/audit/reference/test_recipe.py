@@ -72,9 +72,9 @@ def test_invalid_recipes_are_rejected() -> None:
 
 
 def test_adapter_bf16_option_overrides_the_preset_and_none_keeps_it() -> None:
-    assert PRESETS["small"].stages[0].bf16 is True
-    assert make_recipe(ReferenceConfig(size="small")).stages[0].bf16 is True
-    off = make_recipe(ReferenceConfig(size="small", bf16=False))
-    assert off.stages[0].bf16 is False
-    assert off.stages[0].epochs == PRESETS["small"].stages[0].epochs
+    assert all(not s.bf16 for preset in PRESETS.values() for s in preset.stages)  # float32 by default
+    assert make_recipe(ReferenceConfig(size="small")).stages[0].bf16 is False
+    on = make_recipe(ReferenceConfig(size="small", bf16=True))
+    assert on.stages[0].bf16 is True
+    assert on.stages[0].epochs == PRESETS["small"].stages[0].epochs
     assert make_recipe(ReferenceConfig(size="tiny", bf16=True)).stages[0].bf16 is True
