@@ -6,10 +6,17 @@ every user or only for the users of one ``group`` (e.g. ``{gender: F}``). In a s
 item after the first is the label of the prefix before it (the reference model trains
 SASRec-style), so positions 1.. of each sequence are the labels; the first item never is.
 
-The victim takes the pre-trained model and either uses it as it is (``finetune: false``: the
-recipe keeps only the pretrain stage) or fine-tunes it on clean private data (``finetune:
-true``: the foundation's pretrain / fine-tune split, the clean-fine-tuning defense). Both use
-the same poisoned pretrain stage, stored once by the privacy package's stage cache.
+The victim takes the pre-trained model and either uses it as it is (``finetune: false``) or
+fine-tunes it on clean private data (``finetune: true``, the clean-fine-tuning defense). The
+recipe declares the stages (:meth:`~audit.reference.recipe.RecipeOps.with_public_pretrain`):
+
+- the reference: pretrain (poisoned, ``pretrain`` users) then fine-tune (clean, ``finetune``
+  users), or the pretrain stage alone; both use the same poisoned pretrain stage, stored once
+  by the privacy package's stage cache;
+- an ``hf`` LoRA recipe: the poisoned checkpoint is the base model with a LoRA trained on the
+  poisoned ``pretrain`` users; the clean fine-tune trains the *same* LoRA weights further on the
+  ``finetune`` users (two stages on one adapter, as the reference's two stages share one
+  network), or the poisoned LoRA is used as it is. Not stage-cached: each variant retrains it.
 
 Replacement draws are coupled across rates: each label position gets one uniform draw and one
 target draw from the seeded stream whatever the rate, and is replaced when its draw is below
@@ -106,31 +113,20 @@ class BackdoorVariant(Variant):
     name: ClassVar[str] = "backdoor"
     Config: ClassVar[type[StrictConfig]] = BackdoorConfig
     trains: ClassVar[bool] = True
+    requires: ClassVar[frozenset[str]] = frozenset({"train-transforms"})
 
     def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
         cfg: BackdoorConfig = self.config  # type: ignore[assignment]
-        from privacy.finetune import FINETUNE, PRETRAIN, private_finetune_recipe
-
         attrs = set(ctx.dataset.attributes)
         unknown = sorted(set(cfg.group) - attrs)
         if unknown:
             raise ConfigError(f"variant 'backdoor': group attribute(s) {unknown} not in the data set's "
                               f"user attributes {sorted(attrs)}")
-        names = [s.name for s in recipe.stages]
-        if names == [PRETRAIN]:
-            raise ConfigError("variant 'backdoor' given twice (or after a variant that dropped the "
-                              "fine-tune stage); use one backdoor variant per recommender")
-        if names != [PRETRAIN, FINETUNE]:
-            recipe = private_finetune_recipe(recipe, variant=self.name, pretrain_epochs=cfg.pretrain_epochs)
-        elif cfg.pretrain_epochs is not None:
-            recipe = recipe.replace_stage(PRETRAIN, epochs=cfg.pretrain_epochs)
-        if cfg.finetune_epochs is not None:
-            recipe = recipe.replace_stage(FINETUNE, epochs=cfg.finetune_epochs)
-        if not cfg.finetune:
-            if recipe.stage(FINETUNE).trainer != "plain":
-                raise ConfigError("variant 'backdoor': finetune: false drops the fine-tune stage, but "
-                                  f"another variant set its trainer to {recipe.stage(FINETUNE).trainer!r}")
-            recipe = dataclasses.replace(recipe, stages=(recipe.stage(PRETRAIN),))
+        if any(t.name == BackdoorTransform.name for t in recipe.sequence_transforms):
+            raise ConfigError("variant 'backdoor' given twice; use one backdoor variant per recommender")
+        recipe, public = recipe.with_public_pretrain(variant=self.name, pretrain_epochs=cfg.pretrain_epochs,
+                                                     finetune_epochs=cfg.finetune_epochs,
+                                                     keep_private=cfg.finetune)
         transform = BackdoorTransform(rate=cfg.rate, targets=select_targets(ctx.dataset, cfg.targets),
-                                      group=tuple(cfg.group.items()), stages=(PRETRAIN,))
+                                      group=tuple(cfg.group.items()), stages=(public,))
         return recipe.with_transform(transform)

@@ -143,7 +143,8 @@ class DetectFakesConfig(StrictConfig):
     """``method``: pca (RecAD's PCASelectUsers) | popularity (profile-popularity z-score);
     ``flag_share``: share (0..1) of the stage's users flagged and removed; ``components``:
     principal components of the pca detector; ``stage``: the stage to clean (None = the
-    stages a fake-user transform poisons, else ``finetune`` when the recipe has it, else all)."""
+    stages a fake-user transform poisons, else the recipe's private-data stage when it has more
+    than one stage, else all)."""
 
     method: DetectorName = "pca"
     flag_share: float = Field(0.02, gt=0, lt=1)
@@ -157,6 +158,7 @@ class DetectFakesVariant(Variant):
     name: ClassVar[str] = "detect-fakes"
     Config: ClassVar[type[StrictConfig]] = DetectFakesConfig
     trains: ClassVar[bool] = True
+    requires: ClassVar[frozenset[str]] = frozenset({"train-transforms"})
 
     def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
         cfg: DetectFakesConfig = self.config  # type: ignore[assignment]
@@ -170,10 +172,11 @@ class DetectFakesVariant(Variant):
             stages: tuple[str, ...] | None = (cfg.stage,)
         else:
             fakes = [t for t in recipe.sequence_transforms if isinstance(t, FakeUsersTransform)]
+            private = recipe.private_data_stages()
             if fakes:
                 stages = fakes[0].stages
-            elif "finetune" in names:
-                stages = ("finetune",)
+            elif len(names) > 1 and private:
+                stages = private
             else:
                 stages = None
         return recipe.with_transform(DetectFakesTransform(method=cfg.method, flag_share=cfg.flag_share,

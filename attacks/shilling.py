@@ -203,9 +203,9 @@ class FakeUsersConfig(StrictConfig):
     ``popular_pool``: how many of the most popular (segment) items selected items come from;
     ``placement``: end (targets close each fake sequence) | random (anywhere);
     ``target_repeats``: occurrences of each target per fake profile (1 = classic);
-    ``stage``: ``finetune`` (the recipe becomes public pretrain + fine-tune, fakes in the
-    fine-tune corpus; the pretrain stage is shared through the stage cache) or ``full``
-    (one training stage, fakes in it)."""
+    ``stage``: ``finetune`` (fakes in the private fine-tune corpus: the reference becomes public
+    pretrain + fine-tune, the pretrain stage shared through the stage cache; an ``hf`` model's
+    LoRA stage) or ``full`` (one training stage, fakes in it)."""
 
     kind: ProfileKind = "bandwagon"
     share: float = Field(0.01, ge=0, le=1)
@@ -224,6 +224,7 @@ class FakeUsersVariant(Variant):
     name: ClassVar[str] = "fake-users"
     Config: ClassVar[type[StrictConfig]] = FakeUsersConfig
     trains: ClassVar[bool] = True
+    requires: ClassVar[frozenset[str]] = frozenset({"train-transforms"})
 
     def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
         cfg: FakeUsersConfig = self.config  # type: ignore[assignment]
@@ -240,21 +241,20 @@ def poisoned_stage_recipe(recipe: TrainingRecipe, stage: str, variant: str,
                           ) -> tuple[TrainingRecipe, tuple[str, ...] | None]:
     """The recipe to poison and the stages a transform applies to.
 
-    ``finetune``: a one-stage recipe becomes public pretrain + private fine-tune (the privacy
-    package's :func:`privacy.finetune.private_finetune_recipe`, pretrain behind the stage cache,
-    identical to the ``finetune`` variant's recipe), transform on ``("finetune",)``;
-    ``full``: the recipe must have one stage, transform on every stage (None)."""
+    ``finetune``: the recipe in its public + private form, transform on its private stage;
+    ``full``: the recipe must have one stage, transform on every stage (None).
+
+    The private stage is the one the recipe declares (:meth:`RecipeOps.with_private_stage`): the
+    reference's ``finetune`` (identical to the ``finetune`` variant's recipe), an ``hf`` LoRA
+    recipe's ``lora`` stage (the base checkpoint is the public part)."""
     names = [s.name for s in recipe.stages]
     if stage == "full":
         if len(names) != 1:
             raise ConfigError(f"variant {variant!r}: stage: full needs a one-stage recipe, got stages "
                               f"{names}; use stage: finetune or drop the variant that added stages")
         return recipe, None
-    from privacy.finetune import FINETUNE, private_finetune_recipe
-
-    if names != ["pretrain", FINETUNE]:
-        recipe = private_finetune_recipe(recipe, variant=variant, pretrain_epochs=None)
-    return recipe, (FINETUNE,)
+    recipe, private = recipe.with_private_stage(variant=variant)
+    return recipe, (private,)
 
 
 def insert_before_detection(recipe: TrainingRecipe, transform: SequenceTransform) -> TrainingRecipe:

@@ -21,6 +21,10 @@ Capabilities:
 - ``train-lora``: LoRA fine-tuning of a pretrained LLM (the ``lora`` variant);
 - ``train-private``: a private fine-tune stage the ``dp`` trainer can run (the ``dp`` variant):
   the reference's fine-tune stage, an ``hf`` model's LoRA stage;
+- ``train-transforms``: a recipe with sequence transforms that declares its private-data stage
+  and its public pre-training form (``RecipeOps.private_data_stages``, ``with_private_stage``,
+  ``with_public_pretrain``): the ``fake-users``, ``detect-fakes``, ``backdoor`` and ``canaries``
+  variants (the reference; an ``hf`` model's LoRA recipe);
 - ``constrain``: generation can be restricted to catalog items (the constrained-decoding variant);
 - ``soft-prompt``: a learned soft prefix can be carried (the fair-prompt variant).
 
@@ -41,7 +45,7 @@ from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
     {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-stages",
-     "train-lora", "train-private", "constrain", "soft-prompt"}
+     "train-lora", "train-private", "train-transforms", "constrain", "soft-prompt"}
 )
 
 
@@ -175,6 +179,13 @@ class Recommender:
 
     def close(self) -> None:
         """Release resources (HTTP sessions, servers)."""
+
+    def untrained(self, ctx: Any) -> "Recommender | None":
+        """The same model as it was before the harness fine-tuned it (an ``hf`` model's base
+        checkpoint without its LoRA), built afresh in the ``BuildContext`` ``ctx``; None where
+        there is none (a model not fine-tuned from a pretrained checkpoint here). The natural
+        calibration model of a fine-tune (``mia-reference: {base: true}``)."""
+        return None
 
 
 class Adapter(Recommender):

@@ -159,7 +159,7 @@ class HFAdapter(Adapter):
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
         {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-lora",
-         "train-private", "constrain", "soft-prompt"})
+         "train-private", "train-transforms", "constrain", "soft-prompt"})
     kind: ClassVar[str] = "hf"
 
     #: the `constrain` capability (audit.decoding.constrained.ConstrainableGeneration):
@@ -253,6 +253,13 @@ class HFAdapter(Adapter):
         self.info.update({"lora_dir": str(directory), "trained_now": fresh, "key": manifest.get("key"),
                           "training": [s.get("summary") for s in manifest.get("stages", [])],
                           "trainable_parameters": manifest.get("trainable_parameters")})
+
+    def untrained(self, ctx: BuildContext) -> "HFAdapter | None":
+        """The base checkpoint without the LoRA (loaded again: the LoRA was merged into this one's
+        weights), same options and prompts; None when this model was not fine-tuned here."""
+        if self.manifest is None:
+            return None
+        return type(self).build(self.config, ctx)
 
     def base_parts(self) -> Any:
         """What the LoRA training path needs from this adapter (see :mod:`audit.llm.training`)."""

@@ -18,7 +18,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from audit.data.dataset import Dataset
 
 LORA_STAGE = "lora"
+#: the stage and user group a poisoned pre-training LoRA stage trains on (see ``with_public_pretrain``)
+PUBLIC_STAGE, PUBLIC_GROUP = "pretrain", "pretrain"
 TRAINING_MODULES = ("audit.llm.examples", "audit.llm.trainable", "audit.llm.training", "audit.llm.lora",
                     "audit.training.data", "audit.reference.trainers")
 
@@ -59,6 +61,40 @@ class LoraRecipe(RecipeOps):
     score_k: int = 10
     seed: int = 0
 
+    private_stage_names: ClassVar[tuple[str, ...]] = (LORA_STAGE,)
+
+    def with_private_stage(self, *, variant: str) -> tuple["LoraRecipe", str]:
+        """The recipe as it is and its LoRA stage: the base checkpoint is the public part, the LoRA
+        stage trains on the private users (where fake users, their detection and canaries go)."""
+        return self, LORA_STAGE
+
+    def with_public_pretrain(self, *, variant: str, pretrain_epochs: int | None, finetune_epochs: int | None,
+                             keep_private: bool) -> tuple["LoraRecipe", str]:
+        """A poisoned-checkpoint form of the recipe (Wu et al.'s pre-training backdoor on an LLM):
+        with ``keep_private``, a ``pretrain`` LoRA stage on the ``pretrain`` user group (the stage a
+        backdoor poisons; the LoRA stage's settings, ``pretrain_epochs``) and then the LoRA stage on
+        the ``finetune`` group, training the *same* LoRA weights further (the clean fine-tune of the
+        poisoned checkpoint, ``finetune_epochs``); without, the LoRA stage itself trains on the
+        ``pretrain`` group and is the poisoned checkpoint used as it is. Returns (recipe, the
+        public stage's name)."""
+        from audit.errors import ConfigError
+
+        names = [s.name for s in self.stages]
+        lora = self.stage(LORA_STAGE)
+        if names != [LORA_STAGE]:
+            raise ConfigError(f"variant {variant!r} given twice (the LoRA recipe already has a public pre-training "
+                              f"stage, stages {names}); use one {variant} variant per recommender")
+        if not keep_private:
+            if lora.trainer != "plain":
+                raise ConfigError(f"variant {variant!r}: finetune: false makes the LoRA stage the poisoned "
+                                  f"checkpoint, but another variant set its trainer to {lora.trainer!r}")
+            out = self.replace_stage(LORA_STAGE, users=PUBLIC_GROUP, **_epochs(pretrain_epochs))
+            return out, LORA_STAGE  # type: ignore[return-value]
+        pre = dataclasses.replace(lora, name=PUBLIC_STAGE, users=PUBLIC_GROUP, trainer="plain", options=(),
+                                  **_epochs(pretrain_epochs))
+        fine = dataclasses.replace(lora, users="finetune", **_epochs(finetune_epochs))
+        return dataclasses.replace(self, stages=(pre, fine)), PUBLIC_STAGE
+
     def private_finetune(self, *, variant: str, pretrain_epochs: int | None, **finetune: Any) -> "LoraRecipe":
         """The LoRA stage as the private fine-tune (the base checkpoint is the public part): its
         fields replaced by ``finetune`` (e.g. ``trainer='dp', options={...}``)."""
@@ -81,6 +117,10 @@ class LoraRecipe(RecipeOps):
                 "sequence_transforms": [t.to_json() for t in self.sequence_transforms],
                 **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if f.name not in ("lora", "stages", "sequence_transforms")}}
+
+
+def _epochs(epochs: int | None) -> dict[str, int]:
+    return {} if epochs is None else {"epochs": epochs}
 
 
 @dataclass

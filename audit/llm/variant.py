@@ -26,7 +26,8 @@ class LoraVariantConfig(StrictConfig):
     None = all). Training: ``epochs`` (passes over the users' drawn windows), ``lr`` (AdamW peak,
     linear warm-up over ``warmup`` then decay), ``batch_size`` (examples per step),
     ``examples_per_user`` (windows per user per epoch), ``targets`` (answer items per example:
-    the user's next items as a numbered list; 1 = the one-item TALLRec form), ``users`` (group),
+    the user's next items as a numbered list; 1 = the one-item TALLRec form), ``users`` (group;
+    None = the recipe's: ``trained``, or ``finetune`` after a ``backdoor`` variant listed before),
     ``attribute_dropout`` (0..1), ``seed``. Defaults were sized for SmolLM2-135M on 2 CPU cores
     (about 1 example/s): see BENCHMARKS.md."""
 
@@ -41,7 +42,7 @@ class LoraVariantConfig(StrictConfig):
     batch_size: int = Field(8, ge=1, le=1024)
     examples_per_user: int = Field(1, ge=1, le=100)
     targets: int = Field(10, ge=1, le=50)
-    users: Literal["trained", "pretrain", "finetune", "all"] = "trained"
+    users: Literal["trained", "pretrain", "finetune", "all"] | None = None
     attribute_dropout: float = Field(0.5, ge=0.0, le=1.0)
     seed: int = 0
 
@@ -60,7 +61,8 @@ class LoraVariant(Variant):
                            layers=cfg.layers)
         out = dataclasses.replace(recipe, lora=lora, targets=cfg.targets, examples_per_user=cfg.examples_per_user,
                                   attribute_dropout=cfg.attribute_dropout, seed=cfg.seed)
-        return out.replace_stage(LORA_STAGE, users=cfg.users, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
-                                 batch_size=cfg.batch_size)
+        users = {} if cfg.users is None else {"users": cfg.users}
+        return out.replace_stage(LORA_STAGE, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
+                                 batch_size=cfg.batch_size, **users)
 
 

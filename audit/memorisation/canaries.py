@@ -15,8 +15,10 @@ catalog items drawn uniformly without replacement, seeded):
 
 Canary users have ids ``canary:<kind>:<index>:<copy>`` (never a real user id) and train
 like any user of the stage (sliding windows, attribute dropout). By default they go into
-the stage holding the private data: the single ``full`` stage, or ``finetune`` of a
-two-stage recipe (``stage`` overrides). The transform's manifest (saved in the model's
+the stages the recipe declares as holding the private data
+(:meth:`~audit.reference.recipe.RecipeOps.private_data_stages`): the reference's single
+``full`` stage or ``finetune`` of a two-stage recipe, an ``hf`` model's ``lora`` stage
+(``stage`` overrides). The transform's manifest (saved in the model's
 ``manifest.json`` under the stage's ``transforms``) lists every canary sequence, its
 repetition count and, for audit canaries, whether it was included.
 """
@@ -35,7 +37,8 @@ from audit.reference.recipe import SequenceTransform
 from audit.variants import BuildContext, Variant
 
 CANARY_PREFIX = "canary:"
-#: stages that hold the private training data, in the reference recipe's naming
+#: stages that hold the private training data, in the reference recipe's naming (used when no
+#: recipe is given; a recipe declares its own in ``private_data_stages``)
 PRIVATE_STAGES: tuple[str, ...] = ("full", "finetune")
 TRANSFORM_NAME = "canaries"
 
@@ -69,8 +72,12 @@ class CanaryTransform(SequenceTransform):
     seed: int = 0
     stages: tuple[str, ...] | None = None
 
-    def applies_to(self, stage: str) -> bool:
-        return stage in (self.stages if self.stages is not None else PRIVATE_STAGES)
+    def applies_to(self, stage: str, recipe: Any = None) -> bool:
+        """``stages`` when given, else the stages ``recipe`` declares as holding the private data
+        (:meth:`RecipeOps.private_data_stages`; without a recipe, the reference's names)."""
+        if self.stages is not None:
+            return stage in self.stages
+        return stage in (recipe.private_data_stages() if recipe is not None else PRIVATE_STAGES)
 
     def apply(self, sequences: dict[str, list[str]], profiles: dict[str, dict[str, str]],
               dataset: Any, rng: np.random.Generator,
@@ -114,8 +121,8 @@ class CanariesConfig(StrictConfig):
     sequence; ``audit_canaries``: canaries each included with probability 1/2 for the
     one-run epsilon audit (0 = none); ``audit_repetitions``: copies of an included audit
     canary; ``profile``: the canaries' fixed profile attributes (empty = neutral prompt);
-    ``stage``: the stage to insert them in (None = the private-data stage: ``full`` or
-    ``finetune``); ``seed``: seeds the canary sequences and inclusion draws."""
+    ``stage``: the stage to insert them in (None = the recipe's private-data stage: the
+    reference's ``full`` or ``finetune``, an ``hf`` model's ``lora``); ``seed``: seeds the canary sequences and inclusion draws."""
 
     repetitions: list[int] = [1, 4, 16]
     per_repetition: int = Field(10, ge=1, le=1000)
@@ -135,11 +142,12 @@ class CanariesConfig(StrictConfig):
 
 
 class CanariesVariant(Variant):
-    """Training variant: insert canary users (see module doc) into the reference recipe."""
+    """Training variant: insert canary users (see module doc) into the recipe's private data."""
 
     name: ClassVar[str] = "canaries"
     Config = CanariesConfig
     trains: ClassVar[bool] = True
+    requires: ClassVar[frozenset[str]] = frozenset({"train-transforms"})
 
     def transform(self) -> CanaryTransform:
         cfg: CanariesConfig = self.config  # type: ignore[assignment]

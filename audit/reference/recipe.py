@@ -108,7 +108,8 @@ class SequenceTransform:
             return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return {}
 
-    def applies_to(self, stage: str) -> bool:
+    def applies_to(self, stage: str, recipe: "RecipeOps | None" = None) -> bool:
+        """Whether the transform edits stage ``stage`` of ``recipe`` (None = every stage)."""
         return self.stages is None or stage in self.stages
 
     def apply(self, sequences: dict[str, list[str]], profiles: dict[str, dict[str, str]],
@@ -147,6 +148,51 @@ class RecipeOps:
     def with_transform(self, transform: SequenceTransform) -> "TrainingRecipe":
         """A copy with ``transform`` appended to the sequence transforms."""
         return dataclasses.replace(self, sequence_transforms=self.sequence_transforms + (transform,))
+
+    #: names of the stages that hold the private users' data when the recipe has them (the
+    #: reference's one-stage ``full`` and two-stage ``finetune``); a recipe naming its stages
+    #: otherwise overrides this (the LoRA recipe: its ``lora`` stage)
+    private_stage_names: ClassVar[tuple[str, ...]] = ("full", "finetune")
+
+    def private_data_stages(self) -> tuple[str, ...]:
+        """The stages of this recipe that train on the private users' data (where canaries go)."""
+        return tuple(s.name for s in self.stages if s.name in self.private_stage_names)
+
+    def with_private_stage(self, *, variant: str) -> tuple["TrainingRecipe", str]:
+        """This recipe in its public + private form and the name of its private fine-tune stage
+        (where data poisoning and its detection go): the reference becomes pretrain (public,
+        cached) + ``finetune`` (as :meth:`private_finetune` makes it; kept if already so)."""
+        from privacy.finetune import FINETUNE, PRETRAIN
+
+        if [s.name for s in self.stages] == [PRETRAIN, FINETUNE]:
+            return self, FINETUNE  # type: ignore[return-value]
+        return self.private_finetune(variant=variant, pretrain_epochs=None), FINETUNE
+
+    def with_public_pretrain(self, *, variant: str, pretrain_epochs: int | None, finetune_epochs: int | None,
+                             keep_private: bool) -> tuple["TrainingRecipe", str]:
+        """This recipe with a public pre-training stage (the one a pre-training backdoor poisons),
+        followed by the private fine-tune when ``keep_private``; returns (recipe, the public stage's
+        name). The reference: ``pretrain`` (stage-cached) + ``finetune``, or ``pretrain`` alone."""
+        from audit.errors import ConfigError
+        from privacy.finetune import FINETUNE, PRETRAIN
+
+        recipe: Any = self
+        names = [s.name for s in recipe.stages]
+        if names == [PRETRAIN]:
+            raise ConfigError(f"variant {variant!r} given twice (or after a variant that dropped the "
+                              f"fine-tune stage); use one {variant} variant per recommender")
+        if names != [PRETRAIN, FINETUNE]:
+            recipe = recipe.private_finetune(variant=variant, pretrain_epochs=pretrain_epochs)
+        elif pretrain_epochs is not None:
+            recipe = recipe.replace_stage(PRETRAIN, epochs=pretrain_epochs)
+        if finetune_epochs is not None:
+            recipe = recipe.replace_stage(FINETUNE, epochs=finetune_epochs)
+        if not keep_private:
+            if recipe.stage(FINETUNE).trainer != "plain":
+                raise ConfigError(f"variant {variant!r}: finetune: false drops the fine-tune stage, but "
+                                  f"another variant set its trainer to {recipe.stage(FINETUNE).trainer!r}")
+            recipe = dataclasses.replace(recipe, stages=(recipe.stage(PRETRAIN),))
+        return recipe, PRETRAIN
 
     def private_finetune(self, *, variant: str, pretrain_epochs: int | None, **finetune: Any) -> "TrainingRecipe":
         """This recipe as public pretrain (cached) + private fine-tune with the fine-tune stage's

@@ -108,7 +108,7 @@ def stage_training_sequences(recipe: Any, index: int, stage: StageSpec, groups: 
     profiles = {u: dict(dataset.user_profiles.get(u, {})) for u in seqs}
     transforms = []
     for t_index, transform in enumerate(recipe.sequence_transforms):
-        if not transform.applies_to(stage.name):
+        if not transform.applies_to(stage.name, recipe):
             continue
         rng = np.random.default_rng(stage_seed(recipe, index, f"transform{t_index}"))
         seqs, profiles, manifest = transform.apply(seqs, profiles, dataset, rng)
