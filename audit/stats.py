@@ -79,16 +79,18 @@ def proportion_metric(values: Sequence[float] | np.ndarray, *, unit: str = "user
     return Metric(value=float(x.mean()), n=int(x.size), ci=wilson_ci(float(x.sum()), int(x.size)), unit=unit)
 
 
-def mean_metric(values: Sequence[float] | np.ndarray, *, seed: int = 0, unit: str = "users") -> Metric:
+def mean_metric(values: Sequence[float] | np.ndarray, *, seed: int = 0, unit: str = "users",
+                n_resamples: int = DEFAULT_RESAMPLES) -> Metric:
     """Mean of per-unit values with its CI and n (NaN values are dropped): Wilson when every
-    value is 0 or 1, else the percentile bootstrap."""
+    value is 0 or 1, else the percentile bootstrap (``n_resamples`` resamples)."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return Metric(value=float("nan"), n=0, ci=None, unit=unit)
     if is_binary(x):
         return proportion_metric(x, unit=unit)
-    return Metric(value=float(x.mean()), n=int(x.size), ci=bootstrap_ci(x, seed=seed), unit=unit)
+    return Metric(value=float(x.mean()), n=int(x.size), ci=bootstrap_ci(x, seed=seed, n_resamples=n_resamples),
+                  unit=unit)
 
 
 def ratio_ci(num: np.ndarray, den: np.ndarray, *, seed: int = 0) -> tuple[float, float]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from audit.fairness.metrics import snsr, snsv
 from audit.results import Metric
-from audit.stats import bootstrap_ci, paired_bootstrap
+from audit.stats import mean_metric, paired_bootstrap
 
 
 def _column_means(matrix: np.ndarray) -> np.ndarray:
@@ -25,13 +25,9 @@ def _column_means(matrix: np.ndarray) -> np.ndarray:
 
 
 def mean_with_ci(values: np.ndarray, *, seed: int, n_resamples: int) -> Metric:
-    """Mean over users of finite values, with a bootstrap CI over users."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return Metric(value=float("nan"), n=0)
-    return Metric(value=float(x.mean()), n=int(x.size),
-                  ci=bootstrap_ci(x, seed=seed, n_resamples=n_resamples))
+    """Mean over users of finite values: a bootstrap CI over users, or the Wilson interval when
+    every value is 0 or 1 (a group's HR of 0 is not a zero-width [0, 0])."""
+    return mean_metric(values, seed=seed, n_resamples=n_resamples)
 
 
 @dataclass(frozen=True)

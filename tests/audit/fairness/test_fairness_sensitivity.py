@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from audit.fairness.sensitivity import group_gap, mean_with_ci, sensitivity
+from audit.stats import wilson_ci
 
 
 def test_constant_rows_give_zero_sensitivity_and_p_one() -> None:
@@ -47,3 +48,14 @@ def test_group_gap_and_signed_difference() -> None:
 def test_mean_with_ci_drops_nan() -> None:
     m = mean_with_ci(np.array([1.0, 0.0, np.nan, 1.0]), seed=0, n_resamples=200)
     assert m.value == pytest.approx(2 / 3) and m.n == 3 and m.ci[0] <= m.value <= m.ci[1]
+
+
+def test_a_group_hit_rate_of_zero_gets_the_wilson_interval_not_a_zero_width_one() -> None:
+    """hr_group_S=V / hr_C are shares of 0/1 hits: 0 of 107 users is [0, 0.035], never [0, 0]."""
+    zero = mean_with_ci(np.zeros(107), seed=0, n_resamples=1000)
+    assert zero.value == 0.0 and zero.ci[0] == 0.0 and zero.ci[1] == pytest.approx(wilson_ci(0, 107)[1])
+    assert zero.ci[1] > 0.03
+    some = mean_with_ci(np.array([1.0] * 3 + [0.0] * 297), seed=0, n_resamples=1000)
+    assert some.ci == pytest.approx(wilson_ci(3, 300)) and some.ci[0] > 0.0
+    graded = mean_with_ci(np.linspace(0.0, 1.0, 50), seed=0, n_resamples=1000)  # not 0/1: the bootstrap
+    assert graded.ci != pytest.approx(wilson_ci(25, 50))
