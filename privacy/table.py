@@ -5,7 +5,9 @@ canary exposure and the empirical epsilon lower bound.
 Reads ``report.json`` only (the probes measured everything): ``utility`` for HR/NDCG,
 ``privacy`` for the accounted budget, ``membership`` (not the null-audit control) for the
 AUROC of the strongest attack present (``ref`` > ``minkpp`` > ``mink`` > ``loss`` > ``zlib`` >
-``list``), ``canary`` for exposure by repetition and ``epsilon_lb_*``. A missing measurement
+``list``), ``canary`` for exposure by repetition (shown as "≥ x (s/n saturated)" when canaries
+outrank every reference: then it is a lower bound), the log-likelihood margin that keeps
+resolving past saturation, and ``epsilon_lb_*``. A missing measurement
 is ``None`` (printed as a dash). Rows come sorted as an epsilon series: undefended models
 (no accounted epsilon) first, then by epsilon, largest first.
 
@@ -39,6 +41,10 @@ class PrivacyRow:
     mia_auroc: dict[str, Any] | None = None
     mia_attack: str | None = None
     exposure: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per repetition count: share of canaries that outrank every reference (exposure then a lower bound)
+    saturated: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per repetition count: the canaries' log-likelihood margin over the references (SD units)
+    margin: dict[str, dict[str, Any]] = field(default_factory=dict)
     epsilon_lb: float | None = None
 
 
@@ -87,7 +93,9 @@ def privacy_utility_table(report: Mapping[str, Any], k: int = 10) -> list[Privac
                     break
         if name in canary:
             m = canary[name]["metrics"]
-            row.exposure = {k_[len("exposure_rep"):]: v for k_, v in m.items() if k_.startswith("exposure_rep")}
+            for attr, prefix in (("exposure", "exposure_rep"), ("saturated", "exposure_saturated_rep"),
+                                 ("margin", "exposure_margin_rep")):
+                setattr(row, attr, {k_[len(prefix):]: v for k_, v in m.items() if k_.startswith(prefix)})
             # the Clopper-Pearson figure is heuristic (one run's canaries are not independent trials):
             # only the one-run bound is set against the accounted epsilon
             bounds = [m[b]["value"] for b in ("epsilon_lb_one_run",) if b in m and m[b].get("value") is not None]
@@ -106,6 +114,18 @@ def _fmt(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
     return text
 
 
+def _exposure(row: PrivacyRow, rep: str) -> str:
+    """Exposure in bits; where any canary outranks every reference the mean is a lower bound
+    ("≥ 13.29, 5/5 saturated"), and the margin (SD units) is what still resolves."""
+    text = _fmt(row.exposure.get(rep), 2)
+    sat = row.saturated.get(rep)
+    if sat and sat.get("value"):
+        n = sat.get("n") or 0
+        value = row.exposure.get(rep, {}).get("value")
+        text = (f"≥ {value:.2f}" if value is not None else "≥ –") + f" ({round(sat['value'] * n)}/{n} saturated)"
+    return text
+
+
 def _num(x: float | None, fmt: str = ".2f") -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
 
@@ -114,13 +134,15 @@ def to_markdown(rows: list[PrivacyRow], k: int = 10) -> str:
     """A Markdown table of the rows (values with 95% CIs in brackets)."""
     reps = sorted({r for row in rows for r in row.exposure}, key=lambda s: int(s) if s.isdigit() else 1 << 30)
     head = ["recommender", "variant", f"HR@{k}", f"NDCG@{k}", "ε (accounted)", "δ", "unit", "MIA AUROC (attack)",
-            *[f"exposure rep{r} (bits)" for r in reps], "ε lower bound"]
+            *[f"exposure rep{r} (bits)" for r in reps], *[f"margin rep{r} (SD)" for r in reps if any(r in row.margin for row in rows)],
+            "ε lower bound"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         mia = _fmt(row.mia_auroc) + (f" ({row.mia_attack})" if row.mia_attack else "")
         cells = [row.recommender, row.variant, _fmt(row.hr), _fmt(row.ndcg), _num(row.epsilon),
                  _num(row.delta, ".0e"), row.unit or "–", mia,
-                 *[_fmt(row.exposure.get(r), 2) for r in reps], _num(row.epsilon_lb)]
+                 *[_exposure(row, r) for r in reps],
+                 *[_fmt(row.margin.get(r), 2) for r in reps if any(r in x.margin for x in rows)], _num(row.epsilon_lb)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -68,3 +68,22 @@ def test_each_epsilon_is_labelled_with_its_adjacency():
     assert units == {"dp8": "user, add/remove", "fed8": "user, replace-one"}
     text = to_markdown(privacy_utility_table(report))
     assert "user, add/remove" in text and "user, replace-one" in text
+
+
+def test_a_saturated_exposure_is_shown_as_a_lower_bound_beside_the_margin_that_still_resolves():
+    """Issue 14: when every canary outranks all references the exposure is log2(references) for
+    1, 4 and 16 repetitions alike; the table says so ("≥ ...") and shows the margin column."""
+    report = {
+        "recommenders": [{"name": "plain", "variant": {"finetune": {}}}],
+        "results": [_result("plain", "canary", {
+            "exposure_rep1": _m(13.288, [13.288, 13.288], 5), "exposure_saturated_rep1": _m(1.0, [0.57, 1.0], 5),
+            "exposure_margin_rep1": _m(6.12, [5.31, 6.95], 5),
+            "exposure_rep16": _m(13.288, [13.288, 13.288], 5), "exposure_saturated_rep16": _m(1.0, [0.57, 1.0], 5),
+            "exposure_margin_rep16": _m(14.57, [14.29, 14.83], 5),
+            "exposure_rep4": _m(9.5, [8.0, 11.0], 5), "exposure_saturated_rep4": _m(0.0, [0.0, 0.43], 5)})],
+    }
+    text = to_markdown(privacy_utility_table(report))
+    head, row = text.splitlines()[0], text.splitlines()[2]
+    assert "margin rep1 (SD)" in head and "margin rep16 (SD)" in head
+    assert "≥ 13.29 (5/5 saturated)" in row and "6.12 [5.31, 6.95]" in row and "14.57 [14.29, 14.83]" in row
+    assert "9.50 [8.00, 11.00]" in row  # not saturated: a plain estimate
