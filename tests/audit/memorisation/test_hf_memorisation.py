@@ -1,0 +1,93 @@
+"""Memorisation of an ``hf`` LoRA fine-tune (tiny random Llama): canaries go into the LoRA stage's
+data with their repetitions, canaries inserted 16 times are more exposed than once-inserted ones,
+and the membership probe's reference-calibrated attack runs against the untuned base model
+(``mia-reference: {base: true}``) and finds the fine-tune's members (36 members, 4 held-out users:
+the tiny data set's split; the null control needs more non-members than that and is tested in
+tests/audit/probes/test_membership_probe.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from audit.build import build_recommender
+from audit.errors import ConfigError
+from audit.memorisation.canaries import canary_manifests, is_canary_user
+from audit.probes.base import OutputRecorder, ProbeContext
+from audit.probes.canary import CanaryConfig, CanaryExposureProbe
+from audit.probes.membership import MembershipConfig, MembershipInferenceProbe
+from audit.reference.training import torch_threads
+from audit.variants import BuildContext
+from tests.audit.llm.tiny_llama import build_tiny_llama
+
+LORA = {"lora": {"epochs": 8, "layers": None, "lr": 1e-2, "batch_size": 8, "targets": 3, "r": 4}}
+# length 8 = the adapter's 5-item history window + 3 answer items: one training window per canary copy
+CANARIES = {"canaries": {"repetitions": [1, 16], "per_repetition": 4, "length": 8, "audit_canaries": 0}}
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with torch_threads(1):
+        yield build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def build(llama_dir: Path, dataset, cache: Path, variants: list):
+    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5, "variant": variants}
+    return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
+
+
+@pytest.fixture(scope="module")
+def canary_llm(llama_dir, tiny_dataset, tmp_path_factory):
+    with torch_threads(1):
+        yield build(llama_dir, tiny_dataset, tmp_path_factory.mktemp("cache"),
+                    [LORA, CANARIES, {"mia-reference": {"base": True}}])
+
+
+def context(dataset, probe: str) -> ProbeContext:
+    return ProbeContext(dataset=dataset, users=dataset.evaluable_users(), seed=0, recorder=OutputRecorder("llm", probe))
+
+
+def test_canaries_go_into_the_lora_stage_with_their_repetitions(canary_llm):
+    (stage,) = canary_llm.manifest["stages"]
+    assert stage["name"] == "lora"
+    canaries = [u for u in stage["users"] if is_canary_user(u)]
+    assert len(canaries) == 4 * 1 + 4 * 16
+    (found,) = canary_manifests(canary_llm.manifest)
+    assert found["stage"] == "lora" and sorted({c["repetitions"] for c in found["exposure"]}) == [1, 16]
+
+
+def test_canaries_inserted_16_times_are_more_exposed_than_once_inserted(canary_llm, tiny_dataset):
+    with torch_threads(1):
+        result = CanaryExposureProbe(CanaryConfig(references=100)).run(canary_llm, context(tiny_dataset, "canary"))
+    assert result.status == "pass" and result.details["canary_stage"] == "lora"
+    m = result.metrics
+    # measured: 1.81 vs 0.60 bits of 6.6; margins 0.44 vs -0.74 reference SDs
+    assert m["exposure_rep16"].value > m["exposure_rep1"].value + 0.8
+    assert m["exposure_margin_rep16"].value > m["exposure_margin_rep1"].value + 0.5
+
+
+def test_reference_calibrated_mia_uses_the_untuned_base_and_finds_the_members(canary_llm, llama_dir, tiny_dataset,
+                                                                               tmp_path):
+    base = canary_llm.calibration_reference
+    assert canary_llm.info["calibration_reference"] == {"base": True}
+    with torch_threads(1):
+        zero_shot = build(llama_dir, tiny_dataset, tmp_path, [])
+        assert base.manifest is None and all(torch.equal(p, dict(zero_shot.model.named_parameters())[n])
+                                             for n, p in base.model.named_parameters())  # no LoRA in it
+        attacks = ["loss", "ref"]
+        result = MembershipInferenceProbe(MembershipConfig(attacks=attacks)).run(canary_llm,
+                                                                                 context(tiny_dataset, "membership"))
+    assert result.status == "pass" and "ref" not in result.details.get("skipped", {})
+    ref = result.metrics["mia_auroc_ref"]
+    assert ref.n == 40 and ref.ci[0] > 0.5  # measured: 0.79 [0.61, 0.92] (loss alone: 0.65 [0.47, 0.81])
+
+
+def test_mia_reference_base_needs_a_fine_tuned_model_and_takes_no_training_options(llama_dir, tiny_dataset,
+                                                                                   tmp_path):
+    with pytest.raises(ConfigError, match="base: true needs a model fine-tuned here"):
+        build(llama_dir, tiny_dataset, tmp_path, [{"mia-reference": {"base": True}}])
+    with pytest.raises(ConfigError, match="drop users, epochs and options"):
+        build(llama_dir, tiny_dataset, tmp_path, [LORA, {"mia-reference": {"base": True, "epochs": 3}}])
