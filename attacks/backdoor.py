@@ -26,7 +26,6 @@ nested) and ``rate: 0`` is the identity. The manifest counts replaced labels.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 

@@ -170,7 +170,8 @@ PROBES.register("extraction", "audit.probes.extraction:ExtractionProbe",
 VARIANTS.register("canaries", "audit.memorisation.canaries:CanariesVariant",
                   "insert canary users (repeated 1/4/16 times, and randomly included audit canaries) into training")
 VARIANTS.register("mia-reference", "audit.memorisation.calibration:MiaReferenceVariant",
-                  "attach a reference model trained on disjoint users for the calibrated membership attack")
+                  "attach a calibration model for the calibrated membership attack: a reference model trained on "
+                  "disjoint users, or (base: true) an hf fine-tune's untuned base")
 
 VARIANTS.register("backdoor", "attacks.backdoor:BackdoorVariant",
                   "pre-training labels replaced by target items with probability r (Wu et al.); clean fine-tune or as-is")
