@@ -166,7 +166,7 @@ class CanariesVariant(Variant):
 
 
 def canary_manifests(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The canary transforms' manifests found in a reference model's ``manifest.json``."""
+    """The canary transforms' manifests found in a trained model's manifest (reference or hf LoRA)."""
     out = []
     for stage in manifest.get("stages", []):
         for t in stage.get("transforms", []):

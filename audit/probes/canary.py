@@ -120,7 +120,7 @@ class CanaryExposureProbe(Probe):
         found = canary_manifests(manifest) if manifest is not None else []
         if not found:
             return ProbeResult.skipped(f"{rec.name} was not trained with canaries; add the 'canaries' variant "
-                                       "to a trainable (reference) recommender")
+                                       "to a recommender trained here (reference, or hf with a LoRA variant)")
         if not (rec.has("token_logprobs") or rec.has("score")):
             return ProbeResult.skipped(f"{rec.name} offers neither 'token_logprobs' nor 'score'")
         canaries = found[0]

@@ -219,7 +219,8 @@ class MembershipInferenceProbe(Probe):
                           cfg: MembershipConfig, scores: dict[str, np.ndarray], skipped: dict[str, str]) -> None:
         if calib is None:
             skipped["ref"] = ("no calibration model attached; add the 'mia-reference' variant "
-                              "(a reference model trained on disjoint users)")
+                              "(a reference model trained on disjoint users, or base: true for an hf "
+                              "fine-tune's untuned base)")
             return
         path = "tokens" if target_path.startswith("tokens") else "items"  # score both models alike
         ref_scored, _, note = score_sequences(calib, seqs, profiles, ctx.dataset.item_titles, path=path,
