@@ -21,6 +21,9 @@ Capabilities:
 - ``train-lora``: LoRA fine-tuning of a pretrained LLM (the ``lora`` variant);
 - ``train-private``: a private fine-tune stage the ``dp`` trainer can run (the ``dp`` variant):
   the reference's fine-tune stage, an ``hf`` model's LoRA stage;
+- ``train-federated``: a private fine-tune stage the ``federated`` trainer can run (the
+  ``federated`` variant; clients exchange the trained part only: every reference weight, an
+  ``hf`` model's LoRA weights);
 - ``train-transforms``: a recipe with sequence transforms that declares its private-data stage
   and its public pre-training form (``RecipeOps.private_data_stages``, ``with_private_stage``,
   ``with_public_pretrain``): the ``fake-users``, ``detect-fakes``, ``backdoor`` and ``canaries``
@@ -45,7 +48,8 @@ from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
     {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-stages",
-     "train-lora", "train-private", "train-transforms", "constrain", "soft-prompt"}
+     "train-lora", "train-private", "train-federated", "train-transforms", "constrain",
+     "soft-prompt"}
 )
 
 

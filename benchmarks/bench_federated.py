@@ -66,7 +66,7 @@ def main() -> None:
     opts = FederatedOptions(clients=args.clients, clients_per_round=args.clients, rounds=args.epochs,
                             ray_cpus=args.cpus)
     fl = copy.deepcopy(model)
-    out = run_federated(fl, tok, data, parts, local, opts, seed=0)
+    out = run_federated(ReferenceTrainable(fl, tok), data, parts, local, opts, seed=0)
     startup, rounds, total = out["startup_seconds"], out["rounds_seconds"], out["simulation_seconds"]
     print(f"federated:   {total:7.1f} s in all = start-up {startup:.1f} s (Ray, actors, first task load) "
           f"+ rounds {rounds:.1f} s + {total - startup - rounds:.1f} s shut-down/other")

@@ -4,10 +4,14 @@ The private (fine-tune) users are split across ``clients`` simulated clients, II
 seeded shuffle cut into equal parts) or non-IID by a user attribute (every value of, e.g.,
 ``occupation`` lives wholly in one client; values are dealt largest first to the client
 with the fewest users). Each round ``clients_per_round`` clients are drawn without
-replacement; each trains ``local_epochs`` of the reference model's plain trainer on its
-users from the global weights; the server averages (FedAvg, weighted by examples). The
-simulation is Flower's Message API (``ServerApp``/``ClientApp``, ``run_simulation`` on the
-Ray backend, one CPU per client, ``ray_cpus`` in all).
+replacement; each trains ``local_epochs`` of the plain trainer on its users from the global
+trained state; the server averages (FedAvg, weighted by examples). Any
+:class:`~audit.training.protocol.Trainable` with the ``federated`` feature works: clients and
+server exchange its trained part only (every weight of the reference GPT-2; the LoRA weights of
+an ``hf`` model, whose frozen base never travels: the FlowerTune LLM pattern). The simulation is
+Flower's Message API (``ServerApp``/``ClientApp``, ``run_simulation`` on the Ray backend, one
+CPU per client, ``ray_cpus`` in all). The summary records the bytes of trained state sent each
+round and in total, server -> clients and clients -> server.
 
 FL + DP (``dp: {epsilon: ...}`` or ``dp: {noise_multiplier: ...}``) is central DP with
 Flower's ``DifferentialPrivacyServerSideFixedClipping``: each client's model update is
@@ -28,22 +32,21 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError, RecauditError
-from audit.reference.examples import StageData
-from audit.reference.trainable import reference_parts
 from audit.reference.recipe import StageSpec, TrainingRecipe
 from audit.reference.trainers import TRAINERS
+from audit.training.data import TrainingData
+from audit.training.protocol import Trainable, require_feature
 from audit.variants import BuildContext, Variant
 from privacy.accounting import PrivacyAccount, calibrate_federated, default_delta, federated_epsilon
 from privacy.finetune import private_finetune_recipe, stage_changes
-from privacy.task import get_weights, set_weights, write_workdir
+from privacy.task import state_arrays, write_workdir
 
 Partition = Literal["iid", "attribute"]
 
@@ -144,8 +147,11 @@ class FederatedConfig(StrictConfig):
 
 
 class FederatedVariant(Variant):
-    """Fine-tune the public pretrained reference model on the private users with FedAvg
-    (optionally central DP) across simulated Flower clients."""
+    """Fine-tune a public pretrained model on the private users with FedAvg (optionally central
+    DP) across simulated Flower clients: the reference (public pretrain stage, private fine-tune
+    stage) or an ``hf`` LLM (its checkpoint is the public part; its LoRA stage is private)."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"train-federated"})
 
     name = "federated"
     Config = FederatedConfig
@@ -216,11 +222,11 @@ def _noise(opts: FederatedOptions, delta: float, n_clients: int) -> tuple[float 
     return cal.noise_multiplier, float(opts.dp_epsilon)
 
 
-def run_federated(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, data: StageData,
-                  partitions: list[list[str]], local_stage: StageSpec, opts: FederatedOptions, seed: int,
-                  noise_multiplier: float | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Run the Flower simulation from ``model``'s weights and load the final global weights
-    into it. Returns the server's outcome (metrics, sampled partitions, timings)."""
+def run_federated(trainable: Trainable, data: TrainingData, partitions: list[list[str]], local_stage: StageSpec,
+                  opts: FederatedOptions, seed: int, noise_multiplier: float | None = None,
+                  verbose: bool = False) -> dict[str, Any]:
+    """Run the Flower simulation from ``trainable``'s trained state and load the final global
+    state into it. Returns the server's outcome (metrics, sampled partitions, bytes, timings)."""
     import ray
     from flwr.simulation import run_simulation
 
@@ -234,13 +240,13 @@ def run_federated(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, da
     workdir = Path(tempfile.mkdtemp(prefix="recaudit-fl-"))
     outcome: dict[str, Any] = {}
     try:
-        write_workdir(workdir, model, tokenizer, data, partitions, local_stage)
+        write_workdir(workdir, trainable, data, partitions, local_stage)
         plan = ServerPlan(rounds=opts.rounds, clients=len(partitions), clients_per_round=opts.clients_per_round,
                           seed=seed, noise_multiplier=noise_multiplier,
                           clipping_norm=opts.dp_clipping_norm if noise_multiplier is not None else None)
         t0 = time.perf_counter()
         with _quiet_flower(verbose):
-            run_simulation(server_app=make_server_app(plan, get_weights(model), outcome),
+            run_simulation(server_app=make_server_app(plan, state_arrays(trainable.trained_state()), outcome),
                            client_app=make_client_app(str(workdir), opts.client_threads),
                            num_supernodes=len(partitions), backend_name="ray", backend_config=_ray_backend(opts))
         outcome["simulation_seconds"] = time.perf_counter() - t0
@@ -248,14 +254,15 @@ def run_federated(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, da
         shutil.rmtree(workdir, ignore_errors=True)
     if "weights" not in outcome:
         raise RuntimeError("the federated simulation ended without a global model (see the Flower log above)")
-    set_weights(model, outcome.pop("weights"))
+    trainable.load_trained_state(outcome.pop("weights"))
     return outcome
 
 
-def train_federated_stage(trainable: Any, data: StageData, stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
+def train_federated_stage(trainable: Trainable, data: TrainingData, stage: StageSpec, seed: int,
+                          progress: bool) -> dict[str, Any]:
     """FedAvg (optionally central DP) over simulated clients; returns the summary with the
-    privacy account when DP is on."""
-    model, tokenizer = reference_parts(trainable, 'federated')
+    bytes exchanged and, when DP is on, the privacy account."""
+    require_feature(trainable, "federated", "the 'federated' trainer")
     opts = validate_config(FederatedOptions, dict(stage.options), f"stage {stage.name!r} (trainer 'federated')")
     users = [u for u in data.users if len(data.sequences[u]) >= 2]
     n_clients = opts.n_clients(len(users))
@@ -264,8 +271,8 @@ def train_federated_stage(trainable: Any, data: StageData, stage: StageSpec, see
     noise, target = _noise(opts, delta, n_clients)
     local_stage = dataclasses.replace(stage, trainer="plain", options=())
     t0 = time.perf_counter()
-    outcome = run_federated(model, tokenizer, data, partitions, local_stage, opts, seed, noise, verbose=progress)
-    model.eval()
+    outcome = run_federated(trainable, data, partitions, local_stage, opts, seed, noise, verbose=progress)
+    trainable.module.eval()
     rounds = outcome.get("train_metrics", {})
     last = rounds.get(max(rounds)) if rounds else {}
     summary: dict[str, Any] = {
@@ -280,6 +287,8 @@ def train_federated_stage(trainable: Any, data: StageData, stage: StageSpec, see
         "final_loss": float(last.get("train-loss", float("nan"))),
         "round_losses": [float(rounds[r].get("train-loss", float("nan"))) for r in sorted(rounds)],
         "sampled": {str(r): p for r, p in sorted(outcome.get("sampled", {}).items())},
+        "trained_state_bytes": state_bytes(trainable),
+        "bytes": outcome.get("bytes"),
     }
     if noise is not None:
         eps, order = federated_epsilon(noise, opts.clients_per_round, n_clients, opts.rounds, delta)
@@ -295,6 +304,11 @@ def train_federated_stage(trainable: Any, data: StageData, stage: StageSpec, see
                   + f"); RDP order {order:g}"),
         ).to_json()
     return summary
+
+
+def state_bytes(trainable: Trainable) -> int:
+    """Raw bytes of the trained state one message carries (values only, no headers)."""
+    return int(sum(a.nbytes for a in state_arrays(trainable.trained_state()).values()))
 
 
 TRAINERS.register("federated", "privacy.federated:train_federated_stage",

@@ -1,28 +1,31 @@
 """Thin Flower glue (Message API): the ServerApp and ClientApp of the federated trainer.
 
-- ClientApp: ``query`` answers with the client's partition id; ``train`` sets the global
-  weights, trains locally (:func:`privacy.task.local_train`) and returns its weights with
+- ClientApp: ``query`` answers with the client's partition id; ``train`` loads the global
+  trained state (the trainable's trained part only: LoRA weights for an ``hf`` model), trains
+  locally (:func:`privacy.task.local_train`) and returns its trained state with
   ``num-examples`` (FedAvg's weight), ``unit-weight`` (1, for uniform averaging under DP)
   and ``train-loss``.
 - ServerApp: first asks every node for its partition id (the simulation gives nodes random
   ids; this makes client sampling reproducible), then runs FedAvg (:class:`SeededFedAvg`:
   ``clients_per_round`` partitions drawn without replacement by a seeded generator each
   round), wrapped in Flower's ``DifferentialPrivacyServerSideFixedClipping`` for FL + DP.
-  The final weights, per-round metrics and timings go into the ``outcome`` dict given to
-  :func:`make_server_app`. Under DP a round with fewer replies than ``clients_per_round``
+  The final weights, per-round metrics, timings and the bytes exchanged go into the
+  ``outcome`` dict given to :func:`make_server_app`. Bytes are counted by
+  :class:`CountingGrid` on the messages actually sent and received: the serialised array
+  payloads (Flower's ``Array.data``: the values plus a ~128-byte .npy header per array),
+  not the message framing. Under DP a round with fewer replies than ``clients_per_round``
   fails (:func:`check_round`): the noise is sized for m updates.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
@@ -114,11 +117,11 @@ def make_client_app(workdir: str, threads: int = 1) -> ClientApp:
         pid = int(context.node_config[PARTITION_KEY])
         cfg = msg.content["config"]
         task = load_client_task(workdir)
-        weights = msg.content["arrays"].to_torch_state_dict()
+        state = {name: array.numpy() for name, array in msg.content["arrays"].items()}
         seed = client_seed(int(cfg["seed"]), int(cfg["server-round"]), pid)
-        new_weights, metrics = local_train(task, weights, pid, seed, threads)
+        new_state, metrics = local_train(task, state, pid, seed, threads)
         metrics[PARTITION_KEY] = float(pid)
-        return Message(RecordDict({"arrays": ArrayRecord(new_weights), "metrics": MetricRecord(metrics)}),
+        return Message(RecordDict({"arrays": array_record(new_state), "metrics": MetricRecord(metrics)}),
                        reply_to=msg)
 
     return app
@@ -143,14 +146,61 @@ def discover_partitions(grid: Grid, clients: int, timeout: float) -> dict[int, i
     return out
 
 
-def make_server_app(plan: ServerPlan, initial: dict[str, torch.Tensor], outcome: dict[str, Any]) -> ServerApp:
-    """The ServerApp; fills ``outcome`` with ``weights``, ``train_metrics`` (round -> metrics),
-    ``sampled`` (round -> partitions), ``startup_seconds`` (until every client answered the
+def array_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Named numpy arrays as Flower's ``ArrayRecord`` (names kept, in order)."""
+    return ArrayRecord({name: Array(np.ascontiguousarray(a)) for name, a in state.items()})
+
+
+def record_bytes(content: RecordDict) -> int:
+    """Serialised bytes of every array in a message's content (``Array.data``)."""
+    return sum(len(a.data) for rec in content.array_records.values() for a in rec.values())
+
+
+class CountingGrid:
+    """A Grid that counts the array bytes of the train messages it sends and of the replies it
+    receives, by round (``config['server-round']`` of the messages sent); everything else is the
+    wrapped grid's."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.sent: dict[int, int] = {}
+        self.received: dict[int, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        rounds = {int(m.content["config"]["server-round"]) for m in messages if "config" in m.content}
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        if len(rounds) == 1:
+            (r,) = rounds
+            self.sent[r] = self.sent.get(r, 0) + sum(record_bytes(m.content) for m in messages)
+            self.received[r] = self.received.get(r, 0) + sum(record_bytes(m.content) for m in replies
+                                                             if not m.has_error())
+        return replies
+
+    def bytes_report(self) -> dict[str, Any]:
+        """Per round and in total: server -> clients and clients -> server bytes."""
+        rounds = sorted(set(self.sent) | set(self.received))
+        per_round = [{"round": r, "server_to_clients": self.sent.get(r, 0),
+                      "clients_to_server": self.received.get(r, 0)} for r in rounds]
+        return {"per_round": per_round,
+                "server_to_clients": sum(x["server_to_clients"] for x in per_round),
+                "clients_to_server": sum(x["clients_to_server"] for x in per_round),
+                "total": sum(x["server_to_clients"] + x["clients_to_server"] for x in per_round)}
+
+
+def make_server_app(plan: ServerPlan, initial: Mapping[str, np.ndarray], outcome: dict[str, Any]) -> ServerApp:
+    """The ServerApp; fills ``outcome`` with ``weights`` (name -> array), ``train_metrics``
+    (round -> metrics), ``sampled`` (round -> partitions), ``bytes``
+    (:meth:`CountingGrid.bytes_report`), ``startup_seconds`` (until every client answered the
     query: Ray start, actors, first task load) and ``rounds_seconds``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        grid = CountingGrid(grid)  # type: ignore[assignment]
         t0 = time.perf_counter()
         node_of_partition = discover_partitions(grid, plan.clients, plan.timeout)
         outcome["startup_seconds"] = time.perf_counter() - t0
@@ -163,10 +213,11 @@ def make_server_app(plan: ServerPlan, initial: dict[str, torch.Tensor], outcome:
                 clipping_norm=float(plan.clipping_norm), num_sampled_clients=plan.clients_per_round)  # type: ignore[arg-type]
             np.random.seed(plan.seed % (2 ** 32))  # Flower draws the central noise from numpy's global RNG
         t1 = time.perf_counter()
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=plan.rounds,
+        result = strategy.start(grid=grid, initial_arrays=array_record(initial), num_rounds=plan.rounds,
                                 timeout=plan.timeout, train_config=ConfigRecord({"seed": plan.seed}))
         outcome["rounds_seconds"] = time.perf_counter() - t1
-        outcome["weights"] = result.arrays.to_torch_state_dict()
+        outcome["weights"] = {name: array.numpy() for name, array in result.arrays.items()}
+        outcome["bytes"] = grid.bytes_report()  # type: ignore[attr-defined]
         outcome["train_metrics"] = {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()}
         outcome["sampled"] = dict(fedavg.sampled)
 

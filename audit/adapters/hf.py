@@ -159,7 +159,7 @@ class HFAdapter(Adapter):
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
         {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-lora",
-         "train-private", "train-transforms", "constrain", "soft-prompt"})
+         "train-private", "train-federated", "train-transforms", "constrain", "soft-prompt"})
     kind: ClassVar[str] = "hf"
 
     #: the `constrain` capability (audit.decoding.constrained.ConstrainableGeneration):

@@ -82,7 +82,7 @@ class ReferenceAdapter(Adapter):
     Config = ReferenceConfig
     sequence_format = "reference"
     capabilities = frozenset({"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train",
-                              "train-stages", "train-private", "train-transforms", "constrain",
+                              "train-stages", "train-private", "train-federated", "train-transforms", "constrain",
                               "soft-prompt"})
 
     def __init__(self, trained: TrainedReference, config: ReferenceConfig | None = None,

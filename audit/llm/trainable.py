@@ -4,18 +4,20 @@ projection of a 49k-token LM over every prompt position would dominate the step)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
-from audit.llm.lora import lora_state
+from audit.llm.lora import load_lora_state, lora_state
 from audit.training.data import IGNORE, target_positions
 
 
 class LoraTrainable:
     """``peft_model``: a peft LoRA model around a transformers causal LM (frozen base)."""
 
-    features = frozenset({"plain", "dp"})
+    features = frozenset({"plain", "dp", "federated"})
 
     def __init__(self, peft_model: Any) -> None:
         self.peft_model = peft_model
@@ -59,3 +61,8 @@ class LoraTrainable:
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         return lora_state(self.peft_model)
+
+    def load_trained_state(self, state: Mapping[str, Any]) -> None:
+        """Set the LoRA weights from ``state`` (:meth:`trained_state`'s names; tensors or arrays);
+        the frozen base is untouched."""
+        load_lora_state(self.peft_model, {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})

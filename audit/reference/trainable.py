@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -14,9 +16,9 @@ from audit.reference.model import lm_loss_at_targets
 class ReferenceTrainable:
     """All weights of the reference network; AdamW decays matrices except position embeddings.
 
-    ``model`` and ``tokenizer`` stay public for the reference-only ``federated`` trainer
-    (whole-model exchange), which checks for them with :func:`reference_parts`; ``dp`` uses
-    :meth:`per_example_loss` like any trainable with the ``dp`` feature."""
+    ``model`` and ``tokenizer`` stay public for the reference-only stage cache, which checks for
+    them with :func:`reference_parts`; ``dp`` and ``federated`` use the protocol like any
+    trainable with those features (``federated`` exchanges every weight)."""
 
     features = frozenset({"plain", "dp", "federated"})
 
@@ -44,6 +46,16 @@ class ReferenceTrainable:
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.model.named_parameters()}
+
+    def load_trained_state(self, state: Mapping[str, Any]) -> None:
+        """Copy ``state`` (name -> tensor or array, every parameter) into the weights."""
+        params = dict(self.model.named_parameters())
+        missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        if missing or extra:
+            raise ValueError(f"weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(torch.as_tensor(np.asarray(state[name])).to(p.dtype).view_as(p))
 
 
 def reference_parts(trainable: Any, trainer: str) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:

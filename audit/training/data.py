@@ -8,6 +8,7 @@ federated client), and batches (:meth:`batches`, :meth:`collate`).
 
 from __future__ import annotations
 
+import copy
 from typing import Iterator, Protocol, Sequence
 
 import numpy as np
@@ -48,6 +49,13 @@ class TrainingData:
     @property
     def users(self) -> list[str]:
         return list(self.sequences)
+
+    def subset(self, users: Sequence[str]) -> "TrainingData":
+        """The same data restricted to ``users`` (e.g. one federated client's share)."""
+        part = copy.copy(self)
+        part.sequences = {u: self.sequences[u] for u in users}
+        part.profiles = {u: self.profiles[u] for u in users if u in self.profiles}
+        return part
 
     @property
     def pad_id(self) -> int:

@@ -8,6 +8,7 @@ only its LoRA weights trainable (:class:`audit.llm.trainable.LoraTrainable`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -26,7 +27,13 @@ class Trainable(Protocol):
     - :meth:`per_example_loss` (models with the ``dp`` feature): shape (B,), each example's mean
       cross-entropy over its own target tokens, computed so that every trainable module sees the
       batch dimension first (Opacus' per-sample gradients);
-    - :meth:`trained_state`: the trained part (name -> tensor) to save as safetensors.
+    - :meth:`trained_state`: the trained part (name -> tensor) to save as safetensors;
+    - :meth:`load_trained_state` (models with the ``federated`` feature): set the trained part from
+      ``trained_state``'s names (tensors or arrays), nothing else changes. Federated clients and
+      server exchange exactly these arrays (all weights for the reference; only the LoRA weights for
+      ``hf``: the frozen base never travels). A model with the ``federated`` feature and its stage
+      data must also pickle: the simulation hands them to the client processes once, the stand-in
+      for every client already holding the (frozen) model and its own users' data.
     """
 
     module: torch.nn.Module
@@ -39,6 +46,8 @@ class Trainable(Protocol):
     def per_example_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
 
     def trained_state(self) -> dict[str, torch.Tensor]: ...
+
+    def load_trained_state(self, state: Mapping[str, Any]) -> None: ...
 
 
 def trainable_parameters(trainable: Trainable) -> list[torch.nn.Parameter]:

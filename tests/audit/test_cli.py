@@ -152,7 +152,7 @@ def test_list_shows_registered_names_and_the_variants_each_adapter_supports(tmp_
     table = done.stdout.split("variants each adapter supports")[1]
     rows = {line.split()[0]: line for line in table.splitlines()[1:] if line.strip()}
     assert "lora" in rows["hf"] and "constrained-decoding" in rows["hf"] and " dp," in rows["hf"]
-    assert "federated" not in rows["hf"]
+    assert "federated" in rows["hf"] and "federated" in rows["reference"] and "federated" not in rows["python"]
     assert "dp," in rows["reference"] and "lora" not in rows["reference"]
     assert "lora" not in rows["python"] and "grounding" in rows["python"]
 

@@ -132,7 +132,8 @@ def test_one_client_one_round_equals_centralised_finetuning(tiny_reference, tiny
     train_plain(ReferenceTrainable(central, tiny_reference.tokenizer), data, stage, client_seed(5, 1, 0), False)
     fl = copy.deepcopy(tiny_reference.model)
     opts = FederatedOptions(clients=1, clients_per_round=1, rounds=1)
-    outcome = run_federated(fl, tiny_reference.tokenizer, data, [list(data.users)], stage, opts, seed=5)
+    outcome = run_federated(ReferenceTrainable(fl, tiny_reference.tokenizer), data, [list(data.users)], stage, opts,
+                            seed=5)
     assert outcome["sampled"] == {1: [0]}
     for (name, a), b in zip(get_weights(central).items(), get_weights(fl).values()):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
@@ -151,7 +152,8 @@ def test_dp_simulation_without_noise_is_fedavg_of_clipped_local_updates(tiny_ref
                             dp_clipping_norm=0.05)
     start = get_weights(tiny_reference.model)
     fl = copy.deepcopy(tiny_reference.model)
-    outcome = run_federated(fl, tiny_reference.tokenizer, data, parts, stage, opts, seed=3, noise_multiplier=0.0)
+    outcome = run_federated(ReferenceTrainable(fl, tiny_reference.tokenizer), data, parts, stage, opts, seed=3,
+                            noise_multiplier=0.0)
     sampled = outcome["sampled"][1]
     updates = []
     for p in sampled:

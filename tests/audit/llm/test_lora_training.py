@@ -108,7 +108,8 @@ def test_bad_lora_options_name_what_to_fix(tiny_llama_dir, tiny_dataset, tmp_pat
 def test_variants_an_adapter_cannot_support_fail_at_load(tmp_path: Path) -> None:
     suite = tmp_path / "s.yaml"
     for adapter, variant, needs in [("reference", "lora", "train-lora"),
-                                    ("hf\n    path: x", "federated: {clients: 8}", "train-stages"),
+                                    ("openai\n    base_url: http://127.0.0.1:9/v1\n    model: m",
+                                     "federated: {clients: 8}", "train-federated"),
                                     ("openai\n    base_url: http://127.0.0.1:9/v1\n    model: m",
                                      "fair-prompt: {attributes: [gender]}", "soft-prompt")]:
         suite.write_text(f"name: s\ndataset: {{name: ml-100k}}\nrecommenders:\n  r:\n    adapter: {adapter}\n"

@@ -1,0 +1,87 @@
+"""Federated LoRA: the ``federated`` trainer on an ``hf`` model (tiny random Llama) through the
+shared training path, on Flower's simulation engine (Ray). Clients exchange only the LoRA weights
+(the bytes in the manifest are rounds x sampled clients x LoRA state x 2 directions, and the
+frozen base never moves), FedAvg makes the trained users' data likelier, and federated + central
+DP yields the client-level account the privacy probe reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import Array
+
+from audit.build import build_recommender
+from audit.llm.lora import read_adapter
+from audit.probes.base import OutputRecorder, ProbeContext
+from audit.variants import BuildContext
+from privacy.probe import PrivacyAccountingProbe
+from privacy.task import state_arrays
+from tests.audit.llm.tiny_llama import build_tiny_llama, train_answers_logp
+
+LORA = {"lora": {"epochs": 1, "layers": None, "lr": 5e-3, "batch_size": 8, "targets": 3, "r": 4}}
+FED = {"clients": 2, "clients_per_round": 2, "rounds": 2, "local_epochs": 3, "ray_cpus": 2}
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def build(llama_dir: Path, dataset, cache: Path, variant=None):
+    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5}
+    if variant is not None:
+        entry["variant"] = variant
+    return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
+
+
+def message_bytes(rec) -> int:
+    """Serialised bytes of one message's arrays: the saved LoRA state as Flower ships it."""
+    state = state_arrays(read_adapter(Path(rec.info["lora_dir"])))
+    return sum(len(Array(a).data) for a in state.values())
+
+
+def test_federated_lora_exchanges_only_the_lora_weights_and_fits_the_trained_users(llama_dir, tiny_dataset,
+                                                                                     tmp_path) -> None:
+    torch.set_num_threads(1)
+    zero = build(llama_dir, tiny_dataset, tmp_path)
+    fed = build(llama_dir, tiny_dataset, tmp_path, [LORA, {"federated": FED}])
+    stage = fed.manifest["stages"][0]
+    summary = stage["summary"]
+    assert summary["trainer"] == "federated" and summary["clients"] == 2 and summary["rounds"] == 2
+    assert sorted(summary["sampled"]) == ["1", "2"] and "privacy" not in summary
+    base = dict(zero.model.named_parameters())
+    moved = [n for n, p in fed.model.named_parameters() if not torch.equal(p, base[n])]
+    assert moved and all(any(t in n for t in LORA_MODULES) for n in moved)  # merged LoRA; the base is frozen
+    users = stage["users"]
+    assert train_answers_logp(fed, tiny_dataset, users) > train_answers_logp(zero, tiny_dataset, users) + 0.3
+
+    per_message = message_bytes(fed)
+    lora_values = sum(a.nbytes for a in state_arrays(read_adapter(Path(fed.info["lora_dir"]))).values())
+    base_values = sum(p.numel() * p.element_size() for p in zero.model.parameters())
+    assert lora_values == summary["trained_state_bytes"] and lora_values < base_values / 2  # the base never travels
+    sent = summary["bytes"]
+    one_way = FED["clients_per_round"] * per_message
+    assert sent["per_round"] == [{"round": r, "server_to_clients": one_way, "clients_to_server": one_way}
+                                 for r in (1, 2)]
+    assert sent["total"] == FED["rounds"] * FED["clients_per_round"] * per_message * 2
+    assert sent["server_to_clients"] == sent["clients_to_server"] == sent["total"] // 2
+
+
+def test_federated_dp_lora_has_the_client_level_account_the_probe_reads(llama_dir, tiny_dataset, tmp_path) -> None:
+    torch.set_num_threads(1)
+    fed = build(llama_dir, tiny_dataset, tmp_path,
+                [LORA, {"federated": {**FED, "rounds": 1, "local_epochs": 1,
+                                      "dp": {"epsilon": 8.0, "clipping_norm": 0.5}}}])
+    stage = fed.manifest["stages"][0]
+    summary = stage["summary"]
+    account = summary["privacy"]
+    assert account["unit"] == "user" and 0 < account["epsilon"] <= 8.0
+    assert account["n_private"] == len(stage["users"]) and account["max_grad_norm"] == 0.5
+    assert summary["bytes"]["total"] == 1 * FED["clients_per_round"] * message_bytes(fed) * 2
+    ctx = ProbeContext(dataset=tiny_dataset, users=tiny_dataset.evaluable_users(), seed=0,
+                       recorder=OutputRecorder("llm", "privacy"))
+    result = PrivacyAccountingProbe(PrivacyAccountingProbe.Config()).run(fed, ctx)
+    assert result.status == "pass" and result.metrics["epsilon"].value == pytest.approx(account["epsilon"])
