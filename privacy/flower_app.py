@@ -39,7 +39,9 @@ PARTITION_KEY = "partition-id"
 class ServerPlan:
     """How the server runs: ``rounds``, ``clients`` (= partitions = supernodes),
     ``clients_per_round``, the run ``seed``, and central DP (``noise_multiplier`` z and
-    ``clipping_norm`` C, both None without DP)."""
+    ``clipping_norm`` C, both None without DP). ``timeout``: seconds to wait for a round's
+    replies; ``startup_timeout``: seconds for every simulated client to come up and answer
+    (a Ray worker that dies at start-up fails the run then, instead of after a round's timeout)."""
 
     rounds: int
     clients: int
@@ -48,6 +50,7 @@ class ServerPlan:
     noise_multiplier: float | None = None
     clipping_norm: float | None = None
     timeout: float = 3600.0
+    startup_timeout: float = 600.0
 
     @property
     def dp(self) -> bool:
@@ -132,7 +135,8 @@ def discover_partitions(grid: Grid, clients: int, timeout: float) -> dict[int, i
     deadline = time.monotonic() + timeout
     while len(node_ids := sorted(grid.get_node_ids())) < clients:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(node_ids)} of {clients} simulated clients came up")
+            raise RuntimeError(f"only {len(node_ids)} of {clients} simulated clients came up within {timeout:g} s "
+                               "(see the Ray log above: a worker may have died at start-up)")
         time.sleep(0.2)
     msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
     replies = list(grid.send_and_receive(msgs, timeout=timeout))
@@ -202,7 +206,7 @@ def make_server_app(plan: ServerPlan, initial: Mapping[str, np.ndarray], outcome
     def main(grid: Grid, context: Context) -> None:
         grid = CountingGrid(grid)  # type: ignore[assignment]
         t0 = time.perf_counter()
-        node_of_partition = discover_partitions(grid, plan.clients, plan.timeout)
+        node_of_partition = discover_partitions(grid, plan.clients, plan.startup_timeout)
         outcome["startup_seconds"] = time.perf_counter() - t0
         fedavg = SeededFedAvg(plan, node_of_partition,
                               weighted_by_key="unit-weight" if plan.dp else "num-examples")
