@@ -89,8 +89,6 @@ def main() -> None:
           f"{args.threads}; mean example length {np.mean([int((b[0] != parts.pad_id).sum()) / b[0].shape[0] for b in work]):.0f} "
           f"tokens (padded {np.mean([b[0].shape[1] for b in work]):.0f})", flush=True)
 
-    steps = {}
-
     def plain_step(kind: str, per_example: bool):
         tr = models[kind][0]
         opt = torch.optim.AdamW(tr.parameter_groups(0.0), lr=1e-4)
@@ -126,9 +124,9 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
         return step
 
-    for k in wanted:
-        steps[k] = {"plain": lambda k=k: plain_step(k, False), "plain-per-example": lambda k=k: plain_step(k, True),
-                    "dp-hooks": lambda k=k: dp_step(k, "hooks"), "dp-ghost": lambda k=k: dp_step(k, "ghost")}[k]()
+    makers = {"plain": lambda: plain_step("plain", False), "plain-per-example": lambda: plain_step("plain-per-example", True),
+              "dp-hooks": lambda: dp_step("dp-hooks", "hooks"), "dp-ghost": lambda: dp_step("dp-ghost", "ghost")}
+    steps = {k: makers[k]() for k in wanted}
     times: dict[str, list[float]] = {k: [] for k in wanted}
     t_all = time.perf_counter()
     with warnings.catch_warnings():

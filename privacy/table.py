@@ -133,16 +133,16 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
 def to_markdown(rows: list[PrivacyRow], k: int = 10) -> str:
     """A Markdown table of the rows (values with 95% CIs in brackets)."""
     reps = sorted({r for row in rows for r in row.exposure}, key=lambda s: int(s) if s.isdigit() else 1 << 30)
+    margin_reps = [r for r in reps if any(r in row.margin for row in rows)]
     head = ["recommender", "variant", f"HR@{k}", f"NDCG@{k}", "ε (accounted)", "δ", "unit", "MIA AUROC (attack)",
-            *[f"exposure rep{r} (bits)" for r in reps], *[f"margin rep{r} (SD)" for r in reps if any(r in row.margin for row in rows)],
-            "ε lower bound"]
+            *[f"exposure rep{r} (bits)" for r in reps], *[f"margin rep{r} (SD)" for r in margin_reps], "ε lower bound"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         mia = _fmt(row.mia_auroc) + (f" ({row.mia_attack})" if row.mia_attack else "")
         cells = [row.recommender, row.variant, _fmt(row.hr), _fmt(row.ndcg), _num(row.epsilon),
                  _num(row.delta, ".0e"), row.unit or "–", mia,
                  *[_exposure(row, r) for r in reps],
-                 *[_fmt(row.margin.get(r), 2) for r in reps if any(r in x.margin for x in rows)], _num(row.epsilon_lb)]
+                 *[_fmt(row.margin.get(r), 2) for r in margin_reps], _num(row.epsilon_lb)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -50,6 +50,14 @@ def tiny_dataset() -> Dataset:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama directory (SmolLM2's architecture), built once per session."""
+    from tests.audit.llm.tiny_llama import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
 def ml100k() -> Dataset:
     """Real MovieLens-100k from the recaudit cache (``recaudit fetch ml-100k`` puts it there),
     read from the home the run started with, whichever test first asks for it."""

@@ -17,7 +17,7 @@ from audit.data.dataset import Dataset
 from audit.errors import ConfigError
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.variants import BuildContext
-from tests.audit.llm.tiny_llama import build_tiny_llama
+from tests.audit.llm.tiny_llama import build_hf
 
 TARGETS = {"n": 2, "seed": 0, "min_interactions": 2}
 LORA = {"lora": {"epochs": 8, "layers": None, "lr": 1e-2, "batch_size": 8, "targets": 3, "r": 4}}
@@ -25,18 +25,12 @@ FAKES = {"fake-users": {"kind": "bandwagon", "share": 0.3, "target_repeats": 3, 
 
 
 @pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lora-cache")
 
 
-def build(llama_dir: Path, dataset: Dataset, cache: Path, *variants: Any):
-    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5, "variant": [LORA, *variants]}
-    return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
+def build(tiny_llama_dir: Path, dataset: Dataset, cache: Path, *variants: Any):
+    return build_hf(tiny_llama_dir, dataset, cache, [LORA, *variants])
 
 
 def target_exposure(rec, dataset: Dataset) -> dict[str, float]:
@@ -52,9 +46,9 @@ def lora_stage(rec) -> dict[str, Any]:
     return stage
 
 
-def test_fake_users_go_into_the_lora_stage_and_raise_the_targets_likelihood(llama_dir, tiny_dataset, cache):
-    clean = build(llama_dir, tiny_dataset, cache)
-    attacked = build(llama_dir, tiny_dataset, cache, FAKES)
+def test_fake_users_go_into_the_lora_stage_and_raise_the_targets_likelihood(tiny_llama_dir, tiny_dataset, cache):
+    clean = build(tiny_llama_dir, tiny_dataset, cache)
+    attacked = build(tiny_llama_dir, tiny_dataset, cache, FAKES)
     stage = lora_stage(attacked)
     (transform,) = stage["transforms"]
     fakes = transform["manifest"]["fake_users"]
@@ -65,10 +59,10 @@ def test_fake_users_go_into_the_lora_stage_and_raise_the_targets_likelihood(llam
     assert after["target_percentile"] > before["target_percentile"] + 0.2  # measured: 0.57 -> 0.97
 
 
-def test_detect_fakes_on_hf_drops_the_fake_users_before_the_lora_stage_trains(llama_dir, longtail, cache):
+def test_detect_fakes_on_hf_drops_the_fake_users_before_the_lora_stage_trains(tiny_llama_dir, longtail, cache):
     # the long-tail data (real users follow popularity and taste groups) is where bandwagon fakes stand out
     fakes = {"fake-users": {"kind": "bandwagon", "share": 0.1, "targets": TARGETS}}
-    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5,
+    entry = {"adapter": "hf", "path": str(tiny_llama_dir), "history": 5,
              "variant": [{"lora": {**LORA["lora"], "epochs": 1}}, fakes,
                          {"detect-fakes": {"method": "pca", "flag_share": 0.15}}]}
     defended = build_recommender("llm", entry, BuildContext(dataset=longtail, cache_dir=cache, progress=False))
@@ -82,8 +76,8 @@ def test_detect_fakes_on_hf_drops_the_fake_users_before_the_lora_stage_trains(ll
     assert not [u for u in stage["users"] if u.startswith(FAKE_PREFIX)] and stage["summary"]["steps"] > 0
 
 
-def test_backdoor_on_hf_poisons_a_pretrain_lora_stage_then_fine_tunes_the_same_lora(llama_dir, tiny_dataset, cache):
-    rec = build(llama_dir, tiny_dataset, cache, {"backdoor": {"rate": 0.5, "targets": TARGETS, "pretrain_epochs": 4}})
+def test_backdoor_on_hf_poisons_a_pretrain_lora_stage_then_fine_tunes_the_same_lora(tiny_llama_dir, tiny_dataset, cache):
+    rec = build(tiny_llama_dir, tiny_dataset, cache, {"backdoor": {"rate": 0.5, "targets": TARGETS, "pretrain_epochs": 4}})
     pre, fine = rec.manifest["stages"]
     groups = tiny_dataset.user_groups(seed=0, pretrain=0.5, heldout=0.1)
     assert (pre["name"], pre["users"]) == ("pretrain", sorted(groups.pretrain))
@@ -91,15 +85,15 @@ def test_backdoor_on_hf_poisons_a_pretrain_lora_stage_then_fine_tunes_the_same_l
     (backdoor,) = pre["transforms"]
     assert backdoor["name"] == "backdoor" and backdoor["manifest"]["replaced_labels"] > 0
     assert fine["transforms"] == [] and fine["summary"]["steps"] > 0 and pre["summary"]["steps"] > 0
-    as_is = build(llama_dir, tiny_dataset, cache, {"backdoor": {"rate": 0.5, "targets": TARGETS, "finetune": False}})
+    as_is = build(tiny_llama_dir, tiny_dataset, cache, {"backdoor": {"rate": 0.5, "targets": TARGETS, "finetune": False}})
     (only,) = as_is.manifest["stages"]
     assert (only["name"], only["users"]) == ("lora", sorted(groups.pretrain))
     assert only["transforms"][0]["manifest"]["replaced_labels"] > 0
 
 
-def test_backdoored_checkpoint_as_is_raises_the_targets_over_the_clean_fine_tune(llama_dir, tiny_dataset, cache):
-    clean = target_exposure(build(llama_dir, tiny_dataset, cache), tiny_dataset)
-    poisoned = target_exposure(build(llama_dir, tiny_dataset, cache, {"backdoor": {
+def test_backdoored_checkpoint_as_is_raises_the_targets_over_the_clean_fine_tune(tiny_llama_dir, tiny_dataset, cache):
+    clean = target_exposure(build(tiny_llama_dir, tiny_dataset, cache), tiny_dataset)
+    poisoned = target_exposure(build(tiny_llama_dir, tiny_dataset, cache, {"backdoor": {
         "rate": 0.3, "targets": TARGETS, "finetune": False}}), tiny_dataset)
     assert poisoned["target_percentile"] > clean["target_percentile"] + 0.1  # measured: 0.57 -> 0.82
 

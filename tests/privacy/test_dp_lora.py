@@ -6,39 +6,24 @@ privacy probe reads it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from audit.build import build_recommender
 from audit.errors import ConfigError
 from audit.probes.base import OutputRecorder, ProbeContext
-from audit.variants import BuildContext
 from privacy.probe import PrivacyAccountingProbe
-from tests.audit.llm.tiny_llama import build_tiny_llama, train_answers_logp
+from tests.audit.llm.tiny_llama import build_hf as build, train_answers_logp
 
 LORA = {"lora": {"epochs": 1, "layers": None, "lr": 5e-3, "batch_size": 8, "targets": 3, "r": 4}}
 DP = {"dp": {"epsilon": 1000.0, "epochs": 6, "batch_size": 8, "lr": 5e-3, "max_grad_norm": 5.0}}
 
 
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-def build(llama_dir: Path, dataset, cache: Path, variant=None):
-    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5}
-    if variant is not None:
-        entry["variant"] = variant
-    return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
-
-
-def test_dp_lora_at_a_large_epsilon_learns_and_only_the_lora_weights_move(llama_dir, tiny_dataset,
+def test_dp_lora_at_a_large_epsilon_learns_and_only_the_lora_weights_move(tiny_llama_dir, tiny_dataset,
                                                                            tmp_path) -> None:
     torch.set_num_threads(1)
-    zero = build(llama_dir, tiny_dataset, tmp_path)
-    private = build(llama_dir, tiny_dataset, tmp_path, [LORA, DP])
+    zero = build(tiny_llama_dir, tiny_dataset, tmp_path)
+    private = build(tiny_llama_dir, tiny_dataset, tmp_path, [LORA, DP])
     stage = private.manifest["stages"][0]
     summary = stage["summary"]
     assert summary["trainer"] == "dp" and summary["steps"] >= 6
@@ -57,6 +42,6 @@ def test_dp_lora_at_a_large_epsilon_learns_and_only_the_lora_weights_move(llama_
     assert result.status == "pass" and result.metrics["epsilon"].value == pytest.approx(account["epsilon"])
 
 
-def test_dp_on_hf_refuses_pretrain_epochs(llama_dir, tiny_dataset, tmp_path) -> None:
+def test_dp_on_hf_refuses_pretrain_epochs(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
     with pytest.raises(ConfigError, match="pretrain_epochs"):
-        build(llama_dir, tiny_dataset, tmp_path, [LORA, {"dp": {"epsilon": 8.0, "pretrain_epochs": 2}}])
+        build(tiny_llama_dir, tiny_dataset, tmp_path, [LORA, {"dp": {"epsilon": 8.0, "pretrain_epochs": 2}}])

@@ -12,29 +12,15 @@ import pytest
 import torch
 from flwr.app import Array
 
-from audit.build import build_recommender
 from audit.llm.lora import read_adapter
 from audit.probes.base import OutputRecorder, ProbeContext
-from audit.variants import BuildContext
 from privacy.probe import PrivacyAccountingProbe
 from privacy.task import state_arrays
-from tests.audit.llm.tiny_llama import build_tiny_llama, train_answers_logp
+from tests.audit.llm.tiny_llama import build_hf as build, train_answers_logp
 
 LORA = {"lora": {"epochs": 1, "layers": None, "lr": 5e-3, "batch_size": 8, "targets": 3, "r": 4}}
 FED = {"clients": 2, "clients_per_round": 2, "rounds": 2, "local_epochs": 3, "ray_cpus": 2}
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-def build(llama_dir: Path, dataset, cache: Path, variant=None):
-    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5}
-    if variant is not None:
-        entry["variant"] = variant
-    return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
 
 
 def message_bytes(rec) -> int:
@@ -43,11 +29,11 @@ def message_bytes(rec) -> int:
     return sum(len(Array(a).data) for a in state.values())
 
 
-def test_federated_lora_exchanges_only_the_lora_weights_and_fits_the_trained_users(llama_dir, tiny_dataset,
+def test_federated_lora_exchanges_only_the_lora_weights_and_fits_the_trained_users(tiny_llama_dir, tiny_dataset,
                                                                                      tmp_path) -> None:
     torch.set_num_threads(1)
-    zero = build(llama_dir, tiny_dataset, tmp_path)
-    fed = build(llama_dir, tiny_dataset, tmp_path, [LORA, {"federated": FED}])
+    zero = build(tiny_llama_dir, tiny_dataset, tmp_path)
+    fed = build(tiny_llama_dir, tiny_dataset, tmp_path, [LORA, {"federated": FED}])
     stage = fed.manifest["stages"][0]
     summary = stage["summary"]
     assert summary["trainer"] == "federated" and summary["clients"] == 2 and summary["rounds"] == 2
@@ -70,9 +56,9 @@ def test_federated_lora_exchanges_only_the_lora_weights_and_fits_the_trained_use
     assert sent["server_to_clients"] == sent["clients_to_server"] == sent["total"] // 2
 
 
-def test_federated_dp_lora_has_the_client_level_account_the_probe_reads(llama_dir, tiny_dataset, tmp_path) -> None:
+def test_federated_dp_lora_has_the_client_level_account_the_probe_reads(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
     torch.set_num_threads(1)
-    fed = build(llama_dir, tiny_dataset, tmp_path,
+    fed = build(tiny_llama_dir, tiny_dataset, tmp_path,
                 [LORA, {"federated": {**FED, "rounds": 1, "local_epochs": 1,
                                       "dp": {"epsilon": 8.0, "clipping_norm": 0.5}}}])
     stage = fed.manifest["stages"][0]

@@ -1,19 +1,12 @@
-"""Fixtures: a tiny random Llama directory (SmolLM2's architecture) for the LLM training path."""
+"""Fixtures of the LLM tests: one torch thread per module (``tiny_llama_dir`` lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from audit.reference.training import torch_threads
-from tests.audit.llm.tiny_llama import build_tiny_llama
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -61,3 +61,14 @@ def train_answers_logp(rec, dataset, users: list[str]) -> float:
         reqs.append(RecRequest(history=tuple(titles[i] for i in seq[-4:-1]), user=u))
         items.append([titles[seq[-1]]])
     return float(np.mean([s[0] for s in rec.score(reqs, items)]))
+
+
+def build_hf(llama_dir: Path, dataset, cache: Path, variant=None):
+    """The ``hf`` recommender on ``llama_dir`` (history 5) with the suite-style ``variant`` spec."""
+    from audit.build import build_recommender
+    from audit.variants import BuildContext
+
+    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5}
+    if variant is not None:
+        entry["variant"] = variant
+    return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))

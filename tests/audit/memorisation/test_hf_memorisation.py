@@ -13,36 +13,33 @@ from typing import Iterator
 import pytest
 import torch
 
-from audit.build import build_recommender
 from audit.errors import ConfigError
 from audit.memorisation.canaries import canary_manifests, is_canary_user
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.probes.canary import CanaryConfig, CanaryExposureProbe
 from audit.probes.membership import MembershipConfig, MembershipInferenceProbe
 from audit.reference.training import torch_threads
-from audit.variants import BuildContext
-from tests.audit.llm.tiny_llama import build_tiny_llama
+from tests.audit.llm.tiny_llama import build_hf
 
 LORA = {"lora": {"epochs": 8, "layers": None, "lr": 1e-2, "batch_size": 8, "targets": 3, "r": 4}}
 # length 8 = the adapter's 5-item history window + 3 answer items: one training window per canary copy
 CANARIES = {"canaries": {"repetitions": [1, 16], "per_repetition": 4, "length": 8, "audit_canaries": 0}}
 
 
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
     with torch_threads(1):
-        yield build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+        yield
 
 
-def build(llama_dir: Path, dataset, cache: Path, variants: list):
-    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5, "variant": variants}
-    return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
+def build(tiny_llama_dir: Path, dataset, cache: Path, variants: list):
+    return build_hf(tiny_llama_dir, dataset, cache, variants)
 
 
 @pytest.fixture(scope="module")
-def canary_llm(llama_dir, tiny_dataset, tmp_path_factory):
+def canary_llm(tiny_llama_dir, tiny_dataset, tmp_path_factory):
     with torch_threads(1):
-        yield build(llama_dir, tiny_dataset, tmp_path_factory.mktemp("cache"),
+        yield build(tiny_llama_dir, tiny_dataset, tmp_path_factory.mktemp("cache"),
                     [LORA, CANARIES, {"mia-reference": {"base": True}}])
 
 
@@ -69,12 +66,12 @@ def test_canaries_inserted_16_times_are_more_exposed_than_once_inserted(canary_l
     assert m["exposure_margin_rep16"].value > m["exposure_margin_rep1"].value + 0.5
 
 
-def test_reference_calibrated_mia_uses_the_untuned_base_and_finds_the_members(canary_llm, llama_dir, tiny_dataset,
+def test_reference_calibrated_mia_uses_the_untuned_base_and_finds_the_members(canary_llm, tiny_llama_dir, tiny_dataset,
                                                                                tmp_path):
     base = canary_llm.calibration_reference
     assert canary_llm.info["calibration_reference"] == {"base": True}
     with torch_threads(1):
-        zero_shot = build(llama_dir, tiny_dataset, tmp_path, [])
+        zero_shot = build(tiny_llama_dir, tiny_dataset, tmp_path, [])
         assert base.manifest is None and all(torch.equal(p, dict(zero_shot.model.named_parameters())[n])
                                              for n, p in base.model.named_parameters())  # no LoRA in it
         attacks = ["loss", "ref"]
@@ -85,9 +82,9 @@ def test_reference_calibrated_mia_uses_the_untuned_base_and_finds_the_members(ca
     assert ref.n == 40 and ref.ci[0] > 0.5  # measured: 0.79 [0.61, 0.92] (loss alone: 0.65 [0.47, 0.81])
 
 
-def test_mia_reference_base_needs_a_fine_tuned_model_and_takes_no_training_options(llama_dir, tiny_dataset,
+def test_mia_reference_base_needs_a_fine_tuned_model_and_takes_no_training_options(tiny_llama_dir, tiny_dataset,
                                                                                    tmp_path):
     with pytest.raises(ConfigError, match="base: true needs a model fine-tuned here"):
-        build(llama_dir, tiny_dataset, tmp_path, [{"mia-reference": {"base": True}}])
+        build(tiny_llama_dir, tiny_dataset, tmp_path, [{"mia-reference": {"base": True}}])
     with pytest.raises(ConfigError, match="drop users, epochs and options"):
-        build(llama_dir, tiny_dataset, tmp_path, [LORA, {"mia-reference": {"base": True, "epochs": 3}}])
+        build(tiny_llama_dir, tiny_dataset, tmp_path, [LORA, {"mia-reference": {"base": True, "epochs": 3}}])
