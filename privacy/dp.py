@@ -140,6 +140,7 @@ def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loade
 
     Returns (engine, module, optimizer, loader, accountant used, fallback reason)."""
     steps = epochs * len(loader)
+    device = next(p.device for p in model.parameters() if p.requires_grad)  # noise is drawn where the weights are
     try:
         cal = calibrate_dp_sgd(opts.epsilon, delta, 1.0 / len(loader), steps, opts.accountant)
     except ConfigError as exc:
@@ -150,7 +151,7 @@ def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loade
         module, dp_opt, dp_loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=cal.noise_multiplier,
             max_grad_norm=opts.max_grad_norm, poisson_sampling=True, grad_sample_mode="hooks",
-            noise_generator=None if opts.secure_mode else torch.Generator().manual_seed(noise_seed))
+            noise_generator=None if opts.secure_mode else torch.Generator(device).manual_seed(noise_seed))
     return engine, module, dp_opt, dp_loader, cal.accountant, cal.fallback_reason
 
 

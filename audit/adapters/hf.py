@@ -225,7 +225,7 @@ class HFAdapter(Adapter):
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 str(directory), local_files_only=True, use_safetensors=True,
-                dtype=getattr(torch, config.dtype))
+                dtype=getattr(torch, config.dtype), use_kernels=False)  # no Hub kernels: loading stays local
         except (OSError, ValueError) as exc:
             raise ConfigError(f"hf adapter: {directory} is not a causal-LM directory with safetensors "
                               f"weights ({exc})") from None

@@ -60,7 +60,7 @@ def local_encoder(path: str | Path, batch_size: int = 64) -> Encoder:
                           "a local transformers encoder (config.json, weights, tokenizer files)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = AutoModel.from_pretrained(directory, local_files_only=True, use_safetensors=True)
+        model = AutoModel.from_pretrained(directory, local_files_only=True, use_safetensors=True, use_kernels=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the embedding model in {str(directory)!r}: {exc}") from None
     model.eval()

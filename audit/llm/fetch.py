@@ -214,7 +214,7 @@ def convert_gguf(gguf: Path, out: Path, *, progress: bool = True) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                      dtype=torch.float32)
+                                                      dtype=torch.float32, use_kernels=False)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         raise ConfigError(f"{gguf}: transformers cannot load this GGUF ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:300] if str(exc) else ''}). Only architectures "
@@ -243,6 +243,6 @@ def _check_loads(directory: Path) -> None:
     try:
         AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True, use_safetensors=True,
-                                             dtype=torch.float32)
+                                             dtype=torch.float32, use_kernels=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"the model written to {directory} does not load with transformers ({exc})") from None
