@@ -48,6 +48,7 @@ from audit.errors import ConfigError
 from audit.interface import Generation, Recommender, RecRequest
 from audit.metrics import rank_in_list, rank_of_target
 from audit.parsing import normalize_title
+from audit.progress import track
 from audit.variants import BuildContext, Variant
 
 #: a small synonym table of words frequent in film titles (lower case; both directions listed)
@@ -205,7 +206,7 @@ class ItemTextAttackRecommender(TitleRewritingRecommender):
 
     def attack_again(self, defended: Recommender, ctx: BuildContext) -> Recommender:
         cfg = ItemTextAttackConfig.model_validate(self.info.get("text_attack_config", {}))
-        out = build_text_attack(defended, ctx.dataset, cfg, exclude=ctx.audit_users)
+        out = build_text_attack(defended, ctx.dataset, cfg, exclude=ctx.audit_users, progress=ctx.progress)
         out.info["text_attack_config"] = cfg.model_dump(mode="json")
         return out
 
@@ -301,21 +302,31 @@ class ItemTextAttackConfig(StrictConfig):
 
 
 def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackConfig,
-                      exclude: frozenset[str] | None = None) -> ItemTextAttackRecommender:
+                      exclude: frozenset[str] | None = None, progress: bool = False) -> ItemTextAttackRecommender:
     """Search each target's rewrite against ``rec`` (black-box) on users outside ``exclude`` (the
-    run's audited users) and wrap ``rec`` with them."""
+    run's audited users) and wrap ``rec`` with them. The search's query batches (one per target's
+    original title and per rewrite tried) show progress with counts and an ETA."""
     if cfg.min_edits > cfg.max_edits:
         raise ConfigError(f"variant 'item-text': min_edits ({cfg.min_edits}) exceeds max_edits ({cfg.max_edits})")
     titles = dataset.item_titles
     rewrites: dict[str, str] = {}
     per_target: dict[str, Any] = {}
+    plans = []
     for target in select_targets(dataset, cfg.targets):
         original = titles[target]
         queries = attacker_queries(dataset, target, users=cfg.search_users,
                                    candidates=cfg.search_candidates, seed=cfg.seed, exclude=exclude)
-        base_rank, base_margin = mean_rank(rec, original, queries, titles)
         options = candidate_rewrites(original, max_edits=cfg.max_edits, min_edits=cfg.min_edits,
                                      limit=cfg.max_candidates, seed=cfg.seed)
+        plans.append((target, original, queries, options))
+    jobs = [(i, None) for i in range(len(plans))] + [(i, opt) for i, p in enumerate(plans) for opt in p[3]]
+    measured: dict[tuple[int, str | None], tuple[float, float]] = {}
+    for i, opt in track(jobs, f"[{rec.name}] item-text search", "rewrite", enabled=progress):
+        _, original, queries, _ = plans[i]
+        measured[(i, None if opt is None else opt.text)] = mean_rank(
+            rec, original if opt is None else opt.text, queries, titles)
+    for i, (target, original, queries, options) in enumerate(plans):
+        base_rank, base_margin = measured[(i, None)]
         if not options:
             per_target[target] = {"original": original, "rewrite": original, "edits": 0,
                                   "search_rank_before": base_rank, "search_rank_after": base_rank,
@@ -323,7 +334,7 @@ def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackCon
             continue
         tried = []
         for opt in options:
-            rank, margin = mean_rank(rec, opt.text, queries, titles)
+            rank, margin = measured[(i, opt.text)]
             tried.append((rank, -(margin if np.isfinite(margin) else 0.0), opt.edits, opt.text))
         best = min(tried)
         rewrites[original] = best[3]
@@ -352,7 +363,7 @@ class ItemTextAttackVariant(Variant):
         if not (rec.has("score") or rec.has("generate")):
             raise ConfigError(f"variant 'item-text' needs a recommender with 'score' or 'generate'; "
                               f"{rec.name!r} has {sorted(rec.capabilities)}")
-        out = build_text_attack(rec, ctx.dataset, cfg, exclude=ctx.audit_users)
+        out = build_text_attack(rec, ctx.dataset, cfg, exclude=ctx.audit_users, progress=ctx.progress)
         out.info["text_attack_config"] = cfg.model_dump(mode="json")
         return out
 

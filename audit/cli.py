@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -285,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors (2)
         return int(exc.code) if isinstance(exc.code, int) else (EXIT_USAGE if exc.code else EXIT_OK)
     logging.basicConfig(level=logging.WARNING, format="recaudit: %(message)s")
+    # peft (0.21) asks transformers (>= 5.2x) for a renamed attribute on every LoRA attach; the
+    # deprecation is theirs, not the user's, and it would repeat in every CLI log
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         return args.handler(args)
     except RecauditError as exc:

@@ -174,10 +174,13 @@ def run_job(rec: Recommender, job: Job, ctx: RunContext) -> JobOutcome:
 
 # -- executors ----------------------------------------------------------------------------
 class Executor:
-    """Base class: ``Config`` (its suite options) and :meth:`run`."""
+    """Base class: ``Config`` (its suite options) and :meth:`run`. ``in_process``: :meth:`run`
+    uses the recommenders the runner built (it is then called once per recommender, which the
+    runner closes afterwards); False when workers build their own (``recommenders`` is empty)."""
 
     name: ClassVar[str] = "executor"
     Config: ClassVar[type[StrictConfig]] = StrictConfig
+    in_process: ClassVar[bool] = True
 
     def __init__(self, config: StrictConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -251,6 +254,7 @@ class RayExecutor(Executor):
     """Each job a Ray task, gathered as they finish."""
 
     name = "ray"
+    in_process = False
 
     class Config(StrictConfig):
         address: str | None = None

@@ -12,9 +12,13 @@ Order of work:
    the shared cache (the run directory still resumes). ``skip`` and ``error``
    results are never reused: they are retried on the next run;
 4. recommenders with work left are built once, in this process (training caches
-   itself on disk); a build failure gives ``error`` results for that recommender's
-   jobs and the others go on; probes whose capabilities are missing give ``skip``;
-5. the executor runs the remaining jobs; each outcome is written to
+   itself on disk), one at a time: an in-process executor runs a recommender's jobs
+   and the recommender is closed before the next is built (so a suite of LLM
+   fine-tunes holds one model at a time); a build failure gives ``error`` results
+   for that recommender's jobs and the others go on; probes whose capabilities are
+   missing give ``skip``;
+5. the executor runs the remaining jobs (an executor whose workers build their own
+   recommenders, ``in_process = False``, gets them all at once); each outcome is written to
    ``<out>/jobs/<recommender>__<probe>.json`` (+ ``.outputs.jsonl``) and to the
    cache as soon as it is finished, atomically;
 6. gates are evaluated and the report directory written (:mod:`audit.report`).
@@ -26,9 +30,10 @@ is then not (re)written.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from audit.build import build_recommender, parse_variants
 from audit.cache import (ResultCache, atomic_write_json, atomic_write_jsonl, atomic_write_text, code_version,
@@ -195,22 +200,29 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
 
     ctx = RunContext(dataset=dataset, users=users, seed=suite.seed, cache_dir=models_dir(home),
                      entries=suite.recommenders, base_dir=suite.base_dir, progress=progress)
-    recommenders: dict[str, Recommender] = {}
-    try:
-        runnable = _build_and_triage(pending, ctx, recommenders, state)
-        by_name = {(j.recommender, j.probe.alias): j for j in runnable}
-        executor.run(runnable, ctx, recommenders, lambda o: state.done(by_name[(o.recommender, o.probe)], o))
-    finally:
-        for rec in recommenders.values():
-            try:
-                rec.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the run's outcome
-                log.warning("closing recommender %r failed", rec.name, exc_info=True)
+    infos: dict[str, dict[str, Any]] = {}
+    by_name = {(j.recommender, j.probe.alias): j for j in pending}
+
+    def on_done(o: JobOutcome) -> None:
+        state.done(by_name[(o.recommender, o.probe)], o)
+
+    if executor.in_process:
+        # one recommender alive at a time: build it, run its jobs, close it (an LLM suite with ten
+        # fine-tunes would otherwise hold ten model copies in memory at once)
+        for name in dict.fromkeys(j.recommender for j in pending):
+            with _built([j for j in pending if j.recommender == name], ctx, state, infos) as (built, runnable):
+                executor.run(runnable, ctx, built, on_done)
+    else:  # the workers build their own: here each is built (and closed) only to triage its jobs
+        runnable = []
+        for name in dict.fromkeys(j.recommender for j in pending):
+            with _built([j for j in pending if j.recommender == name], ctx, state, infos) as (_, mine):
+                runnable += mine
+        executor.run(runnable, ctx, {}, on_done)
 
     outcomes = [state.outcomes[(j.recommender, j.probe.alias)] for j in jobs]
     results = {(o.recommender, o.probe): o.result for o in outcomes}
     gate_outcomes = evaluate_gates(gates, results, list(suite.recommenders))
-    report = build_report(suite, dataset, users, outcomes, gate_outcomes, recommenders)
+    report = build_report(suite, dataset, users, outcomes, gate_outcomes, infos)
     files = write_report_dir(out, report, (r for o in outcomes for r in o.outputs),
                              junit_xml=render_junit(report), summary_md=render_summary_markdown(report))
     if junit is not None:
@@ -219,28 +231,37 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
     return RunOutcome(suite=suite, out=out, report=report, jobs=outcomes, gates=gate_outcomes, files=files)
 
 
-def _build_and_triage(pending: Sequence[Job], ctx: RunContext, recommenders: dict[str, Recommender],
-                      state: _Progress) -> list[Job]:
-    """Build each recommender with pending jobs; record build errors and skips; return the jobs to run."""
-    runnable: list[Job] = []
-    for name in dict.fromkeys(j.recommender for j in pending):
-        mine = [j for j in pending if j.recommender == name]
-        try:
-            log.info("building recommender %r", name)
-            recommenders[name] = build_recommender(name, ctx.entries[name], ctx.build_context())
-        except Exception as exc:  # noqa: BLE001 - e.g. EndpointError: the other recommenders go on
-            for job in mine:
-                state.done(job, error_outcome(job, exc, context=f"building recommender {name!r} failed: "))
-            continue
-        rec = recommenders[name]
+@contextmanager
+def _built(mine: Sequence[Job], ctx: RunContext, state: _Progress, infos: dict[str, dict[str, Any]],
+           ) -> Iterator[tuple[dict[str, Recommender], list[Job]]]:
+    """Build the recommender of ``mine`` (one recommender's pending jobs); record a build error or
+    a skip as those jobs' outcomes; yield ({name: recommender} or {}, the jobs to run); on exit
+    keep its ``info`` for the report and close it."""
+    name = mine[0].recommender
+    try:
+        log.info("building recommender %r", name)
+        rec = build_recommender(name, ctx.entries[name], ctx.build_context())
+    except Exception as exc:  # noqa: BLE001 - e.g. EndpointError: the other recommenders go on
         for job in mine:
-            reason = skip_reason(job.probe, rec)
-            if reason is None:
-                runnable.append(job)
-            else:
-                state.done(job, JobOutcome(job.recommender, job.probe.alias, job.probe.name, job.key,
-                                           ProbeResult.skipped(reason), recommender_info=to_jsonable(rec.info)))
-    return runnable
+            state.done(job, error_outcome(job, exc, context=f"building recommender {name!r} failed: "))
+        yield {}, []
+        return
+    runnable: list[Job] = []
+    for job in mine:
+        reason = skip_reason(job.probe, rec)
+        if reason is None:
+            runnable.append(job)
+        else:
+            state.done(job, JobOutcome(job.recommender, job.probe.alias, job.probe.name, job.key,
+                                       ProbeResult.skipped(reason), recommender_info=to_jsonable(rec.info)))
+    try:
+        yield {name: rec}, runnable
+    finally:
+        infos[name] = to_jsonable(rec.info)
+        try:
+            rec.close()
+        except Exception:  # noqa: BLE001 - closing must not hide the run's outcome
+            log.warning("closing recommender %r failed", name, exc_info=True)
 
 
 def load_suite_dataset(suite: Suite, home: Path | None = None) -> Dataset:
@@ -270,14 +291,14 @@ def _headline(outcome: JobOutcome, suite: Suite) -> str | None:
 
 
 def build_report(suite: Suite, dataset: Dataset, users: Sequence[str], outcomes: Sequence[JobOutcome],
-                 gates: Sequence[GateOutcome], built: dict[str, Recommender]) -> dict[str, Any]:
-    """The ``report.json`` mapping (see :data:`audit.report.REPORT_SCHEMA`)."""
+                 gates: Sequence[GateOutcome], built: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The ``report.json`` mapping (see :data:`audit.report.REPORT_SCHEMA`); ``built``: the
+    ``info`` of each recommender built in this run (the others' comes from their cached outcomes)."""
     info: dict[str, dict[str, Any]] = {}
     for o in outcomes:
         if o.recommender_info and o.recommender not in info:
             info[o.recommender] = o.recommender_info
-    for name, rec in built.items():
-        info[name] = to_jsonable(rec.info)
+    info.update(built)
     results = []
     for o in outcomes:
         results.append({"recommender": o.recommender, "probe": o.probe, "probe_name": o.probe_name,

@@ -36,6 +36,8 @@ class EchoHistory(Adapter):
         reverse: bool = True
 
     builds: ClassVar[int] = 0
+    alive: ClassVar[int] = 0  # built and not yet closed
+    most_alive: ClassVar[int] = 0
 
     def __init__(self, reverse: bool = True) -> None:
         super().__init__()
@@ -44,9 +46,15 @@ class EchoHistory(Adapter):
     @classmethod
     def build(cls, config: "EchoHistory.Config", ctx: BuildContext, training_variants: Sequence[Any]) -> "EchoHistory":
         EchoHistory.builds += 1
+        EchoHistory.alive += 1
+        EchoHistory.most_alive = max(EchoHistory.most_alive, EchoHistory.alive)
         rec = cls(config.reverse)
         rec.info["trained_on"] = ctx.dataset.fingerprint
         return rec
+
+    def close(self) -> None:
+        EchoHistory.alive -= 1
+        super().close()
 
     def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
         return [list(reversed(r.history))[:k] if self.reverse else list(r.history)[:k] for r in reqs]
@@ -130,7 +138,7 @@ def register() -> None:
 def reset_counters() -> None:
     HitProbe.calls = 0
     HitProbe.interrupt_at = None
-    EchoHistory.builds = 0
+    EchoHistory.builds = EchoHistory.alive = EchoHistory.most_alive = 0
 
 
 # -- files -------------------------------------------------------------------------------------------

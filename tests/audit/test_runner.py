@@ -53,6 +53,16 @@ def test_cached_job_runs_once_across_runs(tmp_path: Path, tiny_dataset: Dataset,
     assert len(list((recaudit_home / "results").glob("*.json"))) == 1
 
 
+def test_recommenders_are_built_one_at_a_time_and_closed_after_their_jobs(
+        tmp_path: Path, tiny_dataset: Dataset, recaudit_home: Path) -> None:
+    path = suite_file(tmp_path, recommenders={name: {"adapter": "test-echo"} for name in ("a", "b", "c")},
+                      probes={"test-hit": {"k": 3}, "hit5": {"probe": "test-hit", "k": 5}})
+    outcome = run(path, tmp_path / "out", tiny_dataset)
+    assert set(statuses(outcome).values()) == {"pass"} and len(outcome.jobs) == 6
+    assert kit.EchoHistory.builds == 3 and kit.EchoHistory.most_alive == 1 and kit.EchoHistory.alive == 0
+    assert [r["info"]["trained_on"] for r in outcome.report["recommenders"]] == [tiny_dataset.fingerprint] * 3
+
+
 def test_no_cache_recomputes_and_overwrites(tmp_path: Path, tiny_dataset: Dataset, recaudit_home: Path) -> None:
     path = suite_file(tmp_path)
     run(path, tmp_path / "out", tiny_dataset)
