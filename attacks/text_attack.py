@@ -319,14 +319,13 @@ def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackCon
         options = candidate_rewrites(original, max_edits=cfg.max_edits, min_edits=cfg.min_edits,
                                      limit=cfg.max_candidates, seed=cfg.seed)
         plans.append((target, original, queries, options))
-    jobs = [(i, None) for i in range(len(plans))] + [(i, opt) for i, p in enumerate(plans) for opt in p[3]]
-    measured: dict[tuple[int, str | None], tuple[float, float]] = {}
-    for i, opt in track(jobs, f"[{rec.name}] item-text search", "rewrite", enabled=progress):
-        _, original, queries, _ = plans[i]
-        measured[(i, None if opt is None else opt.text)] = mean_rank(
-            rec, original if opt is None else opt.text, queries, titles)
+    # (target index, title): each target's original title, then every rewrite tried
+    jobs = list(dict.fromkeys([(i, p[1]) for i, p in enumerate(plans)] +
+                              [(i, opt.text) for i, p in enumerate(plans) for opt in p[3]]))
+    measured = {(i, title): mean_rank(rec, title, plans[i][2], titles)
+                for i, title in track(jobs, f"[{rec.name}] item-text search", "rewrite", enabled=progress)}
     for i, (target, original, queries, options) in enumerate(plans):
-        base_rank, base_margin = measured[(i, None)]
+        base_rank, base_margin = measured[(i, original)]
         if not options:
             per_target[target] = {"original": original, "rewrite": original, "edits": 0,
                                   "search_rank_before": base_rank, "search_rank_after": base_rank,

@@ -206,17 +206,18 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
     def on_done(o: JobOutcome) -> None:
         state.done(by_name[(o.recommender, o.probe)], o)
 
+    groups = [[j for j in pending if j.recommender == name] for name in dict.fromkeys(j.recommender for j in pending)]
     if executor.in_process:
         # one recommender alive at a time: build it, run its jobs, close it (an LLM suite with ten
         # fine-tunes would otherwise hold ten model copies in memory at once)
-        for name in dict.fromkeys(j.recommender for j in pending):
-            with _built([j for j in pending if j.recommender == name], ctx, state, infos) as (built, runnable):
+        for mine in groups:
+            with _built(mine, ctx, state, infos) as (built, runnable):
                 executor.run(runnable, ctx, built, on_done)
     else:  # the workers build their own: here each is built (and closed) only to triage its jobs
         runnable = []
-        for name in dict.fromkeys(j.recommender for j in pending):
-            with _built([j for j in pending if j.recommender == name], ctx, state, infos) as (_, mine):
-                runnable += mine
+        for mine in groups:
+            with _built(mine, ctx, state, infos) as (_, triaged):
+                runnable += triaged
         executor.run(runnable, ctx, {}, on_done)
 
     outcomes = [state.outcomes[(j.recommender, j.probe.alias)] for j in jobs]
