@@ -53,7 +53,12 @@ class DPOptions(StrictConfig):
     secure RNG (Poisson sampling and noise from ``torchcsprng``'s /dev/urandom generator, noise
     hardened against floating-point attacks): the guarantee then does not assume a secret seed,
     and runs are no longer reproducible. Off by default (seeded, reproducible; the account says
-    so); needs the ``torchcsprng`` package, refused with a ConfigError without it."""
+    so); needs the ``torchcsprng`` package, refused with a ConfigError without it.
+    ``physical_batch_size``: rows per forward/backward pass (None = each Poisson batch in one
+    pass). The sampled batch, its per-user clipping and its one noise draw are unchanged (Opacus
+    accumulates the clipped per-sample gradients over the passes), so the account is too; smaller
+    passes bound memory and padding (8 on SmolLM2 on CPU: the DP step per example then costs about
+    what the plain step does, against 1.7x at passes of ~61)."""
 
     epsilon: float = Field(gt=0)
     delta: float | None = Field(default=None, gt=0, lt=1)
@@ -61,6 +66,7 @@ class DPOptions(StrictConfig):
     accountant: Literal["prv", "rdp"] = "prv"
     unit: Unit = "user"
     secure_mode: bool = False
+    physical_batch_size: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _secure_rng_is_installed(self) -> "DPOptions":
@@ -110,6 +116,8 @@ class DPVariant(Variant):
         options = cfg.model_dump(include=set(DPOptions.model_fields))
         if not cfg.secure_mode:  # seeded runs keep their cache keys
             options.pop("secure_mode")
+        if cfg.physical_batch_size is None:
+            options.pop("physical_batch_size")
         return private_finetune_recipe(
             recipe, variant=self.name, pretrain_epochs=cfg.pretrain_epochs,
             **stage_changes(trainer="dp", epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -181,6 +189,29 @@ def noise_only_step(dp_optimizer: Any) -> None:
     dp_optimizer.step()
 
 
+def _clipped_noisy_step(trainable: Any, data: TrainingData, batch: list[Any], dp_optimizer: Any, bf16: bool,
+                        physical_batch_size: int | None) -> float:
+    """One DP-SGD step over a sampled batch, run in passes of at most ``physical_batch_size``
+    rows: every pass but the last only clips and accumulates its per-sample gradients (Opacus'
+    ``signal_skip_step``, as its ``BatchMemoryManager`` does); the last adds the one noise draw
+    and steps. Returns the batch's mean loss (nats per target token)."""
+    size = physical_batch_size or len(batch)
+    parts = [batch[i:i + size] for i in range(0, len(batch), size)]
+    total = 0.0
+    for j, part in enumerate(parts):
+        input_ids, targets = data.collate(part)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = trainable.per_example_loss(input_ids, targets)
+        loss.mean().backward()  # Opacus rescales each pass's per-sample gradients by its own size
+        total += float(loss.detach().sum())
+        if j < len(parts) - 1:
+            dp_optimizer.signal_skip_step(do_skip=True)
+            dp_optimizer.step()
+            dp_optimizer.zero_grad(set_to_none=True)
+    dp_optimizer.step()
+    return total / len(batch)
+
+
 def train_dp_stage(trainable: Any, data: TrainingData, stage: StageSpec, seed: int, progress: bool) -> dict[str, Any]:
     """DP-SGD (AdamW under Opacus) for ``stage.epochs`` passes over the private records at
     expected batch ``stage.batch_size``; returns the summary with the privacy account. Works on
@@ -224,12 +255,8 @@ def train_dp_stage(trainable: Any, data: TrainingData, stage: StageSpec, seed: i
                             batch = [_one_window(data, users[int(i)], rng) for i in idx]
                         else:
                             batch = [windows[int(i)] for i in idx]
-                        input_ids, targets = data.collate(batch)
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage.bf16):
-                            loss = trainable.per_example_loss(input_ids, targets).mean()
-                        loss.backward()
-                        dp_opt.step()
-                        losses.append(float(loss.detach()))
+                        losses.append(_clipped_noisy_step(trainable, data, batch, dp_opt, stage.bf16,
+                                                          opts.physical_batch_size))
                         sampled += len(idx)
                     dp_opt.zero_grad(set_to_none=True)
                     sched.step()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from attacks.probe import PoisoningConfig, PoisoningProbe
 from attacks.shilling import FAKE_PREFIX
@@ -87,7 +88,7 @@ def test_backdoor_on_hf_poisons_a_pretrain_lora_stage_then_fine_tunes_the_same_l
     assert fine["transforms"] == [] and fine["summary"]["steps"] > 0 and pre["summary"]["steps"] > 0
     as_is = build(tiny_llama_dir, tiny_dataset, cache, {"backdoor": {"rate": 0.5, "targets": TARGETS, "finetune": False}})
     (only,) = as_is.manifest["stages"]
-    assert (only["name"], only["users"]) == ("lora", sorted(groups.pretrain))
+    assert (only["name"], only["users"]) == ("pretrain", sorted(groups.pretrain))
     assert only["transforms"][0]["manifest"]["replaced_labels"] > 0
 
 
@@ -103,3 +104,33 @@ def test_poisoning_variants_need_train_transforms_and_name_the_adapters_that_hav
     with pytest.raises(ConfigError, match="variant 'fake-users' needs train-transforms.*support it: hf, reference"):
         build_recommender("x", entry, BuildContext(dataset=tiny_dataset, cache_dir=tmp_path, progress=False))
 
+
+
+def test_the_poisoned_checkpoint_trains_once_for_as_is_and_clean_finetuned(tiny_llama_dir, tiny_dataset,
+                                                                           tmp_path) -> None:
+    """The as-is checkpoint is the fine-tuned recipe's first stage: built first, it is cached and
+    the fine-tuned form resumes from it (training only the clean stage) to the same weights as a
+    fine-tune trained from scratch, which in turn leaves the as-is checkpoint in its cache."""
+    poison = {"rate": 0.5, "targets": TARGETS}
+    light = {"lora": {**LORA["lora"], "epochs": 1}}
+
+    def build(llama: Path, dataset: Dataset, cache: Path, *variants: Any):
+        return build_hf(llama, dataset, cache, [light, *variants])
+
+    first, scratch = tmp_path / "as-is-first", tmp_path / "from-scratch"
+    as_is = build(tiny_llama_dir, tiny_dataset, first, {"backdoor": {**poison, "finetune": False}})
+    resumed = build(tiny_llama_dir, tiny_dataset, first, {"backdoor": poison})
+    assert as_is.info["trained_now"] and resumed.info["trained_now"]
+    assert resumed.manifest["resumed_from"] == {"key": as_is.info["key"], "stages": 1}
+    pre, fine = resumed.manifest["stages"]
+    assert pre == as_is.manifest["stages"][0] and fine["summary"]["steps"] > 0
+
+    whole = build(tiny_llama_dir, tiny_dataset, scratch, {"backdoor": poison})
+    assert "resumed_from" not in whole.manifest
+    same_as_is = build(tiny_llama_dir, tiny_dataset, scratch, {"backdoor": {**poison, "finetune": False}})
+    assert not same_as_is.info["trained_now"] and same_as_is.info["key"] == as_is.info["key"]
+    for a, b in ((resumed, whole), (as_is, same_as_is)):
+        wa, wb = dict(a.model.named_parameters()), dict(b.model.named_parameters())
+        assert all(torch.equal(wa[n], wb[n]) for n in wa)
+    base = dict(build_hf(tiny_llama_dir, tiny_dataset, scratch).model.named_parameters())
+    assert any(not torch.equal(p, base[n]) for n, p in whole.model.named_parameters())

@@ -45,3 +45,23 @@ def test_dp_lora_at_a_large_epsilon_learns_and_only_the_lora_weights_move(tiny_l
 def test_dp_on_hf_refuses_pretrain_epochs(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
     with pytest.raises(ConfigError, match="pretrain_epochs"):
         build(tiny_llama_dir, tiny_dataset, tmp_path, [LORA, {"dp": {"epsilon": 8.0, "pretrain_epochs": 2}}])
+
+
+def test_physical_passes_take_the_same_dp_step_as_one_pass(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
+    """Each Poisson batch run in passes of 2 rows clips the same per-user gradients and adds the
+    same one noise draw per step as the batch in one pass: the same LoRA weights (to float
+    error) and the same account. The passes are not a second accounting step."""
+    torch.set_num_threads(1)
+    lora = {"lora": {**LORA["lora"], "dropout": 0.0}}
+    dp = {"dp": {**DP["dp"], "epsilon": 4.0, "epochs": 2}}
+    one = build(tiny_llama_dir, tiny_dataset, tmp_path / "one", [lora, dp])
+    passes = build(tiny_llama_dir, tiny_dataset, tmp_path / "passes", [lora, {"dp": {**dp["dp"], "physical_batch_size": 2}}])
+    a, b = (s.manifest["stages"][0]["summary"] for s in (one, passes))
+    assert a["mean_batch_size"] > 2  # the batches really were split
+    assert a["steps"] == b["steps"] and a["privacy"]["epsilon"] == b["privacy"]["epsilon"]
+    assert b["privacy"]["steps"] == a["privacy"]["steps"]
+    base = dict(build(tiny_llama_dir, tiny_dataset, tmp_path / "one").model.named_parameters())  # untuned
+    wa, wb = (dict(s.model.named_parameters()) for s in (one, passes))
+    moved = [n for n in wa if not torch.equal(wa[n], base[n])]
+    assert moved and moved == [n for n in wb if not torch.equal(wb[n], base[n])]
+    assert all(torch.allclose(wa[n], wb[n], atol=1e-5) for n in moved)

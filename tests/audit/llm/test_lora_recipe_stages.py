@@ -61,17 +61,38 @@ def test_backdoor_adds_a_poisoned_pretrain_stage_before_the_lora_stage_on_the_fi
     assert canaries_t.applies_to(LORA_STAGE, recipe) and not canaries_t.applies_to("pretrain", recipe)
 
 
-def test_backdoor_as_is_makes_the_lora_stage_the_poisoned_checkpoint(tiny_dataset) -> None:
-    recipe = recipe_for([{"backdoor": {"rate": 0.2, "targets": TARGETS, "finetune": False}}], tiny_dataset)
-    (stage,) = recipe.stages
-    assert (stage.name, stage.users) == (LORA_STAGE, "pretrain")
-    assert recipe.sequence_transforms[0].stages == (LORA_STAGE,)
+def test_backdoor_as_is_is_the_first_stage_of_the_clean_finetuned_recipe(tiny_dataset) -> None:
+    """The poisoned checkpoint used as it is is exactly the public stage of the fine-tuned form
+    (so the LoRA cache trains it once for both), and it has no private stage."""
+    backdoor = {"rate": 0.2, "targets": TARGETS}
+    as_is = recipe_for([{"backdoor": {**backdoor, "finetune": False}}], tiny_dataset)
+    finetuned = recipe_for([{"backdoor": backdoor}], tiny_dataset)
+    (stage,) = as_is.stages
+    assert (stage.name, stage.users) == ("pretrain", "pretrain")
+    assert as_is.sequence_transforms[0].stages == ("pretrain",)
+    assert finetuned.prefix(1) == as_is and finetuned.prefix(2) is None and finetuned.prefix(0) is None
+    assert as_is.private_data_stages() == ()
+
+
+def test_a_prefix_whose_transform_seeds_would_shift_is_not_offered(tiny_dataset) -> None:
+    """Transforms are seeded by their list position: a later stage's transform listed before the
+    first stage's makes the first stage's own recipe draw differently, so no prefix is offered."""
+    canaries_first = recipe_for([{"canaries": {"repetitions": [2], "per_repetition": 1}},
+                                 {"backdoor": {"rate": 0.2, "targets": TARGETS}}], tiny_dataset)
+    assert [t.name for t in canaries_first.sequence_transforms] == ["canaries", "backdoor"]
+    assert canaries_first.prefix(1) is None
+    backdoor_first = recipe_for([{"backdoor": {"rate": 0.2, "targets": TARGETS}},
+                                 {"canaries": {"repetitions": [2], "per_repetition": 1}}], tiny_dataset)
+    assert [t.name for t in backdoor_first.prefix(1).sequence_transforms] == ["backdoor"]
 
 
 def test_conflicting_backdoor_recipes_are_refused(tiny_dataset) -> None:
     backdoor = {"backdoor": {"rate": 0.2, "targets": TARGETS}}
     with pytest.raises(ConfigError, match="given twice"):
         recipe_for([backdoor, backdoor], tiny_dataset)
-    with pytest.raises(ConfigError, match="finetune: false makes the LoRA stage the poisoned checkpoint"):
+    with pytest.raises(ConfigError, match="finetune: false uses the poisoned checkpoint as it is.*trainer to 'dp'"):
         recipe_for([{"dp": {"epsilon": 8.0}}, {"backdoor": {**backdoor["backdoor"], "finetune": False}}],
+                   tiny_dataset)
+    with pytest.raises(ConfigError, match="no private LoRA stage.*set finetune: true"):
+        recipe_for([{"backdoor": {**backdoor["backdoor"], "finetune": False}}, {"dp": {"epsilon": 8.0}}],
                    tiny_dataset)
