@@ -184,6 +184,14 @@ class Recommender:
     def close(self) -> None:
         """Release resources (HTTP sessions, servers)."""
 
+    def identity(self) -> str | None:
+        """A digest that fixes every answer of this recommender (weights, trained parts, options,
+        prompts), or None where that is not known (the default: wrappers, remote endpoints).
+        Within one run, two recommenders with one identity answer alike, so a measurement of
+        one may serve the other (the membership probe reuses the untuned base's scores across
+        the fine-tunes it calibrates)."""
+        return None
+
     def untrained(self, ctx: Any) -> "Recommender | None":
         """The same model as it was before the harness fine-tuned it (an ``hf`` model's base
         checkpoint without its LoRA), built afresh in the ``BuildContext`` ``ctx``; None where

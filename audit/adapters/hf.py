@@ -261,6 +261,25 @@ class HFAdapter(Adapter):
             return None
         return type(self).build(self.config, ctx)
 
+    def identity(self) -> str | None:
+        """SHA-256 of the adapter's class and options, the base weights' digest, the trained LoRA's
+        cache key and the soft prefix's values; None for a model not loaded from a directory."""
+        import hashlib
+        import json as _json
+
+        from audit.llm.fetch import weights_digest
+
+        directory = getattr(self, "directory", None)
+        if directory is None or (self.manifest is not None and not self.manifest.get("key")):
+            return None
+        h = hashlib.sha256(_json.dumps({
+            "adapter": f"{type(self).__module__}.{type(self).__qualname__}",
+            "options": self.config.model_dump(mode="json"), "weights": weights_digest(directory),
+            "lora": None if self.manifest is None else self.manifest["key"]}, sort_keys=True, default=str).encode())
+        if self.soft_prefix is not None:
+            h.update(self.soft_prefix.detach().to("cpu", torch.float32).numpy().tobytes())
+        return h.hexdigest()
+
     def base_parts(self) -> Any:
         """What the LoRA training path needs from this adapter (see :mod:`audit.llm.training`)."""
         from audit.llm.fetch import weights_digest

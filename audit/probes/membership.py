@@ -29,6 +29,11 @@ assumed (the data set's default split) and the figures are renamed ``assumed_mia
 in ``details["skipped"]`` with the reason. ``control: true`` runs the null audit instead:
 "members" and "non-members" are two random halves of the non-members, so every AUROC
 should be 0.5 within its CI.
+
+The calibration model's scores are reused within a run when a recommender declares the same
+:meth:`~audit.interface.Recommender.identity` and the sequences, profiles, titles and scoring
+options are the same (several fine-tunes of one base, each calibrated by that base, score it
+once); ``details["reference_scores"]`` says which.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.results import Metric, MetricSpec, ProbeResult
 
 ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp", "ref", "list")
+#: calibration scores by (identity, inputs) digest, most recent last; a few runs' worth
+_REFERENCE_SCORES: dict[str, list[ScoredSequence]] = {}
+_REFERENCE_SCORES_KEPT = 4
 SEQUENCE_ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp")
 
 SPECS: dict[str, MetricSpec] = {
@@ -136,6 +144,7 @@ class MembershipInferenceProbe(Probe):
         seqs = [list(ds.sequences[u].train[-cfg.max_items:]) for u in users]
         profiles = [ds.user_profiles.get(u, {}) for u in users]
 
+        reference_source: str | None = None
         per_user: dict[str, np.ndarray] = {}  # attack -> score per user of ``users``
         skipped: dict[str, str] = {}
         wanted = set(cfg.attacks)
@@ -146,7 +155,8 @@ class MembershipInferenceProbe(Probe):
         else:
             per_user.update(self._from_sequences(scored, cfg, wanted, skipped, note))
             if "ref" in wanted:
-                self._reference_scores(path, calib, scored, seqs, profiles, ctx, cfg, per_user, skipped)
+                reference_source = self._reference_scores(path, calib, scored, seqs, profiles, ctx, cfg, per_user,
+                                                          skipped)
             self._record(ctx, users, labels, scored, per_user, path)
         scores = {a: (v, labels) for a, v in per_user.items()}
         list_details: dict[str, object] = {}
@@ -181,6 +191,7 @@ class MembershipInferenceProbe(Probe):
             "excluded_users": split.excluded, "k": cfg.k, "max_items": cfg.max_items,
             "users_per_attack": counts, "roc": roc, "skipped": skipped,
             "score_direction": "higher = member", "list_attack": list_details,
+            "reference_scores": reference_source,
             "fpr_resolution": "with n0 non-members an attack can only show FPRs in steps of 1/n0; TPR at an FPR "
                               "below 1/n0 is the TPR with no false positive at all",
         }
@@ -216,20 +227,33 @@ class MembershipInferenceProbe(Probe):
 
     def _reference_scores(self, target_path: str, calib: Recommender | None, scored: list[ScoredSequence],
                           seqs: list[list[str]], profiles: list[dict[str, str]], ctx: ProbeContext,
-                          cfg: MembershipConfig, scores: dict[str, np.ndarray], skipped: dict[str, str]) -> None:
+                          cfg: MembershipConfig, scores: dict[str, np.ndarray], skipped: dict[str, str],
+                          ) -> str | None:
+        """Fill ``scores["ref"]`` (or ``skipped["ref"]``); returns where the calibration model's
+        scores came from ("computed" or "reused: ..."), None when it could not score."""
         if calib is None:
             skipped["ref"] = ("no calibration model attached; add the 'mia-reference' variant "
                               "(a reference model trained on disjoint users, or base: true for an hf "
                               "fine-tune's untuned base)")
-            return
+            return None
         path = "tokens" if target_path.startswith("tokens") else "items"  # score both models alike
-        ref_scored, _, note = score_sequences(calib, seqs, profiles, ctx.dataset.item_titles, path=path,
-                                              text_format=cfg.text_format, max_positions=cfg.max_positions,
-                                              batch_size=cfg.batch_size)
+        key = _reference_key(calib, seqs, profiles, ctx.dataset.item_titles, path, cfg)
+        ref_scored = _REFERENCE_SCORES.get(key) if key is not None else None
+        source = "reused: same calibration model identity and inputs earlier in this run"
         if ref_scored is None:
-            skipped["ref"] = f"calibration model: {note}"
-            return
+            source = "computed"
+            ref_scored, _, note = score_sequences(calib, seqs, profiles, ctx.dataset.item_titles, path=path,
+                                                  text_format=cfg.text_format, max_positions=cfg.max_positions,
+                                                  batch_size=cfg.batch_size)
+            if ref_scored is None:
+                skipped["ref"] = f"calibration model: {note}"
+                return None
+            if key is not None:
+                _REFERENCE_SCORES[key] = ref_scored
+                while len(_REFERENCE_SCORES) > _REFERENCE_SCORES_KEPT:
+                    _REFERENCE_SCORES.pop(next(iter(_REFERENCE_SCORES)))
         scores["ref"] = np.array([reference_calibrated(t.logp, r.logp) for t, r in zip(scored, ref_scored)])
+        return source
 
     # -- the black-box list attack --------------------------------------------------------
     @staticmethod
@@ -300,3 +324,19 @@ class MembershipInferenceProbe(Probe):
             ctx.recorder.record(user=u, condition="member" if labels[i] else "nonmember", prompt=s.text,
                                 raw=json.dumps({"logp": [round(float(x), 5) for x in s.logp]}),
                                 parsed=[], scores={a: float(v[i]) for a, v in scores.items()}, path=path)
+
+
+def _reference_key(calib: Recommender, seqs: list[list[str]], profiles: list[dict[str, str]],
+                   titles: dict[str, str], path: str, cfg: MembershipConfig) -> str | None:
+    """Digest of everything the calibration scores depend on; None when ``calib`` declares no
+    identity (its scores are then computed every time)."""
+    import hashlib
+
+    identity = calib.identity()
+    if identity is None:
+        return None
+    payload = json.dumps({"identity": identity, "path": path, "text_format": cfg.text_format,
+                          "max_positions": cfg.max_positions, "sequences": seqs,
+                          "profiles": [dict(p) for p in profiles],
+                          "titles": sorted((str(k), v) for k, v in titles.items())}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()

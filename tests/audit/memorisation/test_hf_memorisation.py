@@ -88,3 +88,39 @@ def test_mia_reference_base_needs_a_fine_tuned_model_and_takes_no_training_optio
         build(tiny_llama_dir, tiny_dataset, tmp_path, [{"mia-reference": {"base": True}}])
     with pytest.raises(ConfigError, match="drop users, epochs and options"):
         build(tiny_llama_dir, tiny_dataset, tmp_path, [LORA, {"mia-reference": {"base": True, "epochs": 3}}])
+
+
+def test_identity_tells_apart_what_answers_differently(canary_llm, tiny_llama_dir, tiny_dataset, tmp_path):
+    """The untuned base, built twice, has one identity; a LoRA fine-tune and a soft prefix each
+    change it; a wrapper declares none (its answers are not the inner model's)."""
+    from audit.decoding.delegate import DelegatingRecommender
+
+    with torch_threads(1):
+        zero_shot = build(tiny_llama_dir, tiny_dataset, tmp_path, [])
+    base = canary_llm.calibration_reference
+    assert base.identity() == zero_shot.identity() is not None
+    assert canary_llm.identity() not in (None, base.identity())
+    prefixed = zero_shot.with_soft_prefix(torch.zeros(2, zero_shot.model.config.hidden_size))
+    assert prefixed.identity() not in (None, zero_shot.identity())
+    assert DelegatingRecommender(zero_shot).identity() is None
+
+
+def test_base_calibration_scores_are_reused_across_fine_tunes_of_one_base(canary_llm, tiny_llama_dir, tiny_dataset,
+                                                                          tmp_path):
+    """A second fine-tune calibrated by the same base reuses the base's scores (said in the
+    details) and gets the AUROC that scoring the base afresh gives."""
+    from audit.probes import membership
+
+    membership._REFERENCE_SCORES.clear()
+    probe = MembershipInferenceProbe(MembershipConfig(attacks=["ref"]))
+    with torch_threads(1):
+        other = build(tiny_llama_dir, tiny_dataset, tmp_path,
+                      [{"lora": {**LORA["lora"], "epochs": 2}}, {"mia-reference": {"base": True}}])
+        first = probe.run(canary_llm, context(tiny_dataset, "membership"))
+        reused = probe.run(other, context(tiny_dataset, "membership"))
+        membership._REFERENCE_SCORES.clear()
+        fresh = probe.run(other, context(tiny_dataset, "membership"))
+    assert first.details["reference_scores"] == "computed" == fresh.details["reference_scores"]
+    assert reused.details["reference_scores"].startswith("reused")
+    assert reused.metrics["mia_auroc_ref"].value == fresh.metrics["mia_auroc_ref"].value
+    assert reused.metrics["mia_auroc_ref"].value != first.metrics["mia_auroc_ref"].value  # another fine-tune
