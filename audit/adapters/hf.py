@@ -269,12 +269,11 @@ class HFAdapter(Adapter):
 
         from audit.llm.fetch import weights_digest
 
-        directory = getattr(self, "directory", None)
-        if directory is None or (self.manifest is not None and not self.manifest.get("key")):
+        if self.directory is None or (self.manifest is not None and not self.manifest.get("key")):
             return None
         h = hashlib.sha256(_json.dumps({
             "adapter": f"{type(self).__module__}.{type(self).__qualname__}",
-            "options": self.config.model_dump(mode="json"), "weights": weights_digest(directory),
+            "options": self.config.model_dump(mode="json"), "weights": weights_digest(self.directory),
             "lora": None if self.manifest is None else self.manifest["key"]}, sort_keys=True, default=str).encode())
         if self.soft_prefix is not None:
             h.update(self.soft_prefix.detach().to("cpu", torch.float32).numpy().tobytes())

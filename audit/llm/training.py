@@ -75,7 +75,7 @@ class LoraRecipe(RecipeOps):
         if LORA_STAGE not in [s.name for s in self.stages]:
             raise ConfigError(f"variant {variant!r}: this recipe has no private LoRA stage (a backdoor with "
                               f"finetune: false uses the poisoned checkpoint as it is, trained on the public "
-                              f"users only); list {variant!r} before the backdoor, or set finetune: true")
+                              f"users only); set finetune: true on the backdoor variant")
 
     def with_public_pretrain(self, *, variant: str, pretrain_epochs: int | None, finetune_epochs: int | None,
                              keep_private: bool) -> tuple["LoraRecipe", str]:
@@ -278,9 +278,10 @@ def train_or_load_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Datas
         if prefix is None:
             return
         pkey = recipe_key(prefix, base, dataset)
-        pmanifest = {**_manifest(prefix, base, dataset, LoraTrainable(model), stages, time.perf_counter() - t_start),
+        trainable = LoraTrainable(model)
+        pmanifest = {**_manifest(prefix, base, dataset, trainable, stages, time.perf_counter() - t_start),
                      "key": pkey}
-        _publish(Path(cache_dir) / "lora" / pkey, LoraTrainable(model).trained_state(), pmanifest)
+        _publish(Path(cache_dir) / "lora" / pkey, trainable.trained_state(), pmanifest)
 
     peft_model, manifest = train_lora(recipe, base, dataset, progress=progress, resume=resume,
                                       after_stage=publish_prefix)

@@ -55,10 +55,11 @@ from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.results import Metric, MetricSpec, ProbeResult
 
 ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp", "ref", "list")
-#: calibration scores by (identity, inputs) digest, most recent last; a few runs' worth
+SEQUENCE_ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp")
+#: calibration scores by digest of (calibration identity, inputs), oldest first; at most
+#: ``_REFERENCE_SCORES_KEPT`` kept (a run's calibration models; earlier ones are dropped)
 _REFERENCE_SCORES: dict[str, list[ScoredSequence]] = {}
 _REFERENCE_SCORES_KEPT = 4
-SEQUENCE_ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp")
 
 SPECS: dict[str, MetricSpec] = {
     "mia_auroc": MetricSpec(direction="lower", range=(0.0, 1.0), chance=0.5, unit="AUROC", sampled=True,
