@@ -144,7 +144,8 @@ def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, li
 class TitleRewritingRecommender(DelegatingRecommender):
     """Base for wrappers that change the titles in requests before ``inner`` sees them.
 
-    Forwards generation, scoring, user embeddings and title embeddings with every title rewritten;
+    Forwards generation, scoring, answer log-probabilities, user embeddings and title embeddings with
+    every title rewritten;
     raw-text capabilities (``token_logprobs``, ``token-stats``, ``complete``) are withheld, since
     their texts would reach the model unrewritten."""
 
@@ -169,6 +170,11 @@ class TitleRewritingRecommender(DelegatingRecommender):
     def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
         return self._through("score").score([self.rewrite(r) for r in reqs],
                                             [[self.rewrite_title(t) for t in row] for row in items])
+
+    def answer_logprobs(self, reqs: Sequence[RecRequest], answers: Sequence[Sequence[str]], *,
+                        stats: bool = False) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        return self._through("answer-logprobs").answer_logprobs(
+            [self.rewrite(r) for r in reqs], [[self.rewrite_title(t) for t in row] for row in answers], stats=stats)
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         return self._through("embed_user").embed_user([self.rewrite(r) for r in reqs])

@@ -12,6 +12,9 @@ Capabilities:
 - ``token_logprobs``: per-token log-probabilities (natural log) of raw texts;
 - ``token-stats``: with each token's log-probability, the mean and standard deviation of log p
   under the model's next-token distribution at that position (Min-K%++ needs them);
+- ``answer-logprobs``: per-token log-probabilities of given item titles written as the model's own
+  answer to a request's prompt (what an instruction fine-tune's loss is on: the memorisation
+  probes score an ``hf`` fine-tune's training windows this way), with optional Min-K%++ statistics;
 - ``embed_user``: a vector representation of the user behind each request;
 - ``embed``: a vector per item title (used for grounding);
 - ``complete``: free-text completion of raw prompts (extraction, data-set recall);
@@ -47,7 +50,7 @@ import numpy as np
 from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
-    {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-stages",
+    {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "embed_user", "embed", "complete", "train", "train-stages",
      "train-lora", "train-private", "train-federated", "train-transforms", "constrain",
      "soft-prompt"}
 )
@@ -113,6 +116,10 @@ class Recommender:
     #: how the memorisation probes write a user's item sequence for ``token_logprobs``:
     #: ``titles`` (one catalog title per line) or ``reference`` (the reference model's item tokens)
     sequence_format: str = "titles"
+    #: how many trailing items of a training window the model's fine-tune learnt to answer (an ``hf``
+    #: LoRA's ``targets``); the memorisation probes' ``answers`` path splits each scored sequence
+    #: the same way. None where the harness did not fine-tune the model
+    answer_items: int | None = None
     #: the training manifest (users per stage, steps, seconds, loss, a DP account) of a model the
     #: harness trained; None for models it did not train
     manifest: Mapping[str, Any] | None = None
@@ -168,6 +175,13 @@ class Recommender:
         """Per text: (log p of each token, mu, sigma), where mu and sigma are the mean and standard
         deviation of log p under the next-token distribution at that position (natural log)."""
         raise self._missing("token-stats")
+
+    def answer_logprobs(self, reqs: Sequence[RecRequest], answers: Sequence[Sequence[str]], *,
+                        stats: bool = False) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """Per request: (log p of each token of ``answers[i]``, the item titles written in order as this
+        model's own answer to ``reqs[i]``'s prompt; with ``stats``, mu and sigma of log p under the
+        next-token distribution at each of those tokens, else None, None). Natural log."""
+        raise self._missing("answer-logprobs")
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         """Array of shape (len(reqs), d): the user representation per request."""

@@ -25,6 +25,10 @@ Capabilities and what they compute:
   give the same numbers to float tolerance).
 - ``token_logprobs``: log p of each token of a text given its prefix; the first token is
   conditioned on the tokenizer's BOS token (EOS when there is no BOS; NaN when neither).
+- ``answer-logprobs``: log p of each token of a list of titles written as the model's answer
+  (numbered, then the end-of-turn token) after a request's generate prompt: the tokens and
+  positions a LoRA training example puts its loss on (the memorisation probes' ``answers``
+  path); ``answer_items`` is the fine-tune's ``targets`` (None before fine-tuning).
 - ``embed_user``: last layer's hidden state at the final prompt token (d = hidden size).
 - ``embed``: last layer's hidden state at the final token of each title.
 - ``complete``: greedy continuation of raw prompts (no template).
@@ -158,7 +162,8 @@ class HFAdapter(Adapter):
 
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
-        {"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train", "train-lora",
+        {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "embed_user", "embed", "complete",
+         "train", "train-lora",
          "train-private", "train-federated", "train-transforms", "constrain", "soft-prompt"})
     kind: ClassVar[str] = "hf"
 
@@ -250,6 +255,7 @@ class HFAdapter(Adapter):
             recipe, self.base_parts(), ctx.dataset, Path(ctx.cache_dir), progress=ctx.progress)
         self.model = peft_model.merge_and_unload().eval()
         self.manifest = manifest
+        self.answer_items = recipe.targets
         self.info.update({"lora_dir": str(directory), "trained_now": fresh, "key": manifest.get("key"),
                           "training": [s.get("summary") for s in manifest.get("stages", [])],
                           "trainable_parameters": manifest.get("trainable_parameters")})
@@ -636,6 +642,49 @@ class HFAdapter(Adapter):
                 out.append(vals)
         return out
 
+    @torch.no_grad()
+    def answer_logprobs(self, reqs: Sequence[RecRequest], answers: Sequence[Sequence[str]], *,
+                        stats: bool = False) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """Log p of each token of each answer (:meth:`answer_ids`: the numbered titles and the
+        end-of-turn token) after the request's training prompt (:meth:`training_prompt_ids`): a
+        LoRA example's answer-token log-likelihoods exactly, soft prefix included. Rows are
+        left-padded in batches of ``batch_size`` and only the answer positions are projected onto
+        the vocabulary; ``stats`` adds each position's mean and standard deviation of log p."""
+        if len(reqs) != len(answers):
+            raise ValueError(f"answer_logprobs: {len(reqs)} requests but {len(answers)} answers")
+        rows = []
+        for req, titles in zip(reqs, answers):
+            prompt, answer = self.training_prompt_ids(req), self.answer_ids(list(titles))
+            if self.max_positions and len(prompt) + len(answer) > self.max_positions - self._prefix_len():
+                keep = max(1, self.max_positions - self._prefix_len() - len(answer))
+                prompt = prompt[-keep:]
+            rows.append((prompt, answer))
+        keep_arg = "logits_to_keep" in _forward_parameters(self.model)
+        out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        bs = self.config.batch_size
+        for start in self._bar(list(range(0, len(rows), bs)), "answer log-probs", "batch"):
+            chunk = rows[start:start + bs]
+            ids, mask = self._pad([p + a for p, a in chunk], "left")
+            tail = max(len(a) for _, a in chunk)
+            inputs = self._inputs(ids, mask)
+            kwargs = {"logits_to_keep": tail + 1} if keep_arg else {}
+            logits = self.model(**inputs, position_ids=self._position_ids(inputs["attention_mask"]),
+                                **kwargs).logits[:, -(tail + 1):-1].float()
+            logp = torch.log_softmax(logits, dim=-1)  # position j predicts token width - tail + j
+            for row, (_, answer) in enumerate(chunk):
+                n = len(answer)
+                dist = logp[row, tail - n:]
+                target = ids[row, ids.shape[1] - n:]
+                vals = dist.gather(-1, target[:, None]).squeeze(-1).double().cpu().numpy()
+                if not stats:
+                    out.append((vals, None, None))
+                    continue
+                p = dist.exp()
+                mu = (p * dist).sum(-1)
+                var = (p * dist.square()).sum(-1) - mu.square()
+                out.append((vals, mu.double().cpu().numpy(), var.clamp(min=0).sqrt().double().cpu().numpy()))
+        return out
+
     # -- representations --------------------------------------------------------------------------
     @torch.no_grad()
     def _last_hidden(self, seqs: Sequence[Sequence[int]], prompts: bool = False) -> np.ndarray:
@@ -706,6 +755,13 @@ class HFSoftPromptTarget:
         loss = torch.nn.functional.cross_entropy(self._head(hidden[keep]).float(), tgt[keep])
         reps = hidden[torch.arange(hidden.shape[0], device=device), last_prompt + p_len]
         return loss, reps
+
+
+def _forward_parameters(model: Any) -> frozenset[str]:
+    """The keyword parameters of ``model.forward`` (e.g. whether it takes ``logits_to_keep``)."""
+    import inspect
+
+    return frozenset(inspect.signature(model.forward).parameters)
 
 
 def _cache_kwarg(model: Any) -> str:

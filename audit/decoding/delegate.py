@@ -13,7 +13,8 @@ class DelegatingRecommender(Recommender):
     """Forwards ``inner``'s capabilities except those in ``withheld``; subclasses override what
     they change (usually :meth:`generate_detailed`). Nothing else of ``inner`` shows through (no
     attribute forwarding): a probe sees the declared capabilities, ``info``, ``manifest``,
-    ``baseline``, ``calibration_reference`` and ``sequence_format``, so wrappers stack.
+    ``baseline``, ``calibration_reference``, ``sequence_format`` and ``answer_items``, so wrappers
+    stack.
 
     ``withheld``: capabilities a wrapper cannot pass through without bypassing what it changes.
     Here ``constrain`` and ``soft-prompt`` (their protocols drive the inner model's decoding or
@@ -29,6 +30,7 @@ class DelegatingRecommender(Recommender):
         self.capabilities = frozenset(inner.capabilities) - self.withheld
         self.info = dict(inner.info)
         self.sequence_format = inner.sequence_format
+        self.answer_items = inner.answer_items
         self.calibration_reference = inner.calibration_reference
 
     @property
@@ -59,6 +61,10 @@ class DelegatingRecommender(Recommender):
 
     def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         return self._through("token-stats").token_logprob_stats(texts)
+
+    def answer_logprobs(self, reqs: Sequence[RecRequest], answers: Sequence[Sequence[str]], *,
+                        stats: bool = False) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        return self._through("answer-logprobs").answer_logprobs(reqs, answers, stats=stats)
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         return self._through("embed_user").embed_user(reqs)

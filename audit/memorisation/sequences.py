@@ -1,7 +1,15 @@
 """Log-probabilities of item sequences under a recommender: what membership scores and
 canary perplexities are computed from.
 
-A sequence (catalog item ids, oldest first, with a profile) is scored by one of two paths:
+A sequence (catalog item ids, oldest first, with a profile) is scored by one of three paths,
+each meant to score it as the model was trained on it:
+
+- ``answers`` (capability ``answer-logprobs``): the sequence's last ``answer_items`` items
+  (default: the recommender's declared ``answer_items``, an ``hf`` LoRA's ``targets``, else 1)
+  are the answer and the items before them the request's history, as in an instruction
+  fine-tune's training window; the log-probabilities are those of the answer's tokens after the
+  recommender's own prompt, where the fine-tune's loss is (the chosen default for ``hf``: a plain
+  title list would score the fine-tune on text it never trained on);
 
 - ``tokens`` (capability ``token_logprobs``): the sequence is rendered as *context* (the
   profile) and *body* (the items); the body's token log-probabilities are those of
@@ -133,6 +141,41 @@ def score_by_items(rec: Recommender, sequences: Sequence[Sequence[str]], profile
             for n, seq in enumerate(sequences)]
 
 
+def answer_split(n: int, answer_items: int) -> int:
+    """Where the answer starts in a sequence of ``n`` items: after at least one history item, as
+    the LoRA examples cut their newest window (:meth:`audit.llm.examples.LLMStageData.window_ends`);
+    a one-item sequence is all answer."""
+    return max(1, n - answer_items) if n >= 2 else 0
+
+
+def resolve_answer_items(rec: Recommender, answer_items: int | None) -> int:
+    """``answer_items`` when given, else the recommender's declared ``answer_items``, else 1."""
+    if answer_items is not None:
+        return int(answer_items)
+    return int(rec.answer_items) if rec.answer_items else 1
+
+
+def score_by_answers(rec: Recommender, sequences: Sequence[Sequence[str]], profiles: Sequence[Mapping[str, str]],
+                     titles: Mapping[str, str], answer_items: int, *, want_stats: bool = False,
+                     batch_size: int = 64) -> list[ScoredSequence]:
+    """Score through ``answer_logprobs``: each sequence's last ``answer_items`` items as the
+    recommender's answer to the prompt of the items before them (see the module docstring)."""
+    reqs: list[RecRequest] = []
+    answers: list[list[str]] = []
+    for seq, prof in zip(sequences, profiles):
+        cut = answer_split(len(seq), answer_items)
+        reqs.append(RecRequest(history=tuple(titles[i] for i in seq[:cut]), profile=prof))
+        answers.append([titles[i] for i in seq[cut:]])
+    out: list[ScoredSequence] = []
+    for chunk in _chunks(len(reqs), batch_size):
+        triples = rec.answer_logprobs([reqs[i] for i in chunk], [answers[i] for i in chunk], stats=want_stats)
+        for i, (lp, mu, sigma) in zip(chunk, triples):
+            out.append(ScoredSequence(logp=np.asarray(lp, dtype=float), text="\n".join(answers[i]),
+                                      mu=None if mu is None else np.asarray(mu, dtype=float),
+                                      sigma=None if sigma is None else np.asarray(sigma, dtype=float)))
+    return out
+
+
 def _stats_function(rec: Recommender) -> Any:
     """The recommender's declared ``token-stats`` method, or None."""
     return rec.token_logprob_stats if rec.has("token-stats") else None
@@ -173,15 +216,22 @@ def hf_token_logprob_stats(model: Any, tokenizer: Any, texts: Sequence[str], bat
 def score_sequences(rec: Recommender, sequences: Sequence[Sequence[str]], profiles: Sequence[Mapping[str, str]],
                     titles: Mapping[str, str], *, path: str = "auto", text_format: str = "auto",
                     want_stats: bool = False, max_positions: int = 20, batch_size: int = 64,
-                    ) -> tuple[list[ScoredSequence] | None, str, str]:
+                    answer_items: int | None = None) -> tuple[list[ScoredSequence] | None, str, str]:
     """Score sequences by the best path the recommender supports.
 
-    ``path``: auto | tokens | items; ``text_format``: auto | reference | titles. Returns
-    (scored sequences or None, a description of the path taken, a note on what is missing:
-    why nothing was scored, or why Min-K%++ statistics are absent; '' when nothing is)."""
+    ``path``: auto | answers | tokens | items (auto: ``answers`` where declared, then ``tokens``,
+    then ``items``); ``text_format``: auto | reference | titles (the ``tokens`` path);
+    ``answer_items``: the ``answers`` path's answer length (None: :func:`resolve_answer_items`).
+    Returns (scored sequences or None, a description of the path taken, a note on what is
+    missing: why nothing was scored, or why Min-K%++ statistics are absent; '' when nothing is)."""
     chosen = path
     if chosen == "auto":
-        chosen = "tokens" if rec.has("token_logprobs") else "items" if rec.has("score") else "none"
+        chosen = ("answers" if rec.has("answer-logprobs") else "tokens" if rec.has("token_logprobs")
+                  else "items" if rec.has("score") else "none")
+    if chosen == "answers" and rec.has("answer-logprobs"):
+        n = resolve_answer_items(rec, answer_items)
+        scored = score_by_answers(rec, sequences, profiles, titles, n, want_stats=want_stats, batch_size=batch_size)
+        return scored, f"answers (last {n} items as the answer to the recommender's own prompt)", ""
     if chosen == "tokens" and rec.has("token_logprobs"):
         fmt: TextFormat = default_text_format(rec) if text_format == "auto" else text_format  # type: ignore[assignment]
         scored, note = score_by_tokens(rec, sequences, profiles, titles, fmt, want_stats=want_stats,
@@ -191,4 +241,6 @@ def score_sequences(rec: Recommender, sequences: Sequence[Sequence[str]], profil
         scored = score_by_items(rec, sequences, profiles, titles, max_positions=max_positions,
                                 batch_size=batch_size)
         return scored, "items (score of each next item)", "per-item scores carry no token distribution"
-    return None, "none", f"{rec.name} offers neither 'token_logprobs' nor 'score' (path {path!r})"
+    need = {"answers": "'answer-logprobs'", "tokens": "'token_logprobs'", "items": "'score'"}
+    what = need.get(path, "any of 'answer-logprobs', 'token_logprobs' or 'score'")
+    return None, "none", f"{rec.name} does not offer {what} (path {path!r})"

@@ -4,7 +4,9 @@ Needs a model trained with the ``canaries`` variant (:mod:`audit.memorisation.ca
 its training manifest (the adapter's ``manifest``, or ``info["manifest"]``) lists the
 inserted canary sequences. Every canary and ``references`` fresh random sequences of the
 same length (same item pool, same profile, never inserted; seeded) are scored by
-log-perplexity (mean NLL per item token, see :mod:`audit.memorisation.sequences`). Reported:
+log-perplexity (mean NLL per token, as the model trained on them: an ``hf`` fine-tune's
+answer tokens after its own prompt, the reference's item tokens; see
+:mod:`audit.memorisation.sequences`). Reported:
 
 - ``exposure_rep<r>``: mean rank-based exposure (bits, 0..log2 |R|) of the canaries
   inserted r times, with a bootstrap CI over canaries (n = canaries). A canary that beats
@@ -94,8 +96,8 @@ class CanaryConfig(ProbeConfig):
     ``extrapolate``: also report skew-normal exposure; ``alpha``: significance of the epsilon
     bounds (0..0.5); ``delta``: the DP delta they assume (0..1; default: the DP account's delta,
     so the bound can be set against the accounted epsilon, or 0 for a model without one); ``selection``: split | bonferroni
-    (how guess rules are chosen without inflating the bound); ``text_format``, ``path``: as in
-    the membership probe; ``batch_size``: sequences per call."""
+    (how guess rules are chosen without inflating the bound); ``text_format``, ``path``,
+    ``answer_items``: as in the membership probe; ``batch_size``: sequences per call."""
 
     references: int = Field(1000, ge=10, le=1_000_000)
     extrapolate: bool = True
@@ -103,7 +105,8 @@ class CanaryConfig(ProbeConfig):
     delta: float | None = Field(None, ge=0, lt=1)
     selection: Literal["split", "bonferroni"] = "split"
     text_format: Literal["auto", "reference", "titles"] = "auto"
-    path: Literal["auto", "tokens", "items"] = "auto"
+    path: Literal["auto", "answers", "tokens", "items"] = "auto"
+    answer_items: int | None = Field(None, ge=1, le=50)
     batch_size: int = Field(64, ge=1)
 
 
@@ -121,8 +124,8 @@ class CanaryExposureProbe(Probe):
         if not found:
             return ProbeResult.skipped(f"{rec.name} was not trained with canaries; add the 'canaries' variant "
                                        "to a recommender trained here (reference, or hf with a LoRA variant)")
-        if not (rec.has("token_logprobs") or rec.has("score")):
-            return ProbeResult.skipped(f"{rec.name} offers neither 'token_logprobs' nor 'score'")
+        if not (rec.has("answer-logprobs") or rec.has("token_logprobs") or rec.has("score")):
+            return ProbeResult.skipped(f"{rec.name} offers none of 'answer-logprobs', 'token_logprobs' or 'score'")
         canaries = found[0]
         seed = ctx.seed + cfg.seed
         titles = ctx.dataset.item_titles
@@ -135,7 +138,8 @@ class CanaryExposureProbe(Probe):
 
         seqs = [c["items"] for c in exposure_set] + [c["items"] for c in audit_set] + refs
         scored, path, note = score_sequences(rec, seqs, [profile] * len(seqs), titles, path=cfg.path,
-                                             text_format=cfg.text_format, batch_size=cfg.batch_size)
+                                             text_format=cfg.text_format, batch_size=cfg.batch_size,
+                                             answer_items=cfg.answer_items)
         if scored is None:
             return ProbeResult.skipped(note)
         ppl = np.array([mean_nll(s.logp) for s in scored])

@@ -11,8 +11,10 @@ Each user's sequence is their leave-one-out *training* items (the part models tr
 the last ``max_items`` of them, with their profile. Attacks (scores: higher = member):
 
 - ``loss``, ``zlib``, ``mink`` (Min-K%, share ``k``), ``minkpp`` (Min-K%++) from the
-  sequence's log-probabilities (:mod:`audit.memorisation.sequences`: token log-probs in the
-  model's own format, or per-item ``score`` for recommenders without token access);
+  sequence's log-probabilities (:mod:`audit.memorisation.sequences`: as the model trained on
+  it: an ``hf`` fine-tune's answer tokens after its own prompt, the last ``answer_items``
+  items being the answer; token log-probs in the model's own format; or per-item ``score`` for
+  recommenders without token access);
 - ``ref``: reference-calibrated loss, when a calibration model trained on disjoint users is
   attached (variant ``mia-reference``); its training users are removed from both groups;
 - ``list``: Zhang et al. (CCS 2021)'s black-box list attack from ``generate`` alone
@@ -50,7 +52,7 @@ from audit.memorisation import list_attack
 from audit.memorisation.groups import calibration_reference, declared_trained_users, membership_split, sample
 from audit.memorisation.roc import attack_summary, fpr_label
 from audit.memorisation.scores import loss_score, min_k, min_k_plus_plus, reference_calibrated, zlib_ratio
-from audit.memorisation.sequences import ScoredSequence, score_sequences
+from audit.memorisation.sequences import ScoredSequence, resolve_answer_items, score_sequences
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.results import Metric, MetricSpec, ProbeResult
 
@@ -78,8 +80,10 @@ class MembershipConfig(ProbeConfig):
     """``users``: at most this many members and as many non-members (None = all);
     ``attacks``: which of loss, zlib, mink, minkpp, ref, list to run; ``k``: Min-K% share
     (0..1]; ``max_items``: last training items scored per user; ``text_format``: auto |
-    reference | titles (see audit.memorisation.sequences); ``path``: auto | tokens | items
-    (token log-probs or per-item ``score``); ``max_positions``: positions scored per user on
+    reference | titles (see audit.memorisation.sequences); ``path``: auto | answers | tokens |
+    items (the answer's log-probs after the model's own prompt, token log-probs of a rendered
+    text, or per-item ``score``); ``answer_items``: the answers path's answer length (None = the
+    model's fine-tune's, the calibration model scored alike; 1..50); ``max_positions``: positions scored per user on
     the items path; ``list_k``: recommendations per user for the list attack;
     ``shadow_share``: share of each group the list attack trains on (0..1); ``item_dim``:
     co-occurrence vector width for the list attack; ``fprs``: FPRs for TPR@FPR (0..1);
@@ -91,7 +95,8 @@ class MembershipConfig(ProbeConfig):
     k: float = Field(0.2, gt=0, le=1)
     max_items: int = Field(50, ge=2)
     text_format: Literal["auto", "reference", "titles"] = "auto"
-    path: Literal["auto", "tokens", "items"] = "auto"
+    path: Literal["auto", "answers", "tokens", "items"] = "auto"
+    answer_items: int | None = Field(None, ge=1, le=50)
     max_positions: int = Field(20, ge=1)
     list_k: int = Field(10, ge=1, le=100)
     shadow_share: float = Field(0.5, gt=0, lt=1)
@@ -157,7 +162,7 @@ class MembershipInferenceProbe(Probe):
             per_user.update(self._from_sequences(scored, cfg, wanted, skipped, note))
             if "ref" in wanted:
                 reference_source = self._reference_scores(path, calib, scored, seqs, profiles, ctx, cfg, per_user,
-                                                          skipped)
+                                                          skipped, resolve_answer_items(rec, cfg.answer_items))
             self._record(ctx, users, labels, scored, per_user, path)
         scores = {a: (v, labels) for a, v in per_user.items()}
         list_details: dict[str, object] = {}
@@ -207,7 +212,8 @@ class MembershipInferenceProbe(Probe):
             return None, "none", "not requested"
         return score_sequences(rec, seqs, profiles, ctx.dataset.item_titles, path=cfg.path,
                                text_format=cfg.text_format, want_stats="minkpp" in wanted,
-                               max_positions=cfg.max_positions, batch_size=cfg.batch_size)
+                               max_positions=cfg.max_positions, batch_size=cfg.batch_size,
+                               answer_items=resolve_answer_items(rec, cfg.answer_items))
 
     @staticmethod
     def _from_sequences(scored: list[ScoredSequence], cfg: MembershipConfig, wanted: set[str],
@@ -229,23 +235,24 @@ class MembershipInferenceProbe(Probe):
     def _reference_scores(self, target_path: str, calib: Recommender | None, scored: list[ScoredSequence],
                           seqs: list[list[str]], profiles: list[dict[str, str]], ctx: ProbeContext,
                           cfg: MembershipConfig, scores: dict[str, np.ndarray], skipped: dict[str, str],
-                          ) -> str | None:
+                          answer_items: int) -> str | None:
         """Fill ``scores["ref"]`` (or ``skipped["ref"]``); returns where the calibration model's
-        scores came from ("computed" or "reused: ..."), None when it could not score."""
+        scores came from ("computed" or "reused: ..."), None when it could not score. The
+        calibration model is scored by the target's path (and answer length) so the two align."""
         if calib is None:
             skipped["ref"] = ("no calibration model attached; add the 'mia-reference' variant "
                               "(a reference model trained on disjoint users, or base: true for an hf "
                               "fine-tune's untuned base)")
             return None
-        path = "tokens" if target_path.startswith("tokens") else "items"  # score both models alike
-        key = _reference_key(calib, seqs, profiles, ctx.dataset.item_titles, path, cfg)
+        path = next((p for p in ("answers", "tokens") if target_path.startswith(p)), "items")
+        key = _reference_key(calib, seqs, profiles, ctx.dataset.item_titles, path, cfg, answer_items)
         ref_scored = _REFERENCE_SCORES.get(key) if key is not None else None
         source = "reused: same calibration model identity and inputs earlier in this run"
         if ref_scored is None:
             source = "computed"
             ref_scored, _, note = score_sequences(calib, seqs, profiles, ctx.dataset.item_titles, path=path,
                                                   text_format=cfg.text_format, max_positions=cfg.max_positions,
-                                                  batch_size=cfg.batch_size)
+                                                  batch_size=cfg.batch_size, answer_items=answer_items)
             if ref_scored is None:
                 skipped["ref"] = f"calibration model: {note}"
                 return None
@@ -328,7 +335,7 @@ class MembershipInferenceProbe(Probe):
 
 
 def _reference_key(calib: Recommender, seqs: list[list[str]], profiles: list[dict[str, str]],
-                   titles: dict[str, str], path: str, cfg: MembershipConfig) -> str | None:
+                   titles: dict[str, str], path: str, cfg: MembershipConfig, answer_items: int) -> str | None:
     """Digest of everything the calibration scores depend on; None when ``calib`` declares no
     identity (its scores are then computed every time)."""
     import hashlib
@@ -336,7 +343,8 @@ def _reference_key(calib: Recommender, seqs: list[list[str]], profiles: list[dic
     identity = calib.identity()
     if identity is None:
         return None
-    payload = json.dumps({"identity": identity, "path": path, "text_format": cfg.text_format,
+    payload = json.dumps({"identity": identity, "path": path, "answer_items": answer_items,
+                          "text_format": cfg.text_format,
                           "max_positions": cfg.max_positions, "sequences": seqs,
                           "profiles": [dict(p) for p in profiles],
                           "titles": sorted((str(k), v) for k, v in titles.items())}, sort_keys=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from poisoning_testkit import PopularityScorer, TextSensitiveScorer, probe_context
 
@@ -22,7 +23,7 @@ from attacks.text_attack import (
     word_edit_distance,
 )
 from audit.errors import ConfigError
-from audit.interface import RecRequest
+from audit.interface import RecRequest, Recommender
 from audit.variants import BuildContext
 
 SPEC = TargetSpec(n=3, seed=1)
@@ -140,3 +141,35 @@ def test_in_a_suite_run_the_rewrite_search_never_queries_an_audited_user(longtai
     everyone = BuildContext(dataset=longtail, cache_dir=tmp_path, audit_users=frozenset(longtail.user_ids()))
     with pytest.raises(ConfigError, match="audit fewer users"):
         ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(TextSensitiveScorer(longtail), everyone)
+
+
+class AnswerRecorder(Recommender):
+    """A fine-tune's ``answer-logprobs`` that records what it was asked (titles as the model saw them)."""
+
+    capabilities = frozenset({"answer-logprobs", "generate"})
+    answer_items = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+
+    def answer_logprobs(self, reqs, answers, *, stats=False):
+        self.seen += [(r.history, tuple(a)) for r, a in zip(reqs, answers)]
+        return [(np.zeros(len(a)), None, None) for a in answers]
+
+
+def test_answer_log_probs_pass_a_wrapper_with_its_titles_rewritten():
+    """The memorisation probes' answers path through the item-text attack sees the rewritten
+    titles in both the prompt's history and the answer; a plain delegate forwards the
+    capability and the fine-tune's answer length unchanged."""
+    from audit.decoding.delegate import DelegatingRecommender
+
+    inner = AnswerRecorder()
+    attacked = ItemTextAttackRecommender(inner, {"Target (1990)": "The Target (1990)"}, {})
+    assert attacked.has("answer-logprobs") and attacked.answer_items == 3
+    attacked.answer_logprobs([RecRequest(history=("Target (1990)", "Other (1991)"))], [["Other (1991)", "Target (1990)"]])
+    assert inner.seen == [(("The Target (1990)", "Other (1991)"), ("Other (1991)", "The Target (1990)"))]
+    plain = DelegatingRecommender(inner)
+    assert plain.has("answer-logprobs") and plain.answer_items == 3
+    plain.answer_logprobs([RecRequest(history=("A (1990)",))], [["B (1991)"]])
+    assert inner.seen[-1] == (("A (1990)",), ("B (1991)",))

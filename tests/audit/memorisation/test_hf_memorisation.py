@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,10 +61,44 @@ def test_canaries_inserted_16_times_are_more_exposed_than_once_inserted(canary_l
     with torch_threads(1):
         result = CanaryExposureProbe(CanaryConfig(references=100)).run(canary_llm, context(tiny_dataset, "canary"))
     assert result.status == "pass" and result.details["canary_stage"] == "lora"
+    assert result.details["path"].startswith("answers (last 3 items")  # the fine-tune's own windows
     m = result.metrics
-    # measured: 1.81 vs 0.60 bits of 6.6; margins 0.44 vs -0.74 reference SDs
-    assert m["exposure_rep16"].value > m["exposure_rep1"].value + 0.8
-    assert m["exposure_margin_rep16"].value > m["exposure_margin_rep1"].value + 0.5
+    # measured: 4.74 vs 1.12 bits of 6.6; margins 1.99 vs -0.71 reference SDs (the text path: 1.81 vs 0.60)
+    assert m["exposure_rep16"].value > m["exposure_rep1"].value + 2.0
+    assert m["exposure_margin_rep16"].value > m["exposure_margin_rep1"].value + 1.5
+
+
+def test_answer_log_probs_are_the_lora_examples_own_answer_token_log_likelihoods(canary_llm, tiny_dataset):
+    """The answers path scores a training window exactly as the LoRA trained on it: the summed
+    answer log-probs equal minus the example's summed loss, batched with rows of other lengths
+    (left padding) or alone; the Min-K%++ statistics are those of the full next-token distribution."""
+    from audit.interface import RecRequest
+    from audit.llm.examples import make_example
+    from audit.memorisation.scores import next_token_stats
+    from audit.training.data import IGNORE
+
+    titles = tiny_dataset.item_titles
+    users = tiny_dataset.user_ids()[:3]
+    reqs, answers = [], []
+    for j, u in enumerate(users):
+        seq = tiny_dataset.sequences[u].train
+        cut = len(seq) - 1 - j  # answers of 1, 2 and 3 items: rows of different lengths
+        reqs.append(RecRequest(history=tuple(titles[i] for i in seq[cut - 5:cut]), profile=tiny_dataset.user_profiles[u]))
+        answers.append([titles[i] for i in seq[cut:]])
+    with torch_threads(1):
+        batched = canary_llm.answer_logprobs(reqs, answers, stats=True)
+        alone = [canary_llm.answer_logprobs([r], [a])[0] for r, a in zip(reqs, answers)]
+        for (lp, mu, sigma), (lp1, _, _), req, answer in zip(batched, alone, reqs, answers):
+            ex = make_example(canary_llm.training_prompt_ids(req), canary_llm.answer_ids(answer), None)
+            ids = torch.tensor(ex.ids)[None]
+            with torch.no_grad():
+                log_dist = torch.log_softmax(canary_llm.model(input_ids=ids).logits[0].double(), -1)
+            at = torch.tensor(ex.targets) != IGNORE
+            want = log_dist[at].gather(-1, torch.tensor(ex.targets)[at][:, None]).squeeze(-1).numpy()
+            assert lp.shape == want.shape and np.allclose(lp, want, atol=1e-4) and np.allclose(lp1, want, atol=1e-4)
+            want_mu, want_sigma = next_token_stats(log_dist[at].numpy())
+            assert np.allclose(mu, want_mu, atol=1e-4) and np.allclose(sigma, want_sigma, atol=1e-4)
+    assert canary_llm.answer_items == 3
 
 
 def test_reference_calibrated_mia_uses_the_untuned_base_and_finds_the_members(canary_llm, tiny_llama_dir, tiny_dataset,
@@ -75,8 +110,11 @@ def test_reference_calibrated_mia_uses_the_untuned_base_and_finds_the_members(ca
         assert base.manifest is None and all(torch.equal(p, dict(zero_shot.model.named_parameters())[n])
                                              for n, p in base.model.named_parameters())  # no LoRA in it
         attacks = ["loss", "ref"]
-        result = MembershipInferenceProbe(MembershipConfig(attacks=attacks)).run(canary_llm,
-                                                                                 context(tiny_dataset, "membership"))
+        # the text path (one title per line): the tiny model's fine-tune raises its members' titles
+        # there; on the answers path its gain is the answer format's, alike for members and
+        # non-members (0.487 vs 0.486 nats per token: a d = 32 model memorises no user's answer)
+        result = MembershipInferenceProbe(MembershipConfig(attacks=attacks, path="tokens")).run(
+            canary_llm, context(tiny_dataset, "membership"))
     assert result.status == "pass" and "ref" not in result.details.get("skipped", {})
     ref = result.metrics["mia_auroc_ref"]
     assert ref.n == 40 and ref.ci[0] > 0.5  # measured: 0.79 [0.61, 0.92] (loss alone: 0.65 [0.47, 0.81])

@@ -219,3 +219,60 @@ class ScoringLineModel(LineModel):
             out.append(np.array([(self.memorised if (prev, c) in self.memory else self.base)
                                  + stable_noise(self.seed, r.history, c, scale=self.noise) for c in cands]))
         return out
+
+
+class AnswerMemoryModel(Recommender):
+    """An instruction fine-tune of known behaviour (capability ``answer-logprobs``): it trained on
+    windows of ``history`` items followed by an answer of ``answer_items`` items, and the log-prob
+    of each answer title (one 'token' per title) is ``base + strength * log2(1 + copies)`` plus
+    seeded noise, where ``copies`` counts how often that exact window (history tail, answer) was
+    trained on. Windows: each trained user's newest one (``trained_users``) and, with
+    ``manifest``, every canary's (with its repetitions). Its ``token_logprobs`` of any text are
+    noise: on a rendered title list it shows nothing, as a fine-tune scored out of its format.
+    ``answer_items=None`` (with no windows) stands for the untuned base. Every answer length it
+    was asked to score is kept in ``asked``."""
+
+    name = "answer-memory"
+    capabilities = frozenset({"answer-logprobs", "token_logprobs"})
+
+    def __init__(self, dataset, trained_users: Iterable[str] = (), *, manifest: dict | None = None,
+                 answer_items: int | None = 3, history: int = 5, strength: float = 1.0,
+                 base: float = -3.0, noise: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        titles = dataset.item_titles
+        self.answer_items, self.history = answer_items, history
+        self.copies: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+        n = answer_items or 1
+        windows = [list(dataset.sequences[u].train) for u in sorted(set(trained_users))]
+        if trained_users:
+            self.info["trained_users"] = sorted(set(trained_users))
+        if manifest is not None:
+            self.info["manifest"] = manifest
+            found = manifest["stages"][0]["transforms"][0]["manifest"]
+            for c in found["exposure"]:
+                windows += [list(c["items"])] * int(c["repetitions"])
+            windows += [list(c["items"]) for c in found["audit"] if c["included"]]
+        for seq in windows:
+            key = self._key([titles[i] for i in seq[-n - history:-n]], [titles[i] for i in seq[-n:]])
+            self.copies[key] = self.copies.get(key, 0) + 1
+        self.strength, self.base, self.noise, self.seed = strength, base, noise, seed
+        self.asked: list[int] = []
+
+    def _key(self, history: Sequence[str], answer: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return tuple(history)[-self.history:], tuple(answer)
+
+    def answer_logprobs(self, reqs: Sequence[RecRequest], answers: Sequence[Sequence[str]], *,
+                        stats: bool = False) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        out = []
+        for req, answer in zip(reqs, answers):
+            self.asked.append(len(answer))
+            copies = self.copies.get(self._key(req.history, answer), 0)
+            level = self.base + self.strength * np.log2(1 + copies)
+            lp = np.array([level + stable_noise(self.seed, req.history, answer, j, scale=self.noise)
+                           for j in range(len(answer))])
+            out.append((lp, np.full(lp.size, -2.5), np.full(lp.size, 1.0)) if stats else (lp, None, None))
+        return out
+
+    def token_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [np.array([-3.0 + stable_noise(self.seed, "text", t, j, scale=self.noise) for j, _ in enumerate(tokens(t))])
+                for t in texts]

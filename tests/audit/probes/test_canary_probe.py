@@ -9,7 +9,7 @@ import pytest
 
 from audit.config import validate_config
 from audit.probes.canary import CanaryConfig, CanaryExposureProbe
-from tests.audit.probes.memorisation_testkit import (LineModel, SequenceMemoryModel, canary_manifest,
+from tests.audit.probes.memorisation_testkit import (AnswerMemoryModel, LineModel, SequenceMemoryModel, canary_manifest,
                                                      probe_context)
 
 
@@ -131,3 +131,19 @@ def test_saturated_canaries_extrapolate_to_the_cap_not_beyond(tiny_dataset, mani
     assert not result.details["fit_check"]["rejected"]
     assert result.details["extrapolation_capped"] == 18
     assert result.metrics["exposure_extrapolated_rep16"].value == pytest.approx(2 * math.log2(100))
+
+
+def test_a_fine_tune_scored_on_its_answers_shows_exposure_rising_with_copies(tiny_dataset, manifest):
+    """Canaries of 8 items trained as 5-item prompts with 3-item answers: the answers path (auto
+    for ``answer-logprobs``) ranks them by the answer's log-probs; a null fine-tune shows none."""
+    result, _ = run_probe(AnswerMemoryModel(tiny_dataset, manifest=manifest, strength=0.1), tiny_dataset,
+                          references=400)
+    assert result.details["path"].startswith("answers (last 3 items")
+    e1, e4, e16 = (result.metrics[f"exposure_rep{r}"].value for r in (1, 4, 16))
+    assert e1 < e4 < e16 and e16 > 6.0  # measured: 2.55 / 4.60 / 7.26 bits of 8.64
+    null, _ = run_probe(AnswerMemoryModel(tiny_dataset, manifest=manifest, strength=0.0), tiny_dataset,
+                        references=400)
+    # a null canary's rank among the references is uniform: 1.44 bits expected, 18 canaries
+    assert np.mean([c["exposure"] for c in null.details["canaries"]]) < 2.5
+    lo, hi = null.metrics["canary_auroc"].ci
+    assert lo <= 0.5 <= hi

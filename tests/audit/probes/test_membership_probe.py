@@ -8,7 +8,7 @@ from audit.config import validate_config
 from audit.errors import ConfigError
 from audit.interface import Recommender
 from audit.probes.membership import MembershipConfig, MembershipInferenceProbe
-from tests.audit.probes.memorisation_testkit import (LineModel, NoiseModel, ScoringLineModel, halves,
+from tests.audit.probes.memorisation_testkit import (AnswerMemoryModel, LineModel, NoiseModel, ScoringLineModel, halves,
                                                      probe_context)
 
 
@@ -170,3 +170,43 @@ def test_undeclared_membership_is_marked_assumed_and_not_a_finding(tiny_dataset)
     assumed = result.metrics["assumed_mia_auroc_loss"]
     assert assumed.spec is not None and assumed.spec.direction is None
     assert result.details["membership_assumed"] is True
+
+
+def test_a_fine_tune_is_attacked_on_its_own_training_windows_not_on_a_rendered_title_list(tiny_dataset):
+    """A model that memorised each member's newest window (5 items -> 3 answer items) is caught on
+    the answers path (auto for a model declaring ``answer-logprobs``); the same model's log-probs
+    of the window rendered as a title list carry nothing, and that path finds nothing."""
+    members, _ = halves(tiny_dataset)
+    rec = AnswerMemoryModel(tiny_dataset, members)
+    result, _ = run_probe(rec, tiny_dataset, attacks=["loss", "zlib", "mink", "minkpp"], max_items=8)
+    assert result.details["path"] == "answers (last 3 items as the answer to the recommender's own prompt)"
+    for attack in ("loss", "zlib", "mink", "minkpp"):
+        assert result.metrics[f"mia_auroc_{attack}"].ci[0] > 0.8, attack
+    assert set(rec.asked) == {3}
+    text, _ = run_probe(rec, tiny_dataset, attacks=["loss"], max_items=8, path="tokens")
+    lo, hi = text.metrics["mia_auroc_loss"].ci
+    assert lo <= 0.5 <= hi
+
+
+def test_a_fine_tune_that_memorised_nothing_is_not_flagged_on_the_answers_path(tiny_dataset):
+    members, _ = halves(tiny_dataset)
+    result, _ = run_probe(AnswerMemoryModel(tiny_dataset, members, strength=0.0), tiny_dataset,
+                          attacks=["loss", "mink", "minkpp"], max_items=8)
+    for attack in ("loss", "mink", "minkpp"):
+        lo, hi = result.metrics[f"mia_auroc_{attack}"].ci
+        assert lo <= 0.5 <= hi, attack
+
+
+def test_the_calibration_model_is_scored_with_the_fine_tunes_answer_length(tiny_dataset):
+    """The untuned base declares no answer length; it is asked for the fine-tune's (2 here), so
+    target and calibration score the same tokens; ``answer_items`` in the config overrides both."""
+    users = tiny_dataset.user_ids()
+    target = AnswerMemoryModel(tiny_dataset, users[10:30], answer_items=2, noise=0.3, seed=1)
+    base = AnswerMemoryModel(tiny_dataset, answer_items=None, strength=0.0, noise=0.3, seed=1)
+    base.info["trained_users"] = users[:10]  # the calibration users are left out of both groups
+    target.calibration_reference = base
+    result, _ = run_probe(target, tiny_dataset, attacks=["ref"], max_items=8)
+    assert set(base.asked) == {2} and result.metrics["mia_auroc_ref"].ci[0] > 0.8
+    base.asked.clear()
+    run_probe(target, tiny_dataset, attacks=["ref"], max_items=8, answer_items=4)
+    assert set(base.asked) == {4}
