@@ -50,8 +50,8 @@ import numpy as np
 from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
-    {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "embed_user", "embed", "complete", "train", "train-stages",
-     "train-lora", "train-private", "train-federated", "train-transforms", "constrain",
+    {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "embed_user", "embed", "complete",
+     "train", "train-stages", "train-lora", "train-private", "train-federated", "train-transforms", "constrain",
      "soft-prompt"}
 )
 

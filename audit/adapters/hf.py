@@ -659,6 +659,8 @@ class HFAdapter(Adapter):
                 keep = max(1, self.max_positions - self._prefix_len() - len(answer))
                 prompt = prompt[-keep:]
             rows.append((prompt, answer))
+        from audit.memorisation.scores import next_token_stats
+
         keep_arg = "logits_to_keep" in _forward_parameters(self.model)
         out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
         bs = self.config.batch_size
@@ -676,13 +678,8 @@ class HFAdapter(Adapter):
                 dist = logp[row, tail - n:]
                 target = ids[row, ids.shape[1] - n:]
                 vals = dist.gather(-1, target[:, None]).squeeze(-1).double().cpu().numpy()
-                if not stats:
-                    out.append((vals, None, None))
-                    continue
-                p = dist.exp()
-                mu = (p * dist).sum(-1)
-                var = (p * dist.square()).sum(-1) - mu.square()
-                out.append((vals, mu.double().cpu().numpy(), var.clamp(min=0).sqrt().double().cpu().numpy()))
+                mu, sigma = next_token_stats(dist.double().cpu().numpy()) if stats else (None, None)
+                out.append((vals, mu, sigma))
         return out
 
     # -- representations --------------------------------------------------------------------------

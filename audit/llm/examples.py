@@ -35,6 +35,12 @@ class LLMExample:
         return int(self.ids.shape[0])
 
 
+def answer_start(n: int, targets: int) -> int:
+    """Where the newest window's answer starts in a sequence of ``n >= 2`` items: the last
+    ``targets`` items, after at least one history item."""
+    return max(1, n - targets)
+
+
 def make_example(prompt: Sequence[int], answer: Sequence[int], user: str | None) -> LLMExample:
     """``prompt + answer`` with next-token targets on the answer tokens only."""
     ids = np.asarray([*prompt, *answer], dtype=np.int64)
@@ -73,8 +79,7 @@ class LLMStageData(TrainingData):
         """Positions of the first answer item: the newest full window, then random others."""
         if n < 2:
             return []
-        newest = max(1, n - self.targets)
-        ends = [newest]
+        ends = [answer_start(n, self.targets)]
         if self.examples_per_user > 1:
             extra = rng.integers(1, n, size=self.examples_per_user - 1)
             ends.extend(int(e) for e in extra)

@@ -141,13 +141,6 @@ def score_by_items(rec: Recommender, sequences: Sequence[Sequence[str]], profile
             for n, seq in enumerate(sequences)]
 
 
-def answer_split(n: int, answer_items: int) -> int:
-    """Where the answer starts in a sequence of ``n`` items: after at least one history item, as
-    the LoRA examples cut their newest window (:meth:`audit.llm.examples.LLMStageData.window_ends`);
-    a one-item sequence is all answer."""
-    return max(1, n - answer_items) if n >= 2 else 0
-
-
 def resolve_answer_items(rec: Recommender, answer_items: int | None) -> int:
     """``answer_items`` when given, else the recommender's declared ``answer_items``, else 1."""
     if answer_items is not None:
@@ -159,11 +152,14 @@ def score_by_answers(rec: Recommender, sequences: Sequence[Sequence[str]], profi
                      titles: Mapping[str, str], answer_items: int, *, want_stats: bool = False,
                      batch_size: int = 64) -> list[ScoredSequence]:
     """Score through ``answer_logprobs``: each sequence's last ``answer_items`` items as the
-    recommender's answer to the prompt of the items before them (see the module docstring)."""
+    recommender's answer to the prompt of the items before them, cut as the LoRA examples cut
+    their newest window (a one-item sequence is all answer; see the module docstring)."""
+    from audit.llm.examples import answer_start
+
     reqs: list[RecRequest] = []
     answers: list[list[str]] = []
     for seq, prof in zip(sequences, profiles):
-        cut = answer_split(len(seq), answer_items)
+        cut = answer_start(len(seq), answer_items) if len(seq) >= 2 else 0
         reqs.append(RecRequest(history=tuple(titles[i] for i in seq[:cut]), profile=prof))
         answers.append([titles[i] for i in seq[cut:]])
     out: list[ScoredSequence] = []

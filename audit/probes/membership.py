@@ -154,7 +154,8 @@ class MembershipInferenceProbe(Probe):
         per_user: dict[str, np.ndarray] = {}  # attack -> score per user of ``users``
         skipped: dict[str, str] = {}
         wanted = set(cfg.attacks)
-        scored, path, note = self._sequence_scores(rec, seqs, profiles, ctx, cfg, wanted)
+        answer_items = resolve_answer_items(rec, cfg.answer_items)  # the calibration model is scored alike
+        scored, path, note = self._sequence_scores(rec, seqs, profiles, ctx, cfg, wanted, answer_items)
         if scored is None:
             for a in wanted & set(SEQUENCE_ATTACKS + ("ref",)):
                 skipped[a] = note
@@ -162,7 +163,7 @@ class MembershipInferenceProbe(Probe):
             per_user.update(self._from_sequences(scored, cfg, wanted, skipped, note))
             if "ref" in wanted:
                 reference_source = self._reference_scores(path, calib, scored, seqs, profiles, ctx, cfg, per_user,
-                                                          skipped, resolve_answer_items(rec, cfg.answer_items))
+                                                          skipped, answer_items)
             self._record(ctx, users, labels, scored, per_user, path)
         scores = {a: (v, labels) for a, v in per_user.items()}
         list_details: dict[str, object] = {}
@@ -206,14 +207,14 @@ class MembershipInferenceProbe(Probe):
     # -- sequence log-probabilities -------------------------------------------------------
     @staticmethod
     def _sequence_scores(rec: Recommender, seqs: list[list[str]], profiles: list[dict[str, str]],
-                         ctx: ProbeContext, cfg: MembershipConfig, wanted: set[str],
+                         ctx: ProbeContext, cfg: MembershipConfig, wanted: set[str], answer_items: int,
                          ) -> tuple[list[ScoredSequence] | None, str, str]:
         if not wanted & set(SEQUENCE_ATTACKS + ("ref",)):
             return None, "none", "not requested"
         return score_sequences(rec, seqs, profiles, ctx.dataset.item_titles, path=cfg.path,
                                text_format=cfg.text_format, want_stats="minkpp" in wanted,
                                max_positions=cfg.max_positions, batch_size=cfg.batch_size,
-                               answer_items=resolve_answer_items(rec, cfg.answer_items))
+                               answer_items=answer_items)
 
     @staticmethod
     def _from_sequences(scored: list[ScoredSequence], cfg: MembershipConfig, wanted: set[str],
