@@ -144,8 +144,8 @@ def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, li
 class TitleRewritingRecommender(DelegatingRecommender):
     """Base for wrappers that change the titles in requests before ``inner`` sees them.
 
-    Forwards generation, scoring, answer log-probabilities, user embeddings and title embeddings with
-    every title rewritten;
+    Forwards generation, scoring, answer log-probabilities and answers, user embeddings and title
+    embeddings with every title rewritten (generated titles mapped back);
     raw-text capabilities (``token_logprobs``, ``token-stats``, ``complete``) are withheld, since
     their texts would reach the model unrewritten."""
 
@@ -175,6 +175,11 @@ class TitleRewritingRecommender(DelegatingRecommender):
                         stats: bool = False) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
         return self._through("answer-logprobs").answer_logprobs(
             [self.rewrite(r) for r in reqs], [[self.rewrite_title(t) for t in row] for row in answers], stats=stats)
+
+    def answer_generate(self, reqs: Sequence[RecRequest], max_items: int) -> list[Generation]:
+        gens = self._through("answer-generate").answer_generate([self.rewrite(r) for r in reqs], max_items)
+        return [Generation(prompt=g.prompt, raw=g.raw, items=tuple(self.map_back(t) for t in g.items))
+                for g in gens]
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         return self._through("embed_user").embed_user([self.rewrite(r) for r in reqs])

@@ -15,6 +15,8 @@ Capabilities:
 - ``answer-logprobs``: per-token log-probabilities of given item titles written as the model's own
   answer to a request's prompt (what an instruction fine-tune's loss is on: the memorisation
   probes score an ``hf`` fine-tune's training windows this way), with optional Min-K%++ statistics;
+- ``answer-generate``: the model's own greedy answer (item titles) to a request's prompt, the same
+  prompt ``answer-logprobs`` scores after (what extraction reads from an instruction fine-tune);
 - ``embed_user``: a vector representation of the user behind each request;
 - ``embed``: a vector per item title (used for grounding);
 - ``complete``: free-text completion of raw prompts (extraction, data-set recall);
@@ -50,7 +52,7 @@ import numpy as np
 from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
-    {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "embed_user", "embed", "complete",
+    {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "answer-generate", "embed_user", "embed", "complete",
      "train", "train-stages", "train-lora", "train-private", "train-federated", "train-transforms", "constrain",
      "soft-prompt"}
 )
@@ -182,6 +184,11 @@ class Recommender:
         model's own answer to ``reqs[i]``'s prompt; with ``stats``, mu and sigma of log p under the
         next-token distribution at each of those tokens, else None, None). Natural log."""
         raise self._missing("answer-logprobs")
+
+    def answer_generate(self, reqs: Sequence[RecRequest], max_items: int) -> list[Generation]:
+        """Per request: this model's greedy answer to the prompt ``answer_logprobs`` scores after (for a
+        fine-tune, its training prompt), parsed into at most ``max_items`` item titles."""
+        raise self._missing("answer-generate")
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         """Array of shape (len(reqs), d): the user representation per request."""

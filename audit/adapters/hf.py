@@ -29,6 +29,7 @@ Capabilities and what they compute:
   (numbered, then the end-of-turn token) after a request's generate prompt: the tokens and
   positions a LoRA training example puts its loss on (the memorisation probes' ``answers``
   path); ``answer_items`` is the fine-tune's ``targets`` (None before fine-tuning).
+- ``answer-generate``: greedy decoding after that same prompt (extraction's ``answers`` mode).
 - ``embed_user``: last layer's hidden state at the final prompt token (d = hidden size).
 - ``embed``: last layer's hidden state at the final token of each title.
 - ``complete``: greedy continuation of raw prompts (no template).
@@ -162,7 +163,8 @@ class HFAdapter(Adapter):
 
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
-        {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "embed_user", "embed", "complete",
+        {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "answer-generate", "embed_user",
+         "embed", "complete",
          "train", "train-lora",
          "train-private", "train-federated", "train-transforms", "constrain", "soft-prompt"})
     kind: ClassVar[str] = "hf"
@@ -487,6 +489,17 @@ class HFAdapter(Adapter):
     def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
         return [list(g.items) for g in self.generate_detailed(reqs, k)]
 
+    def answer_generate(self, reqs: Sequence[RecRequest], max_items: int) -> list[Generation]:
+        """Greedy answers after each request's training prompt (:meth:`training_prompt_ids`, the
+        prompt :meth:`answer_logprobs` scores after; soft prefix included, no decoding constraint or
+        logits processor: the weights' own answer), stopped after ``max_items`` list items."""
+        reqs = list(reqs)
+        prompts = [self.prompt_text(self.render(r, self.config.score_k, task="generate")) for r in reqs]
+        ids = [self._encode_prompt(p, reserve=self.config.max_new_tokens) for p in prompts]
+        raws = self._decode(ids, self.config.max_new_tokens, sample=False, stop_after=max_items)
+        return [Generation(prompt=p, raw=raw, items=tuple(parse_item_list(raw, max_items)))
+                for p, raw in zip(prompts, raws)]
+
     def newline_ids(self) -> frozenset[int]:
         """Token ids whose text contains a line break (how list items end)."""
         if self._newline_ids is None:
@@ -648,7 +661,8 @@ class HFAdapter(Adapter):
         """Log p of each token of each answer (:meth:`answer_ids`: the numbered titles and the
         end-of-turn token) after the request's training prompt (:meth:`training_prompt_ids`): a
         LoRA example's answer-token log-likelihoods exactly, soft prefix included. Rows are
-        left-padded in batches of ``batch_size`` and only the answer positions are projected onto
+        left-padded in batches of ``batch_size`` (sorted by length, returned in request order) and
+        only the answer positions are projected onto
         the vocabulary; ``stats`` adds each position's mean and standard deviation of log p."""
         if len(reqs) != len(answers):
             raise ValueError(f"answer_logprobs: {len(reqs)} requests but {len(answers)} answers")
@@ -662,10 +676,13 @@ class HFAdapter(Adapter):
         from audit.memorisation.scores import next_token_stats
 
         keep_arg = "logits_to_keep" in _forward_parameters(self.model)
-        out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = [None] * len(rows)  # type: ignore[list-item]
         bs = self.config.batch_size
+        # rows of similar length share a batch (less left padding); results go back in request order
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
         for start in self._bar(list(range(0, len(rows), bs)), "answer log-probs", "batch"):
-            chunk = rows[start:start + bs]
+            at = order[start:start + bs]
+            chunk = [rows[i] for i in at]
             ids, mask = self._pad([p + a for p, a in chunk], "left")
             tail = max(len(a) for _, a in chunk)
             inputs = self._inputs(ids, mask)
@@ -679,7 +696,7 @@ class HFAdapter(Adapter):
                 target = ids[row, ids.shape[1] - n:]
                 vals = dist.gather(-1, target[:, None]).squeeze(-1).double().cpu().numpy()
                 mu, sigma = next_token_stats(dist.double().cpu().numpy()) if stats else (None, None)
-                out.append((vals, mu, sigma))
+                out[at[row]] = (vals, mu, sigma)
         return out
 
     # -- representations --------------------------------------------------------------------------

@@ -66,6 +66,9 @@ class DelegatingRecommender(Recommender):
                         stats: bool = False) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
         return self._through("answer-logprobs").answer_logprobs(reqs, answers, stats=stats)
 
+    def answer_generate(self, reqs: Sequence[RecRequest], max_items: int) -> list[Generation]:
+        return self._through("answer-generate").answer_generate(reqs, max_items)
+
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         return self._through("embed_user").embed_user(reqs)
 

@@ -13,11 +13,19 @@ held-out = users it never saw; see :mod:`audit.memorisation.groups`) with at lea
 - ``extraction_items_<group>``: share of the true next items found anywhere among the
   generated ones (per user, then averaged).
 
-Mechanism (``mode``): ``complete`` continues the sequence in the model's own text format
-(:func:`audit.memorisation.sequences.render`; the reference model writes one item token per
-item, other models one title per line) — greedy by the interface's contract; ``generate``
-asks for ``next_items`` recommendations after the prefix history (black box; the decoding
-is the recommender's). ``auto`` uses ``complete`` when available.
+Mechanism (``mode``): ``answers`` (capability ``answer-generate``) reads an instruction
+fine-tune where it trained: the user's *newest* training window, cut as the LoRA examples cut it
+(:func:`audit.llm.examples.answer_start` with ``answer_items``, default the recommender's
+declared ``answer_items``), the items before the cut as the request's history (the model's
+prompt shows its own history window), and the model's greedy answer to its own training prompt
+compared with the first ``next_items`` items of the answer window (``prefix_items`` is unused);
+``complete`` continues the sequence from its *oldest* ``prefix_items`` items in the model's own
+text format (:func:`audit.memorisation.sequences.render`; the reference model writes one item
+token per item, other models one title per line) — greedy by the interface's contract: what a
+model trained on whole sequences (the reference) memorises; ``generate`` asks for
+``next_items`` recommendations after the prefix history (black box; the decoding is the
+recommender's). ``auto`` uses ``answers``, then ``complete``, then ``generate``, whichever the
+recommender offers first.
 
 **Data-set recall** (Di Palma et al. 2025): few-shot ``ID::Title`` prompts (``recall_shots``
 catalog items as examples, then ``<id>::``) asking ``complete`` for the title of each of
@@ -37,20 +45,25 @@ from rapidfuzz import fuzz
 
 from audit.interface import RecRequest, Recommender
 from audit.memorisation.groups import membership_split, sample
-from audit.memorisation.sequences import TextFormat, default_text_format, render
+from audit.llm.examples import answer_start
+from audit.memorisation.sequences import TextFormat, default_text_format, render, resolve_answer_items
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.results import Metric, MetricSpec, ProbeResult
 from audit.stats import mean_metric
 
 PARTS: tuple[str, ...] = ("history", "recall")
+#: history-extraction modes in ``auto``'s order of preference, and the capability each needs
+MODES: tuple[str, ...] = ("answers", "complete", "generate")
+MODE_CAPABILITY: dict[str, str] = {"answers": "answer-generate", "complete": "complete", "generate": "generate"}
 ITEM_TOKEN = re.compile(r"<item_([^<>\s]+)>")
 
 
 class ExtractionConfig(ProbeConfig):
     """``parts``: history and/or recall; ``users``: at most this many members and as many
     held-out users; ``prefix_items``: items shown (n >= 1); ``next_items``: items to extract
-    (m >= 1); ``mode``: auto | complete | generate; ``text_format``: auto | reference | titles;
+    (m >= 1); ``mode``: auto | answers | complete | generate; ``answer_items``: the answers mode's
+    answer window (None = the recommender's declared ``answer_items``, else 1); ``text_format``: auto | reference | titles;
     ``fuzzy_threshold``: rapidfuzz ratio (0..100) for fuzzy extraction; ``recall_items``:
     items asked in data-set recall; ``recall_shots``: ID::Title examples in each prompt;
     ``recall_threshold``: ratio above which a recalled title counts (0..100);
@@ -60,7 +73,8 @@ class ExtractionConfig(ProbeConfig):
     parts: list[str] = list(PARTS)
     prefix_items: int = Field(10, ge=1)
     next_items: int = Field(3, ge=1, le=50)
-    mode: Literal["auto", "complete", "generate"] = "auto"
+    mode: Literal["auto", "answers", "complete", "generate"] = "auto"
+    answer_items: int | None = Field(None, ge=1, le=50)
     text_format: Literal["auto", "reference", "titles"] = "auto"
     fuzzy_threshold: float = Field(80.0, ge=0, le=100)
     recall_items: int = Field(200, ge=1)
@@ -115,25 +129,36 @@ class ExtractionProbe(Probe):
                  metrics: dict[str, Metric], details: dict[str, Any]) -> str:
         mode = cfg.mode
         if mode == "auto":
-            mode = "complete" if rec.has("complete") else "generate" if rec.has("generate") else ""
-        if not mode or not rec.has(mode):
-            return f"{rec.name} offers neither 'complete' nor 'generate' (mode {cfg.mode!r})"
+            mode = next((m for m in MODES if rec.has(MODE_CAPABILITY[m])), "")
+        if not mode or not rec.has(MODE_CAPABILITY[mode]):
+            offered = " nor ".join(repr(MODE_CAPABILITY[m]) for m in MODES)
+            return f"{rec.name} offers neither {offered} (mode {cfg.mode!r})"
         ds = ctx.dataset
         seed = ctx.seed + cfg.seed
-        need = cfg.prefix_items + cfg.next_items
+        answer_items = resolve_answer_items(rec, cfg.answer_items) if mode == "answers" else None
+        need = 1 + answer_items if answer_items is not None else cfg.prefix_items + cfg.next_items
         split = membership_split(rec, ds, min_items=need, member_stage=cfg.member_stage)
         groups = {"members": sample(split.members, cfg.users, seed),
                   "heldout": sample(split.nonmembers, cfg.users, seed + 1)}
         if not any(groups.values()):
-            return f"no user has {need} training items ({cfg.prefix_items} shown + {cfg.next_items} to extract)"
+            shown = "1 shown" if answer_items is not None else f"{cfg.prefix_items} shown"
+            extract = answer_items if answer_items is not None else cfg.next_items
+            return f"no user has {need} training items ({shown} + {extract} to extract)"
         fmt: TextFormat = default_text_format(rec) if cfg.text_format == "auto" else cfg.text_format  # type: ignore[assignment]
         titles = ds.item_titles
         counts = {}
         for group, users in groups.items():
             if not users:
                 continue
-            truth = [[titles[i] for i in ds.sequences[u].train[cfg.prefix_items:need]] for u in users]
-            if mode == "complete":
+            if answer_items is not None:
+                cuts = [answer_start(len(ds.sequences[u].train), answer_items) for u in users]
+                truth = [[titles[i] for i in ds.sequences[u].train[c:c + min(cfg.next_items, answer_items)]]
+                         for u, c in zip(users, cuts)]
+            else:
+                truth = [[titles[i] for i in ds.sequences[u].train[cfg.prefix_items:need]] for u in users]
+            if mode == "answers":
+                outputs = self._answer_history(rec, ctx, users, cuts, max(len(t) for t in truth), cfg, group)
+            elif mode == "complete":
                 try:
                     outputs = self._complete_history(rec, ctx, users, cfg, fmt, group)
                 except ValueError as exc:  # e.g. the prompt does not fit the model's context
@@ -158,10 +183,32 @@ class ExtractionProbe(Probe):
             metrics[f"extraction_fuzzy_{group}"] = mean_metric(fuzzy, seed=seed)
             metrics[f"extraction_items_{group}"] = mean_metric(items, seed=seed)
             counts[group] = answered
+        window = ("newest training window: the items before its last answer_items are the history"
+                  if mode == "answers" else f"oldest {cfg.prefix_items} training items shown")
         details["history"] = {"mode": mode, "text_format": fmt if mode == "complete" else None,
-                              "prefix_items": cfg.prefix_items, "next_items": cfg.next_items,
+                              "prefix_items": cfg.prefix_items if mode != "answers" else None,
+                              "next_items": cfg.next_items, "answer_items": answer_items, "window": window,
                               "users": counts, "membership": split.source}
         return ""
+
+    def _answer_history(self, rec: Recommender, ctx: ProbeContext, users: list[str], cuts: list[int], m: int,
+                        cfg: ExtractionConfig, group: str) -> list[list[str] | None]:
+        """The model's greedy answers to its own training prompt for each user's newest window (the
+        items before ``cuts[i]``); None where the request failed."""
+        ds = ctx.dataset
+        reqs = [RecRequest(history=ctx.titles(ds.sequences[u].train[:c]), profile=ds.user_profiles.get(u, {}),
+                           user=u) for u, c in zip(users, cuts)]
+        out: list[list[str] | None] = []
+        for start in range(0, len(reqs), cfg.batch_size):
+            part = reqs[start:start + cfg.batch_size]
+            gens = rec.answer_generate(part, m)
+            if len(gens) != len(part):
+                raise RuntimeError(f"{rec.name}: answer_generate returned {len(gens)} answers for {len(part)} requests")
+            for req, gen in zip(part, gens):
+                ctx.recorder.record(user=req.user, condition=f"extraction_{group}", prompt=gen.prompt, raw=gen.raw,
+                                    parsed=gen.items, **({"failed": gen.failed} if gen.failed is not None else {}))
+                out.append(None if gen.failed is not None else list(gen.items))
+        return out
 
     def _complete_history(self, rec: Recommender, ctx: ProbeContext, users: list[str], cfg: ExtractionConfig,
                           fmt: TextFormat, group: str) -> list[list[str]]:

@@ -23,7 +23,7 @@ from attacks.text_attack import (
     word_edit_distance,
 )
 from audit.errors import ConfigError
-from audit.interface import RecRequest, Recommender
+from audit.interface import Generation, RecRequest, Recommender
 from audit.variants import BuildContext
 
 SPEC = TargetSpec(n=3, seed=1)
@@ -144,9 +144,10 @@ def test_in_a_suite_run_the_rewrite_search_never_queries_an_audited_user(longtai
 
 
 class AnswerRecorder(Recommender):
-    """A fine-tune's ``answer-logprobs`` that records what it was asked (titles as the model saw them)."""
+    """A fine-tune's ``answer-logprobs`` and ``answer-generate`` that record what they were asked
+    (titles as the model saw them)."""
 
-    capabilities = frozenset({"answer-logprobs", "generate"})
+    capabilities = frozenset({"answer-logprobs", "answer-generate", "generate"})
     answer_items = 3
 
     def __init__(self) -> None:
@@ -156,6 +157,11 @@ class AnswerRecorder(Recommender):
     def answer_logprobs(self, reqs, answers, *, stats=False):
         self.seen += [(r.history, tuple(a)) for r, a in zip(reqs, answers)]
         return [(np.zeros(len(a)), None, None) for a in answers]
+
+    def answer_generate(self, reqs, max_items):
+        """Answers with the request's own history (rewritten titles included), newest first."""
+        self.seen += [(r.history, ()) for r in reqs]
+        return [Generation(prompt="p", raw="", items=tuple(reversed(r.history))[:max_items]) for r in reqs]
 
 
 def test_answer_log_probs_pass_a_wrapper_with_its_titles_rewritten():
@@ -173,3 +179,18 @@ def test_answer_log_probs_pass_a_wrapper_with_its_titles_rewritten():
     assert plain.has("answer-logprobs") and plain.answer_items == 3
     plain.answer_logprobs([RecRequest(history=("A (1990)",))], [["B (1991)"]])
     assert inner.seen[-1] == (("A (1990)",), ("B (1991)",))
+
+
+def test_answers_pass_a_wrapper_with_titles_rewritten_in_and_mapped_back_out():
+    """Extraction's answers mode through the item-text attack: the model reads the rewritten
+    history, and the titles it writes are mapped back to the catalog's."""
+    from audit.decoding.delegate import DelegatingRecommender
+
+    inner = AnswerRecorder()
+    attacked = ItemTextAttackRecommender(inner, {"Target (1990)": "The Target (1990)"}, {})
+    assert attacked.has("answer-generate")
+    (gen,) = attacked.answer_generate([RecRequest(history=("Other (1991)", "Target (1990)"))], 2)
+    assert inner.seen[-1] == (("Other (1991)", "The Target (1990)"), ())
+    assert gen.items == ("Target (1990)", "Other (1991)")
+    (plain,) = DelegatingRecommender(inner).answer_generate([RecRequest(history=("A (1990)",))], 1)
+    assert plain.items == ("A (1990)",)

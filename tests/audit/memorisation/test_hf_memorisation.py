@@ -101,6 +101,33 @@ def test_answer_log_probs_are_the_lora_examples_own_answer_token_log_likelihoods
     assert canary_llm.answer_items == 3
 
 
+def test_answer_generate_decodes_greedily_after_the_training_prompt(canary_llm, tiny_dataset):
+    """Extraction's answers mode reads the fine-tune's greedy answer to its own training prompt:
+    the prompt it reports tokenises to the LoRA example's prompt, and its raw text is the start of a
+    plain greedy decoding (no cache) from there; at most ``max_items`` titles come back."""
+    from audit.interface import RecRequest
+
+    titles = tiny_dataset.item_titles
+    u = tiny_dataset.user_ids()[0]
+    seq = tiny_dataset.sequences[u].train
+    req = RecRequest(history=tuple(titles[i] for i in seq[-8:-3]), profile=tiny_dataset.user_profiles[u])
+    with torch_threads(1):
+        (gen,) = canary_llm.answer_generate([req], 2)
+        prompt = canary_llm.training_prompt_ids(req)
+        assert list(canary_llm.tokenizer(gen.prompt, add_special_tokens=False)["input_ids"]) == prompt
+        ids = list(prompt)
+        eos = canary_llm.tokenizer.eos_token_id
+        with torch.no_grad():
+            for _ in range(canary_llm.config.max_new_tokens):
+                nxt = int(canary_llm.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+                ids.append(nxt)
+                if nxt == eos:
+                    break
+    greedy = canary_llm.tokenizer.decode(ids[len(prompt):], skip_special_tokens=True)
+    assert gen.raw and greedy.startswith(gen.raw)
+    assert len(gen.items) <= 2
+
+
 def test_reference_calibrated_mia_uses_the_untuned_base_and_finds_the_members(canary_llm, tiny_llama_dir, tiny_dataset,
                                                                                tmp_path):
     base = canary_llm.calibration_reference

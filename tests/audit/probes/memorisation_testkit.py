@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from audit.interface import RecRequest, Recommender
+from audit.interface import Generation, RecRequest, Recommender
 from audit.probes.base import OutputRecorder, ProbeContext
 
 TOKEN_RE = re.compile(r"[^\n]*\n|[^\n]+")
@@ -276,3 +276,42 @@ class AnswerMemoryModel(Recommender):
     def token_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
         return [np.array([-3.0 + stable_noise(self.seed, "text", t, j, scale=self.noise) for j, _ in enumerate(tokens(t))])
                 for t in texts]
+
+
+class AnswerRecitingModel(Recommender):
+    """An instruction fine-tune that recites the answers it trained on (capability
+    ``answer-generate``): it trained on each of ``trained_users``' newest window (the last
+    ``history`` items before the last ``answer_items``, then those as the answer), and answers a
+    request whose history ends with a trained window's history with that window's answer; any other
+    request gets the catalog's first titles (every request, with ``memorised=False``: trained on
+    them, recites none). Its ``complete`` continues no sequence (it never trained
+    on plain title lists), so extraction from the oldest items finds nothing."""
+
+    name = "answer-reciting"
+    capabilities = frozenset({"answer-generate", "complete"})
+
+    def __init__(self, dataset, trained_users: Iterable[str], *, answer_items: int = 3, history: int = 5,
+                 memorised: bool = True) -> None:
+        super().__init__()
+        titles = dataset.item_titles
+        self.answer_items, self.history = answer_items, history
+        self.info["trained_users"] = sorted(set(trained_users))
+        self.answers: dict[tuple[str, ...], list[str]] = {}
+        for u in self.info["trained_users"] if memorised else ():
+            seq = [titles[i] for i in dataset.sequences[u].train]
+            cut = max(1, len(seq) - answer_items)
+            self.answers[tuple(seq[:cut][-history:])] = seq[cut:]
+        self.fallback = [titles[i] for i in list(titles)[:answer_items]]
+        self.asked: list[int] = []
+
+    def answer_generate(self, reqs: Sequence[RecRequest], max_items: int) -> list[Generation]:
+        out = []
+        for r in reqs:
+            self.asked.append(max_items)
+            items = self.answers.get(tuple(r.history)[-self.history:], self.fallback)[:max_items]
+            out.append(Generation(prompt=f"recommend after {len(r.history)} items", raw="\n".join(items),
+                                  items=tuple(items)))
+        return out
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
+        return ["\n".join(self.fallback) + "\n" for _ in prompts]

@@ -8,7 +8,8 @@ from audit.config import validate_config
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
 from audit.probes.extraction import ExtractionConfig, ExtractionProbe, first_line, title_similarity
-from tests.audit.probes.memorisation_testkit import NoiseModel, RecitingModel, halves, probe_context
+from tests.audit.probes.memorisation_testkit import (AnswerRecitingModel, NoiseModel, RecitingModel, halves,
+                                                    probe_context)
 
 
 FILMS = ("Heat", "Casino", "Fargo", "Clueless", "Braveheart", "Babe", "Jumanji", "Sabrina", "Nixon",
@@ -43,6 +44,42 @@ def test_members_histories_are_extracted_and_held_out_ones_are_not(tiny_dataset,
     assert result.metrics["extraction_exact_members"].n == 20
     assert result.details["history"]["mode"] == mode
     assert sum(r["condition"] == "extraction_members" for r in ctx.recorder.records) == 20
+
+
+def test_a_fine_tune_reciting_its_newest_answer_window_is_caught_in_answers_mode_only(tiny_dataset):
+    members, _ = halves(tiny_dataset)
+    rec = AnswerRecitingModel(tiny_dataset, members, answer_items=3)
+    result, ctx = run_probe(rec, tiny_dataset, parts=["history"], next_items=3)  # auto: answers
+    assert result.details["history"]["mode"] == "answers"
+    assert result.details["history"]["answer_items"] == 3
+    assert result.metrics["extraction_exact_members"].value == 1.0
+    assert result.metrics["extraction_exact_heldout"].value == 0.0
+    assert result.metrics["extraction_exact_members"].n == 20
+    assert set(rec.asked) == {3}
+    assert sum(r["condition"] == "extraction_members" for r in ctx.recorder.records) == 20
+    # the oldest items in plain text (what the probe read before) show this fine-tune nothing
+    old, _ = run_probe(rec, tiny_dataset, parts=["history"], prefix_items=4, next_items=3, mode="complete")
+    assert old.metrics["extraction_exact_members"].value == 0.0
+
+
+def test_answers_mode_extracts_only_the_first_next_items_of_the_answer_window(tiny_dataset):
+    members, _ = halves(tiny_dataset)
+    rec = AnswerRecitingModel(tiny_dataset, members, answer_items=3)
+    result, _ = run_probe(rec, tiny_dataset, parts=["history"], next_items=2, mode="answers")
+    assert result.metrics["extraction_exact_members"].value == 1.0
+    assert set(rec.asked) == {2}
+    # a wrong answer window (answer_items 2 where the model trained on 3) cuts elsewhere: nothing matches
+    wrong, _ = run_probe(rec, tiny_dataset, parts=["history"], next_items=2, mode="answers", answer_items=2)
+    assert wrong.metrics["extraction_exact_members"].value == 0.0
+
+
+def test_an_answer_model_that_memorised_nobody_is_not_flagged(tiny_dataset):
+    members, _ = halves(tiny_dataset)
+    rec = AnswerRecitingModel(tiny_dataset, members, memorised=False)
+    result, _ = run_probe(rec, tiny_dataset, parts=["history"], next_items=3)
+    assert result.metrics["extraction_exact_members"].value == 0.0
+    assert result.metrics["extraction_items_members"].value == pytest.approx(
+        result.metrics["extraction_items_heldout"].value, abs=0.2)
 
 
 def test_garbled_recitations_count_only_as_fuzzy_extraction(films):
