@@ -476,15 +476,19 @@ class HFAdapter(Adapter):
                           generation_constraint: AllowedTokensFn | None = None,
                           logits_processors: Sequence[Any] | None = None) -> list[Generation]:
         """Decode one answer per request and parse it (see the module docstring)."""
-        reqs = list(reqs)
-        prompts = [self.prompt_text(self.render(r, k)) for r in reqs]
-        ids = [self._encode_prompt(p, reserve=self.config.max_new_tokens) for p in prompts]
-        raws = self._decode(ids, self.config.max_new_tokens, sample=self.config.temperature > 0, stop_after=k,
-                            constraint=generation_constraint or self.generation_constraint,
-                            processors=(self.logits_processors if logits_processors is None
-                                        else list(logits_processors)))
-        return [Generation(prompt=p, raw=raw, items=tuple(parse_item_list(raw, k)))
-                for p, raw in zip(prompts, raws)]
+        return self._answers([self.render(r, k) for r in reqs], k, sample=self.config.temperature > 0,
+                             constraint=generation_constraint or self.generation_constraint,
+                             processors=(self.logits_processors if logits_processors is None
+                                         else list(logits_processors)))
+
+    def _answers(self, prompts: Sequence[Prompt], k: int, *, sample: bool, constraint: AllowedTokensFn | None = None,
+                 processors: Sequence[Any] = ()) -> list[Generation]:
+        """Decode after each prompt (stopped after ``k`` list items) and parse at most ``k`` titles."""
+        texts = [self.prompt_text(p) for p in prompts]
+        ids = [self._encode_prompt(t, reserve=self.config.max_new_tokens) for t in texts]
+        raws = self._decode(ids, self.config.max_new_tokens, sample=sample, stop_after=k,
+                            constraint=constraint, processors=processors)
+        return [Generation(prompt=t, raw=raw, items=tuple(parse_item_list(raw, k))) for t, raw in zip(texts, raws)]
 
     def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
         return [list(g.items) for g in self.generate_detailed(reqs, k)]
@@ -493,12 +497,8 @@ class HFAdapter(Adapter):
         """Greedy answers after each request's training prompt (:meth:`training_prompt_ids`, the
         prompt :meth:`answer_logprobs` scores after; soft prefix included, no decoding constraint or
         logits processor: the weights' own answer), stopped after ``max_items`` list items."""
-        reqs = list(reqs)
-        prompts = [self.prompt_text(self.render(r, self.config.score_k, task="generate")) for r in reqs]
-        ids = [self._encode_prompt(p, reserve=self.config.max_new_tokens) for p in prompts]
-        raws = self._decode(ids, self.config.max_new_tokens, sample=False, stop_after=max_items)
-        return [Generation(prompt=p, raw=raw, items=tuple(parse_item_list(raw, max_items)))
-                for p, raw in zip(prompts, raws)]
+        return self._answers([self.render(r, self.config.score_k, task="generate") for r in reqs], max_items,
+                             sample=False)
 
     def newline_ids(self) -> frozenset[int]:
         """Token ids whose text contains a line break (how list items end)."""

@@ -79,7 +79,12 @@ class ProbeContext:
         HR, missing slots and non-compliance in hallucination) it is an empty answer; where an
         empty answer would count *for* the model or compare against another list (extraction,
         list membership attack, target exposure, counterfactual fairness) the user is left out."""
-        gens = rec.generate_detailed(reqs, k)
+        return self.recorded(rec, reqs, rec.generate_detailed(reqs, k), conditions, **extra)
+
+    def recorded(self, rec: Recommender, reqs: Sequence[RecRequest], gens: list[Generation],
+                 conditions: Sequence[str] | str, **extra: Any) -> list[Generation]:
+        """``gens`` (one per request, from any generating call, e.g. ``answer_generate``) checked,
+        recorded and counted as :meth:`generate` does."""
         if len(gens) != len(reqs):
             raise RuntimeError(f"{rec.name}: generate returned {len(gens)} lists for {len(reqs)} requests")
         conds = [conditions] * len(reqs) if isinstance(conditions, str) else list(conditions)

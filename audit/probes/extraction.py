@@ -150,21 +150,20 @@ class ExtractionProbe(Probe):
         for group, users in groups.items():
             if not users:
                 continue
-            if answer_items is not None:
+            if answer_items is not None:  # mode "answers"
+                m = min(cfg.next_items, answer_items)
                 cuts = [answer_start(len(ds.sequences[u].train), answer_items) for u in users]
-                truth = [[titles[i] for i in ds.sequences[u].train[c:c + min(cfg.next_items, answer_items)]]
-                         for u, c in zip(users, cuts)]
+                truth = [[titles[i] for i in ds.sequences[u].train[c:c + m]] for u, c in zip(users, cuts)]
+                outputs = self._answer_history(rec, ctx, users, cuts, m, cfg, group)
             else:
                 truth = [[titles[i] for i in ds.sequences[u].train[cfg.prefix_items:need]] for u in users]
-            if mode == "answers":
-                outputs = self._answer_history(rec, ctx, users, cuts, max(len(t) for t in truth), cfg, group)
-            elif mode == "complete":
-                try:
-                    outputs = self._complete_history(rec, ctx, users, cfg, fmt, group)
-                except ValueError as exc:  # e.g. the prompt does not fit the model's context
-                    return f"complete failed: {exc} (lower prefix_items)"
-            else:
-                outputs = self._generate_history(rec, ctx, users, cfg, group)
+                if mode == "complete":
+                    try:
+                        outputs = self._complete_history(rec, ctx, users, cfg, fmt, group)
+                    except ValueError as exc:  # e.g. the prompt does not fit the model's context
+                        return f"complete failed: {exc} (lower prefix_items)"
+                else:
+                    outputs = self._generate_history(rec, ctx, users, cfg, group)
             exact, fuzzy, items = [], [], []
             answered = 0
             for got, true in zip(outputs, truth):
@@ -201,13 +200,8 @@ class ExtractionProbe(Probe):
         out: list[list[str] | None] = []
         for start in range(0, len(reqs), cfg.batch_size):
             part = reqs[start:start + cfg.batch_size]
-            gens = rec.answer_generate(part, m)
-            if len(gens) != len(part):
-                raise RuntimeError(f"{rec.name}: answer_generate returned {len(gens)} answers for {len(part)} requests")
-            for req, gen in zip(part, gens):
-                ctx.recorder.record(user=req.user, condition=f"extraction_{group}", prompt=gen.prompt, raw=gen.raw,
-                                    parsed=gen.items, **({"failed": gen.failed} if gen.failed is not None else {}))
-                out.append(None if gen.failed is not None else list(gen.items))
+            gens = ctx.recorded(rec, part, rec.answer_generate(part, m), f"extraction_{group}")
+            out.extend(None if g.failed is not None else list(g.items) for g in gens)
         return out
 
     def _complete_history(self, rec: Recommender, ctx: ProbeContext, users: list[str], cfg: ExtractionConfig,

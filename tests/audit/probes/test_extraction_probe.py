@@ -57,6 +57,7 @@ def test_a_fine_tune_reciting_its_newest_answer_window_is_caught_in_answers_mode
     assert result.metrics["extraction_exact_members"].n == 20
     assert set(rec.asked) == {3}
     assert sum(r["condition"] == "extraction_members" for r in ctx.recorder.records) == 20
+    assert ctx.requests == 40 and ctx.failed_requests == 0  # counted as every generating call is
     # the oldest items in plain text (what the probe read before) show this fine-tune nothing
     old, _ = run_probe(rec, tiny_dataset, parts=["history"], prefix_items=4, next_items=3, mode="complete")
     assert old.metrics["extraction_exact_members"].value == 0.0
