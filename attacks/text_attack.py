@@ -23,15 +23,16 @@ the threshold goes to its nearest catalog title (``unmatched: nearest``, the def
 left as written (``unmatched: keep``) -- which lets an adaptive attacker escape the defense
 with a rewrite just beyond the threshold (a synonym plus a mark), as the tests show. It always
 sits between the attacker's text and the model: applied after ``item-text`` in a variant
-list, it is inserted under the attack, and the attacker's search is re-run against the
-defended model (the attacker faces the deployed system).
+list, it is inserted under the attack, and the attacker searches against the defended model
+(the attacker faces the deployed system). The search runs when the attack is first used, so
+the search against the undefended model, which the defense would discard, never runs.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -202,29 +203,73 @@ class AdaptiveAttack(Protocol):
 class ItemTextAttackRecommender(TitleRewritingRecommender):
     """``inner`` seen through the attacker's rewritten target titles. ``baseline`` is the
     recommender without the attack (what the ``poisoning`` probe compares against). An
-    :class:`AdaptiveAttack`: the canonical-titles defense re-runs the search through itself."""
+    :class:`AdaptiveAttack`: the canonical-titles defense re-runs the search through itself.
 
-    def __init__(self, inner: Recommender, rewrites: dict[str, str], report: dict[str, Any]) -> None:
+    ``rewrites`` is either the attack's {catalog title: rewrite} (with ``report``, the search's
+    record), or a search, a callable returning (rewrites, report) that runs once, when the
+    attack is first used: its rewrites, a rewritten call or its ``info`` read. So a defense
+    that makes the attacker search again through it never pays for a search it discards."""
+
+    def __init__(self, inner: Recommender,
+                 rewrites: Mapping[str, str] | Callable[[], tuple[dict[str, str], dict[str, Any]]],
+                 report: dict[str, Any] | None = None, *, config: ItemTextAttackConfig | None = None) -> None:
+        self._search: Callable[[], tuple[dict[str, str], dict[str, Any]]] | None = None
         super().__init__(inner)
-        self.rewrites = dict(rewrites)
-        self._back = {v: k for k, v in self.rewrites.items()}
-        self._back_norm = {normalize_title(v): k for k, v in self.rewrites.items()}
-        self.info["text_attack"] = report
+        self.config = config
+        if config is not None:
+            self._info["text_attack_config"] = config.model_dump(mode="json")
+        if callable(rewrites):
+            self._search = rewrites
+        else:
+            self._settle(dict(rewrites), report or {})
+
+    def _settle(self, rewrites: dict[str, str], report: dict[str, Any]) -> None:
+        self._rewrites = rewrites
+        self._back = {v: k for k, v in rewrites.items()}
+        self._back_norm = {normalize_title(v): k for k, v in rewrites.items()}
+        self._info["text_attack"] = report
+
+    def _searched(self) -> None:
+        search = getattr(self, "_search", None)
+        if search is not None:  # a search that raises stays pending
+            self._settle(*search())
+            self._search = None
+
+    @property  # type: ignore[override]
+    def info(self) -> dict[str, Any]:
+        """The recommender's info, with the search's record (``text_attack``): reading it runs a
+        pending search."""
+        self._searched()
+        return self._info
+
+    @info.setter
+    def info(self, value: dict[str, Any]) -> None:
+        self._info = value
+
+    @property
+    def rewrites(self) -> dict[str, str]:
+        """{catalog title: the attacker's rewrite} of each target (a pending search runs first)."""
+        self._searched()
+        return self._rewrites
+
+    @property
+    def searched(self) -> bool:
+        """Whether the rewrite search has run (or the rewrites were given)."""
+        return getattr(self, "_search", None) is None
 
     @property
     def baseline(self) -> Recommender:
         return self.inner
 
     def attack_again(self, defended: Recommender, ctx: BuildContext) -> Recommender:
-        cfg = ItemTextAttackConfig.model_validate(self.info.get("text_attack_config", {}))
-        out = build_text_attack(defended, ctx.dataset, cfg, exclude=ctx.audit_users, progress=ctx.progress)
-        out.info["text_attack_config"] = cfg.model_dump(mode="json")
-        return out
+        cfg = self.config or ItemTextAttackConfig()
+        return build_text_attack(defended, ctx.dataset, cfg, exclude=ctx.audit_users, progress=ctx.progress)
 
     def rewrite_title(self, title: str) -> str:
         return self.rewrites.get(title, title)
 
     def map_back(self, title: str) -> str:
+        self._searched()
         if title in self._back:
             return self._back[title]
         return self._back_norm.get(normalize_title(title), title)
@@ -314,22 +359,35 @@ class ItemTextAttackConfig(StrictConfig):
 
 def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackConfig,
                       exclude: frozenset[str] | None = None, progress: bool = False) -> ItemTextAttackRecommender:
-    """Search each target's rewrite against ``rec`` (black-box) on users outside ``exclude`` (the
-    run's audited users) and wrap ``rec`` with them. The search's query batches (one per target's
-    original title and per rewrite tried) show progress with counts and an ETA."""
+    """Wrap ``rec`` with each target's rewrite, searched against ``rec`` (black-box) on users
+    outside ``exclude`` (the run's audited users). The queries and rewrites to try are planned
+    now (a bad budget or no user left to search on is a ConfigError at build); the search runs
+    when the attack is first used (see :class:`ItemTextAttackRecommender`). Its query batches
+    (one per target's original title and per rewrite tried) show progress with counts and an ETA."""
     if cfg.min_edits > cfg.max_edits:
         raise ConfigError(f"variant 'item-text': min_edits ({cfg.min_edits}) exceeds max_edits ({cfg.max_edits})")
-    titles = dataset.item_titles
-    rewrites: dict[str, str] = {}
-    per_target: dict[str, Any] = {}
     plans = []
     for target in select_targets(dataset, cfg.targets):
-        original = titles[target]
         queries = attacker_queries(dataset, target, users=cfg.search_users,
                                    candidates=cfg.search_candidates, seed=cfg.seed, exclude=exclude)
-        options = candidate_rewrites(original, max_edits=cfg.max_edits, min_edits=cfg.min_edits,
-                                     limit=cfg.max_candidates, seed=cfg.seed)
-        plans.append((target, original, queries, options))
+        options = candidate_rewrites(dataset.item_titles[target], max_edits=cfg.max_edits,
+                                     min_edits=cfg.min_edits, limit=cfg.max_candidates, seed=cfg.seed)
+        plans.append((target, dataset.item_titles[target], queries, options))
+
+    def search() -> tuple[dict[str, str], dict[str, Any]]:
+        return search_rewrites(rec, dataset.item_titles, plans, cfg, exclude is not None, progress)
+
+    return ItemTextAttackRecommender(rec, search, config=cfg)
+
+
+def search_rewrites(rec: Recommender, titles: dict[str, str],
+                    plans: Sequence[tuple[str, str, Sequence[tuple[RecRequest, list[str]]], Sequence[Rewrite]]],
+                    cfg: ItemTextAttackConfig, disjoint: bool, progress: bool,
+                    ) -> tuple[dict[str, str], dict[str, Any]]:
+    """Run the black-box search of each plan (target, original title, queries, rewrites to
+    try) against ``rec``: ({original: best rewrite}, the search's report)."""
+    rewrites: dict[str, str] = {}
+    per_target: dict[str, Any] = {}
     # (target index, title): each target's original title, then every rewrite tried
     jobs = list(dict.fromkeys([(i, p[1]) for i, p in enumerate(plans)] +
                               [(i, opt.text) for i, p in enumerate(plans) for opt in p[3]]))
@@ -356,9 +414,9 @@ def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackCon
     report = {"targets": per_target, "mean_edits": float(np.mean(edits)) if edits else 0.0,
               "max_edits": cfg.max_edits, "min_edits": cfg.min_edits,
               "search": {"users": cfg.search_users, "candidates": cfg.search_candidates + 1,
-                         "disjoint_from_audited": exclude is not None,
+                         "disjoint_from_audited": disjoint,
                          "by": "score" if rec.has("score") else "generate"}}
-    return ItemTextAttackRecommender(rec, rewrites, report)
+    return rewrites, report
 
 
 class ItemTextAttackVariant(Variant):
@@ -373,9 +431,7 @@ class ItemTextAttackVariant(Variant):
         if not (rec.has("score") or rec.has("generate")):
             raise ConfigError(f"variant 'item-text' needs a recommender with 'score' or 'generate'; "
                               f"{rec.name!r} has {sorted(rec.capabilities)}")
-        out = build_text_attack(rec, ctx.dataset, cfg, exclude=ctx.audit_users, progress=ctx.progress)
-        out.info["text_attack_config"] = cfg.model_dump(mode="json")
-        return out
+        return build_text_attack(rec, ctx.dataset, cfg, exclude=ctx.audit_users, progress=ctx.progress)
 
 
 class CanonicalTitlesConfig(StrictConfig):

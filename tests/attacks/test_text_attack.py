@@ -136,8 +136,49 @@ def test_in_a_suite_run_the_rewrite_search_never_queries_an_audited_user(longtai
 
     ctx = BuildContext(dataset=longtail, cache_dir=tmp_path, audit_users=audited)
     attacked = ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(Recording(longtail), ctx)
+    assert attacked.info["text_attack"]["search"]["disjoint_from_audited"] is True  # reading it runs the search
     assert queried and not queried & audited
-    assert attacked.info["text_attack"]["search"]["disjoint_from_audited"] is True
+
+
+def test_an_attack_under_canonical_titles_searches_once_through_the_defense(longtail, tmp_path):
+    """The attacker searches only against the deployed (defended) model: the search against the
+    undefended one, which the defense would discard, never runs; alone, the attack searches once."""
+    batches: list[tuple[str, ...]] = []
+
+    class Counting(TextSensitiveScorer):
+        def score(self, reqs, items):
+            batches.append(tuple(r.candidates[0] for r in reqs))
+            return super().score(reqs, items)
+
+    ctx = BuildContext(dataset=longtail, cache_dir=tmp_path)
+    attack = ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8, max_candidates=3))
+    alone = attack.wrap(Counting(longtail), ctx)
+    assert not alone.searched and not batches  # planned at build, searched on first use
+    assert alone.info["text_attack"]["targets"] and alone.searched
+    searches = len(batches)
+    assert searches == 3 * (1 + 3)  # each target's title and its 3 rewrites, one batch each
+    batches.clear()
+    defended = CanonicalTitlesVariant(CanonicalTitlesConfig()).wrap(attack.wrap(Counting(longtail), ctx), ctx)
+    assert isinstance(defended.inner, CanonicalTitlesRecommender) and defended.searched
+    assert len(batches) == searches
+    assert all(title in longtail.item_titles.values() for batch in batches for title in batch)  # grounded
+
+
+def test_a_failed_search_stays_pending_and_runs_again(longtail, tmp_path):
+    calls = []
+
+    class Failing(TextSensitiveScorer):
+        def score(self, reqs, items):
+            calls.append(len(reqs))
+            if len(calls) == 1:
+                raise RuntimeError("endpoint down")
+            return super().score(reqs, items)
+
+    attacked, _ = _attack(Failing(longtail), longtail, tmp_path, max_candidates=2)
+    with pytest.raises(RuntimeError, match="endpoint down"):
+        attacked.rewrites
+    assert not attacked.searched
+    assert attacked.rewrites and attacked.searched
     everyone = BuildContext(dataset=longtail, cache_dir=tmp_path, audit_users=frozenset(longtail.user_ids()))
     with pytest.raises(ConfigError, match="audit fewer users"):
         ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(TextSensitiveScorer(longtail), everyone)
