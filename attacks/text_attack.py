@@ -2,8 +2,10 @@
 
 The attacker owns the target items and may rewrite their titles on the platform, within an
 edit budget, without touching the model: word substitutions from a small synonym table and
-inserted punctuation, at most ``max_edits`` edits measured as the word-level Levenshtein
-distance (whitespace-separated words; the trailing year is never edited). The search is
+inserted punctuation (the default ``operations``), and word deletions (``delete``: a title
+likelihood summed over tokens favours short titles), at most ``max_edits`` edits measured as
+the word-level Levenshtein distance (whitespace-separated words; the trailing year is never
+edited, and a deletion keeps a word that is not a stopword). The search is
 black-box: for each target the attacker tries up to ``max_candidates`` rewrites on a few
 queries of its own (``search_users`` users' histories, each with the target among
 ``search_candidates`` random other items) and keeps the rewrite whose mean rank is best
@@ -93,29 +95,50 @@ class Rewrite:
     edits: int
 
 
-def _single_edits(words: list[str]) -> list[tuple[int, str]]:
-    """(word index, new word) for every one-word substitution and appended mark."""
+#: the word edits an attacker may make: a synonym for a word, a mark appended to it, or its deletion
+OPERATIONS: tuple[str, ...] = ("substitute", "mark", "delete")
+#: words that name nothing alone: a rewrite must keep at least one other word of the title
+STOPWORDS: frozenset[str] = frozenset({"the", "a", "an", "of", "and", "&", "in", "on", "to", "for", "la",
+                                       "le", "les", "il", "el", "der", "die", "das"})
+Operation = Literal["substitute", "mark", "delete"]
+
+
+def _core(word: str) -> str:
+    """The word without surrounding punctuation, lower case ('' for punctuation alone)."""
+    m = _CORE.match(word)
+    return m.group(2).lower() if m else re.sub(r"\W", "", word).lower()
+
+
+def _single_edits(words: list[str], operations: Sequence[str]) -> list[tuple[int, str]]:
+    """(word index, new word) for every one-word edit of the given kinds; "" deletes the word."""
     out: list[tuple[int, str]] = []
     for j, word in enumerate(words):
         m = _CORE.match(word)
-        if m:
+        if m and "substitute" in operations:
             pre, core, post = m.groups()
             for syn in SYNONYMS.get(core.lower(), ()):
                 new = syn.capitalize() if core[:1].isupper() else syn
                 out.append((j, f"{pre}{new}{post}"))
-        for mark in MARKS:
-            out.append((j, word + mark))
+        if "mark" in operations:
+            out.extend((j, word + mark) for mark in MARKS)
+        if "delete" in operations and len(words) > 1:
+            out.append((j, ""))
     return out
 
 
 def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, limit: int = 24,
-                       seed: int = 0) -> list[Rewrite]:
-    """Rewrites of ``title`` with ``min_edits``..``max_edits`` word edits (year kept), at most
+                       seed: int = 0, operations: Sequence[str] = ("substitute", "mark")) -> list[Rewrite]:
+    """Rewrites of ``title`` with ``min_edits``..``max_edits`` word edits of the kinds in
+    ``operations`` (:data:`OPERATIONS`; the year is kept, and at least one word that is not a
+    :data:`STOPWORDS` entry), at most
     ``limit`` (a seeded sample when there are more); the original is included when
     ``min_edits`` is 0. Sorted by (edits, text)."""
+    unknown = sorted(set(operations) - set(OPERATIONS))
+    if unknown:
+        raise ValueError(f"unknown edit operations {unknown}; choose from {', '.join(OPERATIONS)}")
     body, year = split_year(title)
     words = body.split()
-    singles = _single_edits(words)
+    singles = _single_edits(words, operations)
     found: dict[str, int] = {}
     if min_edits <= 0:
         found[title] = 0
@@ -126,7 +149,10 @@ def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, li
         new_words = list(words)
         for j, w in combo:
             new_words[j] = w
-        text = " ".join(new_words) + year
+        kept = [w for w in new_words if w]
+        if len(kept) < len(new_words) and not any(_core(w) not in STOPWORDS for w in kept):
+            continue  # deletions left nothing that names the item
+        text = " ".join(kept) + year
         if text in found:
             continue
         d = word_edit_distance(title, text)
@@ -345,12 +371,15 @@ def mean_rank(rec: Recommender, title: str, queries: Sequence[tuple[RecRequest, 
 
 class ItemTextAttackConfig(StrictConfig):
     """``targets``: the target spec (same as the probe's); ``max_edits`` / ``min_edits``: the
-    edit budget in word edits; ``max_candidates``: rewrites tried per target; ``search_users``:
-    attacker queries per rewrite; ``search_candidates``: other items in each query; ``seed``."""
+    edit budget in word edits; ``operations``: the kinds of word edit (substitute a synonym,
+    append a mark, delete the word); ``max_candidates``: rewrites tried per target;
+    ``search_users``: attacker queries per rewrite; ``search_candidates``: other items in each
+    query; ``seed``."""
 
     targets: TargetSpec = TargetSpec()
     max_edits: int = Field(2, ge=1, le=5)
     min_edits: int = Field(1, ge=0)
+    operations: list[Operation] = Field(default_factory=lambda: ["substitute", "mark"], min_length=1)
     max_candidates: int = Field(24, ge=1)
     search_users: int = Field(20, ge=1)
     search_candidates: int = Field(19, ge=1)
@@ -371,7 +400,8 @@ def build_text_attack(rec: Recommender, dataset: Dataset, cfg: ItemTextAttackCon
         queries = attacker_queries(dataset, target, users=cfg.search_users,
                                    candidates=cfg.search_candidates, seed=cfg.seed, exclude=exclude)
         options = candidate_rewrites(dataset.item_titles[target], max_edits=cfg.max_edits,
-                                     min_edits=cfg.min_edits, limit=cfg.max_candidates, seed=cfg.seed)
+                                     min_edits=cfg.min_edits, limit=cfg.max_candidates, seed=cfg.seed,
+                                     operations=cfg.operations)
         plans.append((target, dataset.item_titles[target], queries, options))
 
     def search() -> tuple[dict[str, str], dict[str, Any]]:
@@ -412,7 +442,7 @@ def search_rewrites(rec: Recommender, titles: dict[str, str],
                               "tried": len(tried), "queries": len(queries)}
     edits = [v["edits"] for v in per_target.values()]
     report = {"targets": per_target, "mean_edits": float(np.mean(edits)) if edits else 0.0,
-              "max_edits": cfg.max_edits, "min_edits": cfg.min_edits,
+              "max_edits": cfg.max_edits, "min_edits": cfg.min_edits, "operations": list(cfg.operations),
               "search": {"users": cfg.search_users, "candidates": cfg.search_candidates + 1,
                          "disjoint_from_audited": disjoint,
                          "by": "score" if rec.has("score") else "generate"}}

@@ -92,6 +92,23 @@ class TextSensitiveScorer(Recommender):
                 for row in items]
 
 
+class LengthBiasedScorer(Recommender):
+    """A title-likelihood stand-in: every word of a title costs ``per_word`` (a summed log
+    likelihood falls with each token), plus a small popularity term for a catalog title. It
+    ranks short titles first: a recommender an attacker who deletes words can move."""
+
+    capabilities = frozenset({"score"})
+
+    def __init__(self, dataset: Dataset, per_word: float = 5.0) -> None:
+        super().__init__()
+        self.pop = {normalize_title(dataset.item_titles[i]): float(c) for i, c in dataset.item_popularity.items()}
+        self.per_word = per_word
+
+    def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return [np.array([0.01 * self.pop.get(normalize_title(t), 0.0) - self.per_word * len(t.split())
+                          for t in row]) for row in items]
+
+
 class PopularityAdapter(PopularityScorer, Adapter):
     """The popularity scorer as a suite adapter (``test-popularity``); ``boost_targets`` plants a
     promotion of the targets of ``targets``."""

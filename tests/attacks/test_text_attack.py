@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from poisoning_testkit import PopularityScorer, TextSensitiveScorer, probe_context
+from poisoning_testkit import LengthBiasedScorer, PopularityScorer, TextSensitiveScorer, probe_context
 
 from attacks.probe import PoisoningConfig, PoisoningProbe
 from attacks.targets import TargetSpec
@@ -22,6 +22,7 @@ from attacks.text_attack import (
     split_year,
     word_edit_distance,
 )
+from audit.catalog import Catalog
 from audit.errors import ConfigError
 from audit.interface import Generation, RecRequest, Recommender
 from audit.variants import BuildContext
@@ -46,6 +47,19 @@ def test_rewrites_respect_the_budget_and_keep_the_year(budget):
     assert any("Small" in r.text or "Tiny" in r.text for r in rewrites)  # synonym substitutions
     assert any("!" in r.text for r in rewrites)  # inserted punctuation
     assert len(candidate_rewrites(title, max_edits=2, limit=5, seed=3)) == 5
+
+
+def test_deletions_keep_the_year_and_a_word_that_names_the_item():
+    title = "Wedding Gift, The (1994)"
+    rewrites = candidate_rewrites(title, max_edits=2, limit=500, operations=["delete"])
+    texts = {r.text for r in rewrites}
+    assert {"Wedding (1994)", "Gift, (1994)", "Gift, The (1994)"} <= texts
+    assert "The (1994)" not in texts  # a stopword alone names nothing
+    assert all(r.edits == word_edit_distance(title, r.text) and r.text.endswith(" (1994)") for r in rewrites)
+    assert candidate_rewrites("Nadja (1994)", operations=["delete"]) == []  # one word: nothing to delete
+    assert not any(len(r.text.split()) < 3 for r in candidate_rewrites(title, limit=500))  # not by default
+    with pytest.raises(ValueError, match="unknown edit operations"):
+        candidate_rewrites(title, operations=["shuffle"])
 
 
 def _attack(rec, ds, tmp_path, **cfg):
@@ -86,6 +100,43 @@ def test_attack_on_a_text_blind_model_changes_nothing(longtail, tmp_path):
     attacked, _ = _attack(PopularityScorer(longtail), longtail, tmp_path)
     m = _probe(attacked, longtail).metrics
     assert m["target_hr@5"].value <= m["baseline_target_hr@5"].value
+
+
+def test_deleting_words_moves_a_length_biased_model_and_canonical_titles_take_it_back(longtail, tmp_path):
+    """A summed title likelihood favours short titles: the attacker who may delete words finds
+    the shortening rewrite (substitutions and marks cannot shorten a title), and grounding every
+    title to the catalog's takes the gain back."""
+    attacked, ctx = _attack(LengthBiasedScorer(longtail), longtail, tmp_path, operations=["delete"], max_candidates=8)
+    for entry in attacked.info["text_attack"]["targets"].values():
+        assert len(entry["rewrite"].split()) < len(entry["original"].split())
+        assert entry["search_rank_after"] < entry["search_rank_before"]
+    clean = _probe(LengthBiasedScorer(longtail), longtail).metrics["target_hr@5"].value
+    hit = _probe(attacked, longtail).metrics
+    assert hit["target_hr@5"].value > 0.9 and hit["exposure_gain@5"].ci[0] > 0.5
+    unshortened, _ = _attack(LengthBiasedScorer(longtail), longtail, tmp_path, max_candidates=8)
+    assert _probe(unshortened, longtail).metrics["target_hr@5"].value <= clean
+    catalog = Catalog(longtail.item_titles)
+    grounded = ItemTextAttackRecommender(CanonicalTitlesRecommender(LengthBiasedScorer(longtail), catalog),
+                                         attacked.rewrites, {})
+    assert _probe(grounded, longtail).metrics["target_hr@5"].value <= clean + 0.05
+
+
+def test_an_adaptive_attacker_deleting_words_gets_through_canonical_titles_by_impersonation(longtail, tmp_path):
+    """Grounding a shortened title to its nearest catalog title can name another item: the
+    attacker who searches through the defense picks a rewrite that grounds to a popular item's
+    title, so the target is scored as that item (the channel examples/poisoning.yaml shows)."""
+    ctx = BuildContext(dataset=longtail, cache_dir=tmp_path)
+    attack = ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8, operations=["delete"],
+                                                        max_candidates=8))
+    defended = CanonicalTitlesVariant(CanonicalTitlesConfig()).wrap(attack.wrap(LengthBiasedScorer(longtail), ctx), ctx)
+    catalog, titles = Catalog(longtail.item_titles), longtail.item_titles
+    targets = defended.info["text_attack"]["targets"]
+    impersonated = {t: catalog.match(e["rewrite"]).nearest_id for t, e in targets.items()}
+    assert all(other != t and longtail.item_popularity[other] > longtail.item_popularity[t]
+               for t, other in impersonated.items()), impersonated
+    assert all(titles[other] != targets[t]["original"] for t, other in impersonated.items())
+    clean = _probe(LengthBiasedScorer(longtail), longtail).metrics["target_hr@5"].value
+    assert _probe(defended, longtail).metrics["target_hr@5"].value > clean + 0.5
 
 
 def test_canonical_titles_take_the_gain_back_in_either_order(longtail, tmp_path):
