@@ -5,7 +5,7 @@ edit budget, without touching the model: word substitutions from a small synonym
 inserted punctuation (the default ``operations``), and word deletions (``delete``: a title
 likelihood summed over tokens favours short titles), at most ``max_edits`` edits measured as
 the word-level Levenshtein distance (whitespace-separated words; the trailing year is never
-edited, and a deletion keeps a word that is not a stopword). The search is
+edited, and a deletion keeps a word that is neither a stopword nor punctuation alone). The search is
 black-box: for each target the attacker tries up to ``max_candidates`` rewrites on a few
 queries of its own (``search_users`` users' histories, each with the target among
 ``search_candidates`` random other items) and keeps the rewrite whose mean rank is best
@@ -97,16 +97,16 @@ class Rewrite:
 
 #: the word edits an attacker may make: a synonym for a word, a mark appended to it, or its deletion
 OPERATIONS: tuple[str, ...] = ("substitute", "mark", "delete")
-#: words that name nothing alone: a rewrite must keep at least one other word of the title
-STOPWORDS: frozenset[str] = frozenset({"the", "a", "an", "of", "and", "&", "in", "on", "to", "for", "la",
+#: words that name nothing alone: a deletion must keep at least one other word (not punctuation alone)
+STOPWORDS: frozenset[str] = frozenset({"the", "a", "an", "of", "and", "in", "on", "to", "for", "la",
                                        "le", "les", "il", "el", "der", "die", "das"})
 Operation = Literal["substitute", "mark", "delete"]
 
 
-def _core(word: str) -> str:
-    """The word without surrounding punctuation, lower case ('' for punctuation alone)."""
-    m = _CORE.match(word)
-    return m.group(2).lower() if m else re.sub(r"\W", "", word).lower()
+def _names_something(word: str) -> bool:
+    """Whether ``word``, stripped of punctuation, is neither empty nor a :data:`STOPWORDS` entry."""
+    core = re.sub(r"\W", "", word).lower()
+    return bool(core) and core not in STOPWORDS
 
 
 def _single_edits(words: list[str], operations: Sequence[str]) -> list[tuple[int, str]]:
@@ -129,8 +129,8 @@ def _single_edits(words: list[str], operations: Sequence[str]) -> list[tuple[int
 def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, limit: int = 24,
                        seed: int = 0, operations: Sequence[str] = ("substitute", "mark")) -> list[Rewrite]:
     """Rewrites of ``title`` with ``min_edits``..``max_edits`` word edits of the kinds in
-    ``operations`` (:data:`OPERATIONS`; the year is kept, and at least one word that is not a
-    :data:`STOPWORDS` entry), at most
+    ``operations`` (:data:`OPERATIONS`; the year is kept, and after a deletion at least one word
+    that is neither a :data:`STOPWORDS` entry nor punctuation alone), at most
     ``limit`` (a seeded sample when there are more); the original is included when
     ``min_edits`` is 0. Sorted by (edits, text)."""
     unknown = sorted(set(operations) - set(OPERATIONS))
@@ -150,7 +150,7 @@ def candidate_rewrites(title: str, *, max_edits: int = 2, min_edits: int = 1, li
         for j, w in combo:
             new_words[j] = w
         kept = [w for w in new_words if w]
-        if len(kept) < len(new_words) and not any(_core(w) not in STOPWORDS for w in kept):
+        if len(kept) < len(new_words) and not any(_names_something(w) for w in kept):
             continue  # deletions left nothing that names the item
         text = " ".join(kept) + year
         if text in found:
@@ -256,9 +256,8 @@ class ItemTextAttackRecommender(TitleRewritingRecommender):
         self._info["text_attack"] = report
 
     def _searched(self) -> None:
-        search = getattr(self, "_search", None)
-        if search is not None:  # a search that raises stays pending
-            self._settle(*search())
+        if self._search is not None:  # a search that raises stays pending
+            self._settle(*self._search())
             self._search = None
 
     @property  # type: ignore[override]
@@ -281,7 +280,7 @@ class ItemTextAttackRecommender(TitleRewritingRecommender):
     @property
     def searched(self) -> bool:
         """Whether the rewrite search has run (or the rewrites were given)."""
-        return getattr(self, "_search", None) is None
+        return self._search is None
 
     @property
     def baseline(self) -> Recommender:

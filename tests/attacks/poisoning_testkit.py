@@ -76,6 +76,11 @@ class PopularityScorer(Recommender):
         return out
 
 
+def popularity_by_title(dataset: Dataset) -> dict[str, float]:
+    """{normalised catalog title: training interactions} of every item."""
+    return {normalize_title(dataset.item_titles[i]): float(c) for i, c in dataset.item_popularity.items()}
+
+
 class TextSensitiveScorer(Recommender):
     """Popularity of the catalog item a title names (exact after normalisation; unknown titles
     score -1), plus ``bonus`` for every '!' in the title: a recommender an item-text attack can move."""
@@ -84,7 +89,7 @@ class TextSensitiveScorer(Recommender):
 
     def __init__(self, dataset: Dataset, bonus: float = 1000.0) -> None:
         super().__init__()
-        self.pop = {normalize_title(dataset.item_titles[i]): float(c) for i, c in dataset.item_popularity.items()}
+        self.pop = popularity_by_title(dataset)
         self.bonus = bonus
 
     def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -101,7 +106,7 @@ class LengthBiasedScorer(Recommender):
 
     def __init__(self, dataset: Dataset, per_word: float = 5.0) -> None:
         super().__init__()
-        self.pop = {normalize_title(dataset.item_titles[i]): float(c) for i, c in dataset.item_popularity.items()}
+        self.pop = popularity_by_title(dataset)
         self.per_word = per_word
 
     def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:

@@ -57,6 +57,7 @@ def test_deletions_keep_the_year_and_a_word_that_names_the_item():
     assert "The (1994)" not in texts  # a stopword alone names nothing
     assert all(r.edits == word_edit_distance(title, r.text) and r.text.endswith(" (1994)") for r in rewrites)
     assert candidate_rewrites("Nadja (1994)", operations=["delete"]) == []  # one word: nothing to delete
+    assert "& (1996)" not in {r.text for r in candidate_rewrites("Romeo & Juliet (1996)", operations=["delete"])}
     assert not any(len(r.text.split()) < 3 for r in candidate_rewrites(title, limit=500))  # not by default
     with pytest.raises(ValueError, match="unknown edit operations"):
         candidate_rewrites(title, operations=["shuffle"])
@@ -189,6 +190,9 @@ def test_in_a_suite_run_the_rewrite_search_never_queries_an_audited_user(longtai
     attacked = ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(Recording(longtail), ctx)
     assert attacked.info["text_attack"]["search"]["disjoint_from_audited"] is True  # reading it runs the search
     assert queried and not queried & audited
+    everyone = BuildContext(dataset=longtail, cache_dir=tmp_path, audit_users=frozenset(longtail.user_ids()))
+    with pytest.raises(ConfigError, match="audit fewer users"):
+        ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(TextSensitiveScorer(longtail), everyone)
 
 
 def test_an_attack_under_canonical_titles_searches_once_through_the_defense(longtail, tmp_path):
@@ -230,9 +234,6 @@ def test_a_failed_search_stays_pending_and_runs_again(longtail, tmp_path):
         attacked.rewrites
     assert not attacked.searched
     assert attacked.rewrites and attacked.searched
-    everyone = BuildContext(dataset=longtail, cache_dir=tmp_path, audit_users=frozenset(longtail.user_ids()))
-    with pytest.raises(ConfigError, match="audit fewer users"):
-        ItemTextAttackVariant(ItemTextAttackConfig(targets=SPEC, search_users=8)).wrap(TextSensitiveScorer(longtail), everyone)
 
 
 class AnswerRecorder(Recommender):
