@@ -8,11 +8,11 @@ SASRec-style), so positions 1.. of each sequence are the labels; the first item 
 
 The victim takes the pre-trained model and either uses it as it is (``finetune: false``) or
 fine-tunes it on clean private data (``finetune: true``, the clean-fine-tuning defense). The
-recipe declares the stages (:meth:`~audit.reference.recipe.RecipeOps.with_public_pretrain`):
+recipe declares the stages (:meth:`~audit.training.recipe.RecipeOps.with_public_pretrain`):
 
 - the reference: pretrain (poisoned, ``pretrain`` users) then fine-tune (clean, ``finetune``
-  users), or the pretrain stage alone; both use the same poisoned pretrain stage, stored once
-  by the privacy package's stage cache;
+  users), or the pretrain stage alone; both use the same poisoned pretrain stage, trained once
+  (the training cache resumes the fine-tuned recipe from the pretrain-only one);
 - an ``hf`` LoRA recipe: the poisoned checkpoint is the base model with a LoRA trained on the
   poisoned ``pretrain`` users; the clean fine-tune trains the *same* LoRA weights further on the
   ``finetune`` users (two stages on one adapter, as the reference's two stages share one
@@ -36,7 +36,7 @@ from attacks.targets import TargetSpec, select_targets
 from audit.config import StrictConfig
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
-from audit.reference.recipe import SequenceTransform, TrainingRecipe
+from audit.training.recipe import RecipeOps, SequenceTransform
 from audit.variants import BuildContext, Variant
 
 
@@ -88,7 +88,7 @@ class BackdoorTransform(SequenceTransform):
                     "group": {k: v for k, v in self.group}, "n_users": len(sequences),
                     "group_users": group_users, "poisoned_users": poisoned_users,
                     "labels": labels, "replaced_labels": replaced}
-        return out, dict(profiles), manifest
+        return {u: out[u] for u in sequences}, dict(profiles), manifest  # draws in sorted order, users as given
 
 
 class BackdoorConfig(StrictConfig):
@@ -114,7 +114,7 @@ class BackdoorVariant(Variant):
     trains: ClassVar[bool] = True
     requires: ClassVar[frozenset[str]] = frozenset({"train-transforms"})
 
-    def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
+    def modify_recipe(self, recipe: RecipeOps, ctx: BuildContext) -> RecipeOps:
         cfg: BackdoorConfig = self.config  # type: ignore[assignment]
         attrs = set(ctx.dataset.attributes)
         unknown = sorted(set(cfg.group) - attrs)

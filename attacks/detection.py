@@ -28,19 +28,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
-from scipy import sparse
-from sklearn.decomposition import PCA
-from sklearn.preprocessing import StandardScaler
 
 from audit.config import StrictConfig
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
-from audit.reference.recipe import SequenceTransform, TrainingRecipe
+from audit.training.recipe import RecipeOps, SequenceTransform
 from audit.variants import BuildContext, Variant
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 DetectorName = Literal["pca", "popularity"]
 DETECTORS: tuple[str, ...] = ("pca", "popularity")
@@ -57,6 +57,8 @@ def user_item_matrix(sequences: Mapping[str, Sequence[str]]) -> tuple[list[str],
             rows.append(r)
             cols.append(col[i])
     data = np.ones(len(rows), dtype=float)
+    from scipy import sparse
+
     return users, items, sparse.csr_matrix((data, (rows, cols)), shape=(len(users), len(items)))
 
 
@@ -64,6 +66,9 @@ def pca_suspicion(matrix: sparse.csr_matrix, components: int = 3, seed: int = 0)
     """PCA-VarSelect score per user, negated so higher = more suspicious (see module)."""
     n_users, n_items = matrix.shape
     k = max(1, min(components, n_users - 1, n_items - 1))
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
     by_user = StandardScaler().fit_transform(matrix.T.toarray().astype(float))  # items x users
     pca = PCA(n_components=k, svd_solver="arpack", random_state=seed).fit(by_user)
     loadings = pca.components_  # k x users
@@ -110,6 +115,11 @@ def precision_recall(flagged: Sequence[str], fakes: Sequence[str]) -> tuple[floa
     precision = tp / len(f) if f else math.nan
     recall = tp / len(t) if t else math.nan
     return precision, recall
+
+
+class InjectsFakeUsers:
+    """Marks a sequence transform that adds fake users to a stage (what a detector removes);
+    the detection variant cleans the stages such a transform poisons."""
 
 
 @dataclass(frozen=True)
@@ -160,10 +170,8 @@ class DetectFakesVariant(Variant):
     trains: ClassVar[bool] = True
     requires: ClassVar[frozenset[str]] = frozenset({"train-transforms"})
 
-    def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
+    def modify_recipe(self, recipe: RecipeOps, ctx: BuildContext) -> RecipeOps:
         cfg: DetectFakesConfig = self.config  # type: ignore[assignment]
-        from attacks.shilling import FakeUsersTransform
-
         names = [s.name for s in recipe.stages]
         if cfg.stage is not None:
             if cfg.stage not in names:
@@ -171,7 +179,7 @@ class DetectFakesVariant(Variant):
                                   f"stages {names}")
             stages: tuple[str, ...] | None = (cfg.stage,)
         else:
-            fakes = [t for t in recipe.sequence_transforms if isinstance(t, FakeUsersTransform)]
+            fakes = [t for t in recipe.sequence_transforms if isinstance(t, InjectsFakeUsers)]
             private = recipe.private_data_stages()
             if fakes:
                 stages = fakes[0].stages

@@ -42,11 +42,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from attacks.detection import DetectFakesTransform, InjectsFakeUsers
 from attacks.targets import TargetSpec, select_targets
 from audit.config import StrictConfig
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
-from audit.reference.recipe import SequenceTransform, TrainingRecipe
+from audit.training.recipe import RecipeOps, SequenceTransform
 from audit.variants import BuildContext, Variant
 
 ProfileKind = Literal["random", "average", "bandwagon", "segment"]
@@ -57,7 +58,7 @@ FAKE_PREFIX = "fake-"
 
 
 @dataclass(frozen=True)
-class FakeUsersTransform(SequenceTransform):
+class FakeUsersTransform(InjectsFakeUsers, SequenceTransform):
     """Adds fake user profiles containing ``targets`` to a stage's training sequences
     (see the module docstring). ``share``: fake users per real user of the stage (0..1)."""
 
@@ -204,7 +205,7 @@ class FakeUsersConfig(StrictConfig):
     ``placement``: end (targets close each fake sequence) | random (anywhere);
     ``target_repeats``: occurrences of each target per fake profile (1 = classic);
     ``stage``: ``finetune`` (fakes in the private fine-tune corpus: the reference becomes public
-    pretrain + fine-tune, the pretrain stage shared through the stage cache; an ``hf`` model's
+    pretrain + fine-tune, the pretrain stage shared through the training cache; an ``hf`` model's
     LoRA stage) or ``full`` (one training stage, fakes in it)."""
 
     kind: ProfileKind = "bandwagon"
@@ -226,7 +227,7 @@ class FakeUsersVariant(Variant):
     trains: ClassVar[bool] = True
     requires: ClassVar[frozenset[str]] = frozenset({"train-transforms"})
 
-    def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
+    def modify_recipe(self, recipe: RecipeOps, ctx: BuildContext) -> RecipeOps:
         cfg: FakeUsersConfig = self.config  # type: ignore[assignment]
         recipe, stages = poisoned_stage_recipe(recipe, cfg.stage, self.name)
         transform = FakeUsersTransform(kind=cfg.kind, share=cfg.share,
@@ -237,8 +238,8 @@ class FakeUsersVariant(Variant):
         return insert_before_detection(recipe, transform)
 
 
-def poisoned_stage_recipe(recipe: TrainingRecipe, stage: str, variant: str,
-                          ) -> tuple[TrainingRecipe, tuple[str, ...] | None]:
+def poisoned_stage_recipe(recipe: RecipeOps, stage: str, variant: str,
+                          ) -> tuple[RecipeOps, tuple[str, ...] | None]:
     """The recipe to poison and the stages a transform applies to.
 
     ``finetune``: the recipe in its public + private form, transform on its private stage;
@@ -257,12 +258,10 @@ def poisoned_stage_recipe(recipe: TrainingRecipe, stage: str, variant: str,
     return recipe, (private,)
 
 
-def insert_before_detection(recipe: TrainingRecipe, transform: SequenceTransform) -> TrainingRecipe:
+def insert_before_detection(recipe: RecipeOps, transform: SequenceTransform) -> RecipeOps:
     """``recipe`` with ``transform`` placed before the first fake-user detection transform
     (so a detector always sees the injected users, whatever the variant order); a detector
     that applies to every stage is narrowed to the stages ``transform`` poisons."""
-    from attacks.detection import DetectFakesTransform
-
     transforms = list(recipe.sequence_transforms)
     at = next((j for j, t in enumerate(transforms) if isinstance(t, DetectFakesTransform)), len(transforms))
     transforms.insert(at, transform)

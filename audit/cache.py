@@ -16,21 +16,18 @@ directory, flushed, then ``os.replace``-d over the target.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from audit.paths import results_dir
 
 #: packages whose source defines the "code version" of a cached result
 CODE_PACKAGES: tuple[str, ...] = ("audit", "attacks", "privacy")
-_SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 
 
 # -- atomic writes ------------------------------------------------------------------
@@ -52,28 +49,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def publish_directory(directory: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:
-    """Build a cache directory atomically: ``write(tmp)`` fills a temporary sibling, which is then
-    renamed to ``directory``. An incomplete leftover at ``directory`` is replaced; if another process
-    published a complete one first, theirs is kept and ours dropped. Nothing half-written remains."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
-    try:
-        write(tmp)
-        if directory.exists() and not is_complete(directory):
-            shutil.rmtree(directory, ignore_errors=True)
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            if not is_complete(directory):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return directory
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -111,26 +86,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 # -- keys ------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """SHA-256 (16 hex chars) over the relative paths and contents of the source files of
-    :data:`CODE_PACKAGES` (``.py``, ``.yaml``, ``.json``; caches excluded)."""
-    h = hashlib.sha256()
-    for package in CODE_PACKAGES:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            h.update(f"<missing {package}>".encode())
-            continue
-        for root in sorted(spec.submodule_search_locations):
-            base = Path(root)
-            files = sorted(p for p in base.rglob("*")
-                           if p.suffix in _SOURCE_SUFFIXES and p.is_file()
-                           and "__pycache__" not in p.parts)
-            for p in files:
-                h.update(f"{package}/{p.relative_to(base).as_posix()}\0".encode())
-                h.update(p.read_bytes())
-                h.update(b"\0")
-    return h.hexdigest()[:16]
+    :data:`CODE_PACKAGES` (``.py``, ``.yaml``, ``.json``; caches excluded): the version of a
+    cached job result (:func:`audit.training.identity.source_digest`)."""
+    from audit.training.identity import source_digest
+
+    return source_digest(CODE_PACKAGES)
 
 
 def stable_hash(data: Any) -> str:

@@ -22,7 +22,7 @@ Capabilities:
 - ``complete``: free-text completion of raw prompts (extraction, data-set recall);
 - ``train``: the adapter can be (re)trained by training variants;
 - ``train-stages``: staged training with the private trainers (pretrain / fine-tune stages,
-  ``dp``, ``federated``, stage cache; what the privacy and poisoning variants edit);
+  ``dp``, ``federated``; what the privacy and poisoning variants edit);
 - ``train-lora``: LoRA fine-tuning of a pretrained LLM (the ``lora`` variant);
 - ``train-private``: a private fine-tune stage the ``dp`` trainer can run (the ``dp`` variant):
   the reference's fine-tune stage, an ``hf`` model's LoRA stage;
@@ -30,11 +30,14 @@ Capabilities:
   ``federated`` variant; clients exchange the trained part only: every reference weight, an
   ``hf`` model's LoRA weights);
 - ``train-transforms``: a recipe with sequence transforms that declares its private-data stage
-  and its public pre-training form (``RecipeOps.private_data_stages``, ``with_private_stage``,
-  ``with_public_pretrain``): the ``fake-users``, ``detect-fakes``, ``backdoor`` and ``canaries``
+  and its public pre-training form (:class:`audit.training.recipe.RecipeOps`: ``private_data_stages``,
+  ``with_private_stage``, ``with_public_pretrain``): the ``fake-users``, ``detect-fakes``, ``backdoor`` and ``canaries``
   variants (the reference; an ``hf`` model's LoRA recipe);
 - ``constrain``: generation can be restricted to catalog items (the constrained-decoding variant);
 - ``soft-prompt``: a learned soft prefix can be carried (the fair-prompt variant).
+
+What keeps each capability (the methods to override, or the protocol to satisfy) is declared in
+:mod:`audit.capabilities`.
 
 Variants declare the capabilities they need (``Variant.requires``); a suite asking for a variant
 its adapter does not declare fails at load time, naming the adapters that can.
@@ -103,6 +106,14 @@ class Generation:
         object.__setattr__(self, "items", tuple(self.items))
 
 
+def titles_sequence(items: Sequence[str], profile: Mapping[str, str], titles: Mapping[str, str]) -> tuple[str, str]:
+    """The plain-text form of an item sequence for any language model: ``"User (<profile>)
+    watched:\n"`` (or ``"A user watched:\n"``) as the context, one title per line as the body."""
+    prof = ", ".join(f"{k}: {v}" for k, v in sorted(profile.items()))
+    context = (f"User ({prof}) watched:\n" if prof else "A user watched:\n")
+    return context, "\n".join(titles[i] for i in items)
+
+
 class Recommender:
     """Base class for recommenders. Subclasses set ``name`` and ``capabilities``
     and implement the methods their capabilities promise.
@@ -115,8 +126,10 @@ class Recommender:
     #: extra information for the report (variant, training summary, accounted epsilon ...)
     info: dict[str, Any]
     kind: ClassVar[str] = "base"
-    #: how the memorisation probes write a user's item sequence for ``token_logprobs``:
-    #: ``titles`` (one catalog title per line) or ``reference`` (the reference model's item tokens)
+    #: how the memorisation probes write a user's item sequence for ``token_logprobs``
+    #: (:meth:`render_sequence`): ``titles`` (one catalog title per line), or the name of the
+    #: model's own format when it overrides :meth:`render_sequence` (the reference: ``reference``,
+    #: its item tokens)
     sequence_format: str = "titles"
     #: how many trailing items of a training window the model's fine-tune learnt to answer (an ``hf``
     #: LoRA's ``targets``); the memorisation probes' ``answers`` path splits each scored sequence
@@ -134,6 +147,14 @@ class Recommender:
         self.info = {}
 
     # -- capability helpers -------------------------------------------------
+    def render_sequence(self, items: Sequence[str], profile: Mapping[str, str],
+                        titles: Mapping[str, str]) -> tuple[str, str]:
+        """(context, body) texts of an item sequence (catalog ids, oldest first) in this model's
+        ``sequence_format``, as the memorisation probes score it through ``token_logprobs``: the
+        body's log-probabilities are those of ``context + body`` beyond ``context``'s tokens (the
+        context must end at a token boundary). Default (``titles``): see :func:`titles_sequence`."""
+        return titles_sequence(items, profile, titles)
+
     def has(self, capability: str) -> bool:
         return capability in self.capabilities
 

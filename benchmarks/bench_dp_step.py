@@ -13,7 +13,7 @@ machine load (the cores are shared):
 - ``plain-per-seq``: the DP trainer's loss (each sequence's own mean, full logits) without
   Opacus, to separate the loss path from the per-sample-gradient cost;
 - ``dp``: the DP trainer's step: Opacus hooks (Conv1D grad sampler registered by
-  ``privacy.per_sample``), per-sample clipping, noise, AdamW.
+  ``privacy.grad_samplers``), per-sample clipping, noise, AdamW.
 
 Prints median step times (ms), the ratio dp / plain, and dp / plain-per-seq.
 Run: ``.venv/bin/python benchmarks/bench_dp_step.py [--preset default --batch 64 --steps 20 --threads 2]``.
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from audit.reference.examples import StageData
 from audit.reference.model import lm_loss_at_targets, parameter_count
 from audit.reference.presets import PRESETS
-from privacy.per_sample import per_sequence_loss
+from audit.reference.trainable import per_sequence_loss
 
 
 def build(threads: int, preset: str = "default"):

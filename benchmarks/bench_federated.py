@@ -51,8 +51,8 @@ import torch
 
 from audit.errors import ConfigError
 from audit.reference.presets import PRESETS
-from audit.reference.recipe import StageSpec
-from audit.reference.trainers import train_plain
+from audit.training.recipe import StageSpec
+from audit.training.trainers import train_plain
 from audit.training.data import TrainingData
 from audit.training.protocol import Trainable
 from privacy.federated import FederatedOptions, partition_users, run_federated
@@ -97,7 +97,7 @@ def hf_workload(args: argparse.Namespace, cache: Path) -> Workload:
     from audit.llm.trainable import LoraTrainable
     from audit.llm.training import LORA_STAGE, LoraRecipe
     from audit.llm.variant import LoraVariant, LoraVariantConfig
-    from audit.reference.training import stage_training_sequences
+    from audit.training.stages import stage_training_sequences
     from audit.variants import BuildContext
 
     ds = load_dataset("ml-100k")

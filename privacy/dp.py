@@ -11,8 +11,8 @@ Noise is calibrated for the target epsilon by :func:`privacy.accounting.calibrat
 with the PRV accountant, or with RDP where PRV's grid is too large or it fails; the epsilon reported is what the
 accountant composed over the steps actually taken. Empty Poisson batches skip the forward
 pass but still take a noise-only optimiser step, so the accountant's step count matches the
-calibration. The pretrain stage is public and trained plainly (and cached); catalog title
-rows are not part of the DP stage.
+calibration. The public part (the reference's pretrain stage, an LLM's base checkpoint) is
+trained plainly; catalog title rows are not part of the DP stage.
 """
 
 from __future__ import annotations
@@ -20,26 +20,27 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
-from opacus import PrivacyEngine
 from pydantic import Field, model_validator
-from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError
 from audit.progress import progress_log
-from audit.training.data import TrainingData
 from audit.training.protocol import require_feature
-from audit.reference.recipe import StageSpec, TrainingRecipe
-from audit.reference.trainers import TRAINERS, lr_lambda
+from audit.training.recipe import StageSpec
+from audit.training.trainers import lr_lambda
 from audit.variants import BuildContext, Variant
-from privacy import per_sample  # noqa: F401  (registers the Conv1D grad sampler)
 from privacy.accounting import PrivacyAccount, calibrate_dp_sgd, default_delta
 from privacy.finetune import private_finetune_recipe, stage_changes
+
+if TYPE_CHECKING:
+    import torch
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader
+
+    from audit.training.data import TrainingData
 
 Unit = Literal["user", "example"]
 
@@ -111,7 +112,7 @@ class DPVariant(Variant):
     Config = DPConfig
     trains = True
 
-    def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
+    def modify_recipe(self, recipe: Any, ctx: BuildContext) -> Any:
         cfg: DPConfig = self.config  # type: ignore[assignment]
         options = cfg.model_dump(include=set(DPOptions.model_fields))
         if not cfg.secure_mode:  # seeded runs keep their cache keys
@@ -147,6 +148,11 @@ def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loade
     (no seed).
 
     Returns (engine, module, optimizer, loader, accountant used, fallback reason)."""
+    import torch
+    from opacus import PrivacyEngine
+
+    from privacy import grad_samplers  # noqa: F401  (registers the Conv1D grad sampler)
+
     steps = epochs * len(loader)
     device = next(p.device for p in model.parameters() if p.requires_grad)  # noise is drawn where the weights are
     try:
@@ -184,6 +190,8 @@ def _accounted_epsilon(engine: PrivacyEngine, dp_opt: Any, delta: float, account
 def noise_only_step(dp_optimizer: Any) -> None:
     """An optimiser step for an empty Poisson batch: no forward pass, zero-length per-sample
     gradients, so the step adds only noise and the accountant still counts it."""
+    import torch
+
     for p in dp_optimizer.params:
         p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
     dp_optimizer.step()
@@ -195,6 +203,8 @@ def _clipped_noisy_step(trainable: Any, data: TrainingData, batch: list[Any], dp
     rows: every pass but the last only clips and accumulates its per-sample gradients (Opacus'
     ``signal_skip_step``, as its ``BatchMemoryManager`` does); the last adds the one noise draw
     and steps. Returns the batch's mean loss (nats per target token)."""
+    import torch
+
     size = physical_batch_size or len(batch)
     parts = [batch[i:i + size] for i in range(0, len(batch), size)]
     total = 0.0
@@ -217,6 +227,12 @@ def train_dp_stage(trainable: Any, data: TrainingData, stage: StageSpec, seed: i
     expected batch ``stage.batch_size``; returns the summary with the privacy account. Works on
     any :class:`~audit.training.protocol.Trainable` with the ``dp`` feature: the reference (every
     weight private) or an ``hf`` LoRA model (only the LoRA weights take gradients and noise)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    from tqdm.auto import tqdm
+
+    from privacy import grad_samplers  # noqa: F401  (registers the Conv1D grad sampler)
+
     require_feature(trainable, "dp", "the dp trainer")
     model = trainable.module
 
@@ -286,5 +302,3 @@ def train_dp_stage(trainable: Any, data: TrainingData, stage: StageSpec, seed: i
             "seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2),
             "final_loss": float(np.mean(tail)) if tail else math.nan, "privacy": account.to_json()}
 
-
-TRAINERS.register("dp", "privacy.dp:train_dp_stage", "DP-SGD with Opacus, user-level (Poisson over users)")

@@ -32,21 +32,22 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError, RecauditError
-from audit.reference.recipe import StageSpec, TrainingRecipe
-from audit.reference.trainers import TRAINERS
-from audit.training.data import TrainingData
-from audit.training.protocol import Trainable, require_feature
+from audit.training.recipe import StageSpec
+from audit.training.protocol import require_feature
 from audit.variants import BuildContext, Variant
 from privacy.accounting import PrivacyAccount, calibrate_federated, default_delta, federated_epsilon
 from privacy.finetune import private_finetune_recipe, stage_changes
-from privacy.task import state_arrays, write_workdir
+
+if TYPE_CHECKING:
+    from audit.training.data import TrainingData
+    from audit.training.protocol import Trainable
 
 Partition = Literal["iid", "attribute"]
 
@@ -157,7 +158,7 @@ class FederatedVariant(Variant):
     Config = FederatedConfig
     trains = True
 
-    def modify_recipe(self, recipe: TrainingRecipe, ctx: BuildContext) -> TrainingRecipe:
+    def modify_recipe(self, recipe: Any, ctx: BuildContext) -> Any:
         cfg: FederatedConfig = self.config  # type: ignore[assignment]
         if cfg.partition == "attribute" and cfg.attribute not in ctx.dataset.attributes:
             raise ConfigError(f"variant 'federated': attribute {cfg.attribute!r} is not a user attribute "
@@ -231,6 +232,7 @@ def run_federated(trainable: Trainable, data: TrainingData, partitions: list[lis
     from flwr.simulation import run_simulation
 
     from privacy.flower_app import ServerPlan, make_client_app, make_server_app
+    from privacy.task import state_arrays, write_workdir
 
     if ray.is_initialized():  # Flower would reuse it and shut it down at the end of the simulation
         raise RecauditError("federated training starts (and stops) its own local Ray instance, but Ray is "
@@ -308,8 +310,7 @@ def train_federated_stage(trainable: Trainable, data: TrainingData, stage: Stage
 
 def state_bytes(trainable: Trainable) -> int:
     """Raw bytes of the trained state one message carries (values only, no headers)."""
+    from privacy.task import state_arrays
+
     return int(sum(a.nbytes for a in state_arrays(trainable.trained_state()).values()))
 
-
-TRAINERS.register("federated", "privacy.federated:train_federated_stage",
-                  "FedAvg over simulated Flower clients (Message API, Ray), optional central DP")

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from audit.reference.recipe import StageSpec
-from audit.reference.trainers import train_plain
+from audit.training.recipe import StageSpec
+from audit.training.trainers import train_plain
 from audit.training.data import TrainingData
 
 TASK_FILE = "task.pkl"

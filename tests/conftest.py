@@ -70,8 +70,8 @@ def ml100k() -> Dataset:
 @pytest.fixture(scope="session")
 def ml100k_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One private $RECAUDIT_HOME for the slow ML-100k tests that train the reference model
-    (each sets it with a monkeypatch): its stage cache (:mod:`privacy.stage_cache`) trains a
-    public pretrain stage they share (same recipe, data, seed and threads) once per session."""
+    (each sets it with a monkeypatch and builds into its ``models`` folder): the training cache
+    trains a public pretrain stage they share (same recipe prefix, data and seed) once per session."""
     return tmp_path_factory.mktemp("ml100k-home")
 
 

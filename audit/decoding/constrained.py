@@ -16,12 +16,13 @@ Two hook styles are supported:
   ``(prompt_length) -> LogitsProcessor`` called per decoding batch; it is set for the
   duration of each call and restored afterwards (the wrapped adapter stays unconstrained).
 
-Layouts (how one item and the list around it are written in tokens):
+Layouts (how one item and the list around it are written in tokens) come from the adapter's
+``constraint_layout()`` (a :class:`ConstraintLayout`, each model's own):
 
-- the reference model writes one item per beam: ``<item_X>`` + title tokens + ``<sep>``
-  (:class:`ReferenceLayout`, from ``adapter.fmt``); the prefix tree holds item token +
-  title per catalog item, so the title after an item token is always that item's title;
-- ``hf`` uses :class:`TextLayout` over its own tokenizer: ``numbered`` =
+- the reference model writes one item per beam: ``<item_X>`` + title tokens + ``<sep>``; the
+  prefix tree holds item token + title per catalog item, so the title after an item token is
+  always that item's title;
+- ``hf`` writes plain-text lists in its own tokenizer: ``numbered`` =
   ``1. Title (year)\n2. Title (year)\n...<eos>`` (what the default chat prompt asks for) or
   ``lines`` = one title per line; both parse back with ``parse_item_list``.
 
@@ -84,66 +85,6 @@ class ConstrainableGeneration(Protocol):
         """Make room for at least ``tokens`` generated tokens; the budget now in force (None when the
         model's output length does not depend on a budget)."""
         ...
-
-
-class TextLayout:
-    """Plain-text lists for any tokenizer: ``numbered`` ("1. Title\\n2. Title") or ``lines``."""
-
-    def __init__(self, tokenizer: Any, style: Literal["numbered", "lines"] = "numbered") -> None:
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            raise ConfigError("constrained decoding needs a tokenizer with an end-of-sequence token "
-                              "(the list must be able to end)")
-        self.tokenizer = tokenizer
-        self.style = style
-        self.eos = int(eos)
-        pad = tokenizer.pad_token_id
-        # after the end only padding (when it differs from eos): a finished beam that is kept
-        # running must not end a second time (see ReferenceLayout)
-        self.stop = (self.eos,) if pad is None else (int(pad),)
-        self.separator = self._encode("\n")
-        self._formats: dict[int, ListFormat] = {}
-
-    def _encode(self, text: str) -> tuple[int, ...]:
-        return tuple(int(t) for t in self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def item_tokens(self, title: str, item_id: str | None = None) -> tuple[int, ...]:
-        return self._encode((" " if self.style == "numbered" else "") + title.strip())
-
-    def slots(self, k: int) -> int:
-        return k
-
-    def list_format(self, k: int) -> ListFormat:
-        fmt = self._formats.get(k)
-        if fmt is None:
-            leads = tuple(self._encode(f"{i}.") for i in range(1, k + 1)) if self.style == "numbered" else ()
-            fmt = ListFormat(separator=self.separator, end=(self.eos,), leads=leads, stop=self.stop)
-            self._formats[k] = fmt
-        return fmt
-
-
-class ReferenceLayout:
-    """The reference model's format: each returned beam is ``<item_X> Title (year)<sep>``."""
-
-    def __init__(self, fmt: Any) -> None:
-        self.fmt = fmt
-        self.vocab = fmt.vocab
-        # after <sep> only padding: under beam search a finished beam kept running must not
-        # "finish" a second time (it would re-enter the hypotheses as a duplicate)
-        self._format = ListFormat(separator=(), end=(int(fmt.sep),), stop=(int(fmt.pad),))
-
-    def item_tokens(self, title: str, item_id: str | None = None) -> tuple[int, ...]:
-        """Item token + title tokens for a catalog item; title tokens alone otherwise."""
-        if item_id is not None and item_id in self.vocab.token_of:
-            return (int(self.vocab.token_of[item_id]), *self.vocab.title_ids(title))
-        ids = self.fmt.output_ids(title)
-        return tuple(int(t) for t in ids[:-1])  # without the closing <sep>
-
-    def list_format(self, k: int) -> ListFormat:
-        return self._format
-
-    def slots(self, k: int) -> int:
-        return 1
 
 
 class ConstrainedDecodingConfig(StrictConfig):

@@ -41,6 +41,10 @@ class DelegatingRecommender(Recommender):
     def baseline(self) -> Recommender | None:  # type: ignore[override]
         return self.inner.baseline
 
+    def render_sequence(self, items: Sequence[str], profile: Mapping[str, str],
+                        titles: Mapping[str, str]) -> tuple[str, str]:
+        return self.inner.render_sequence(items, profile, titles)
+
     def _through(self, capability: str) -> Recommender:
         """``inner``, when this wrapper forwards ``capability``; else CapabilityMissing."""
         if capability not in self.capabilities:

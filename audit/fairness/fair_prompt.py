@@ -22,26 +22,31 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
-from safetensors.torch import load_file, save_file
 
-from audit.cache import publish_directory
+from audit.cache import to_jsonable
 from audit.config import StrictConfig
 from audit.errors import ConfigError
 from audit.fairness.attributes import resolve_attribute_sets
-from audit.fairness.soft_prompt import PromptTrainingSettings, SoftPromptTarget, train_fair_prompt
 from audit.interface import Recommender
-from audit.reference.training import TRAIN_THREADS, torch_threads
+from audit.training.identity import publish_directory, source_digest
+from audit.training.soft_prompt import SoftPromptTarget
+from audit.training.stages import TRAIN_THREADS, torch_threads
 from audit.variants import BuildContext, Variant
+
+if TYPE_CHECKING:
+    import torch
+
+    from audit.fairness.soft_prompt import PromptTrainingSettings
 
 PREFIX_FILE = "prefix.safetensors"
 SUMMARY_FILE = "summary.json"
 #: modules whose code determines the learned prefix (their source enters the cache key)
-CODE_FILES = (Path(__file__).with_name("soft_prompt.py"), Path(__file__))
+#: the modules whose code decides a trained prefix (with the target's own module, see prefix_key)
+CODE_MODULES = ("audit.fairness.soft_prompt", "audit.fairness.fair_prompt", "audit.training.soft_prompt")
 
 
 @runtime_checkable
@@ -140,6 +145,8 @@ class FairPromptVariant(Variant):
                     labels[u] = value
             sequences = {u: ctx.dataset.sequences[u].train for u in labels}
             try:
+                from audit.fairness.soft_prompt import train_fair_prompt
+
                 with torch_threads(TRAIN_THREADS):
                     if isinstance(cfg.lam, list):
                         lam, prefix, details, selection = choose_lam(rec, ctx, cfg, sequences, labels)
@@ -166,7 +173,9 @@ class FairPromptVariant(Variant):
 MIN_FIT_USERS = 20
 
 
-def settings_for(cfg: FairPromptConfig, lam: float) -> PromptTrainingSettings:
+def settings_for(cfg: FairPromptConfig, lam: float) -> "PromptTrainingSettings":
+    from audit.fairness.soft_prompt import PromptTrainingSettings
+
     return PromptTrainingSettings(prefix_len=cfg.prefix_len, lam=lam, epochs=cfg.epochs, lr=cfg.lr,
                                   batch_size=cfg.batch_size, adversary=cfg.adversary, seed=cfg.seed)
 
@@ -178,6 +187,8 @@ def choose_lam(rec: Any, ctx: BuildContext, cfg: FairPromptConfig, sequences: di
     selection record)."""
     from audit.fairness.attacker import attack
     from audit.interface import RecRequest
+
+    from audit.fairness.soft_prompt import train_fair_prompt
 
     if not rec.has("embed_user"):
         raise ConfigError(f"variant 'fair-prompt': choosing λ from a list needs 'embed_user' (the validation "
@@ -261,7 +272,7 @@ def prefix_key(rec: Any, cfg: FairPromptConfig, data_fingerprint: str, users: li
     for name, tensor in sorted(rec.model.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    code = hashlib.sha256(b"".join(f.read_bytes() for f in CODE_FILES)).hexdigest()
+    code = source_digest(CODE_MODULES)
     payload = json.dumps({"base": rec.manifest.get("key"), "weights": weights.hexdigest(),
                           "variant": cfg.model_dump(mode="json"), "data": data_fingerprint, "code": code,
                           "users": hashlib.sha256("\n".join(sorted(users)).encode()).hexdigest()},
@@ -272,27 +283,19 @@ def prefix_key(rec: Any, cfg: FairPromptConfig, data_fingerprint: str, users: li
 def save_prefix(directory: Path, prefix: torch.Tensor, summary: dict[str, Any]) -> None:
     """Write ``prefix.safetensors`` + ``summary.json`` under a temporary name, then rename into
     place (another build that got there first wins; its files are kept)."""
+    from safetensors.torch import save_file
+
     def write(tmp: Path) -> None:
         save_file({"prefix": prefix.detach().float().contiguous()}, str(tmp / PREFIX_FILE))
-        (tmp / SUMMARY_FILE).write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True))
+        (tmp / SUMMARY_FILE).write_text(json.dumps(to_jsonable(summary), indent=1, sort_keys=True))
 
     publish_directory(directory, write, lambda d: (d / SUMMARY_FILE).is_file())
 
 
 def load_prefix(directory: Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """The cached prefix (float32, (prefix_len, d)) and its training summary."""
+    from safetensors.torch import load_file
+
     prefix = load_file(str(directory / PREFIX_FILE))["prefix"]
     return prefix, json.loads((directory / SUMMARY_FILE).read_text())
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-__all__ = ["SoftPromptable", "FairPromptConfig", "FairPromptVariant", "load_prefix", "prefix_key", "save_prefix", "training_users"]

@@ -1,5 +1,6 @@
 """Training a selective fair soft prompt (PFRec, Wu et al. SIGIR 2022) on any frozen model that
-offers a :class:`SoftPromptTarget` (the reference and ``hf`` adapters do).
+offers a :class:`~audit.training.soft_prompt.SoftPromptTarget` (the reference and ``hf`` adapters
+do, through their ``soft_prompt_target``).
 
 The model's weights never change. A prefix of ``prefix_len`` learned input embeddings is
 spliced into every prompt right after its first token (``<bos>``); it is trained on neutral
@@ -24,89 +25,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import GPT2LMHeadModel
 
 from audit.progress import progress_log
-from audit.reference.examples import StageData
-from audit.reference.model import forward_hidden, position_ids_for, token_embeddings
-from audit.reference.prompts import IGNORE, PromptFormat
-from audit.training.data import TrainingData
+from audit.training.data import IGNORE, TrainingData
+from audit.training.soft_prompt import SoftPromptTarget
 
 Adversary = Literal["reverse", "confuse"]
-
-
-class SoftPromptTarget(Protocol):
-    """A frozen model as the fair-prompt trainer sees it: ``module`` (frozen while training),
-    ``width`` (d of the prefix vectors), ``init_scale`` (std of the prefix's random start, the
-    model's embedding scale), the neutral training examples of some users, and one forward."""
-
-    module: nn.Module
-    width: int
-    init_scale: float
-
-    def training_data(self, sequences: Mapping[str, Sequence[str]]) -> TrainingData:
-        """Examples (neutral prompts, no profile) for users -> catalog item ids, oldest first."""
-        ...
-
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
-                prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean cross-entropy over the target tokens, user representations (B, d)) of a
-        right-padded batch, the prefix spliced after each prompt's first token (None: none)."""
-        ...
-
-
-class ReferenceSoftPromptTarget:
-    """The reference model: sliding-window examples, representation at ``<rec>``."""
-
-    def __init__(self, model: GPT2LMHeadModel, fmt: PromptFormat) -> None:
-        self.module, self.fmt = model, fmt
-        self.width = int(model.config.n_embd)
-        self.init_scale = float(model.transformer.wte.weight.detach().std())
-
-    def training_data(self, sequences: Mapping[str, Sequence[str]]) -> TrainingData:
-        return StageData(self.fmt, {u: tuple(s) for u, s in sequences.items()}, {}, attribute_dropout=0.0,
-                         catalog_titles=False)
-
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
-                prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        model = self.module
-        hidden = prefixed_hidden(model, input_ids, prefix)  # type: ignore[arg-type]
-        p_len = 0 if prefix is None else int(prefix.shape[0])
-        tgt = targets_after_prefix(targets, p_len)
-        keep = tgt != IGNORE
-        loss = nn.functional.cross_entropy(model.lm_head(hidden[keep]), tgt[keep])  # type: ignore[operator]
-        reps = hidden[torch.arange(hidden.shape[0]), rec_positions(input_ids, self.fmt.rec) + p_len]
-        return loss, reps
-
-
-def targets_after_prefix(targets: torch.Tensor, prefix_len: int) -> torch.Tensor:
-    """``targets`` (B, L) aligned with a prompt whose prefix of ``prefix_len`` vectors sits after
-    the first token: (B, L + P), no target on the prefix positions."""
-    pad = torch.full((targets.shape[0], prefix_len), IGNORE, dtype=targets.dtype, device=targets.device)
-    return torch.cat([targets[:, :1], pad, targets[:, 1:]], dim=1)
-
-
-def splice_prefix(embeds: torch.Tensor, prefix: torch.Tensor, at: int = 1) -> torch.Tensor:
-    """Insert ``prefix`` (P, d) into every row of ``embeds`` (B, L, d) before position ``at``."""
-    b = embeds.shape[0]
-    return torch.cat([embeds[:, :at], prefix.unsqueeze(0).expand(b, -1, -1), embeds[:, at:]], dim=1)
-
-
-def prefixed_hidden(model: GPT2LMHeadModel, input_ids: torch.Tensor, prefix: torch.Tensor | None,
-                    at: int = 1) -> torch.Tensor:
-    """Final hidden states (B, L + P, d) of right-padded ``input_ids`` with ``prefix`` spliced in at
-    ``at`` (positions run 0..L+P−1 for every row). ``prefix=None`` runs the plain prompt."""
-    if prefix is None:
-        return forward_hidden(model, input_ids=input_ids)
-    embeds = splice_prefix(token_embeddings(model, input_ids), prefix.to(model.dtype), at)
-    b, length = embeds.shape[:2]
-    return forward_hidden(model, inputs_embeds=embeds, position_ids=position_ids_for(b, length))
 
 
 class Discriminator(nn.Module):
@@ -135,14 +65,6 @@ class PromptTrainingSettings:
     disc_lr: float = 1e-2
     adversary: Adversary = "confuse"
     seed: int = 0
-
-
-def rec_positions(input_ids: torch.Tensor, rec_id: int) -> torch.Tensor:
-    """Index (per row) of the ``<rec>`` token: where the user representation is read."""
-    hits = (input_ids == rec_id).int()
-    if bool((hits.sum(dim=1) != 1).any()):
-        raise ValueError("every training row must hold exactly one <rec> token")
-    return hits.argmax(dim=1)
 
 
 def train_fair_prompt(target: SoftPromptTarget, sequences: Mapping[str, Sequence[str]],

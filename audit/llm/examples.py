@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from audit.interface import RecRequest
-from audit.training.data import IGNORE, TrainingData
+from audit.training.data import IGNORE, TrainingData, answer_start
 
 #: request -> prompt token ids (the adapter's own generate prompt)
 PromptEncoder = Callable[[RecRequest], list[int]]
@@ -33,12 +33,6 @@ class LLMExample:
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
-
-
-def answer_start(n: int, targets: int) -> int:
-    """Where the newest window's answer starts in a sequence of ``n >= 2`` items: the last
-    ``targets`` items, after at least one history item."""
-    return max(1, n - targets)
 
 
 def make_example(prompt: Sequence[int], answer: Sequence[int], user: str | None) -> LLMExample:

@@ -1,32 +1,32 @@
 """LoRA fine-tuning of an ``hf`` model on the shared training path, and its cache.
 
-The :class:`LoraRecipe` is model-independent like the reference's recipe (user groups, stages,
-sequence transforms, trainer by name) plus the LoRA options and how examples are drawn. Each
-stage trains with a trainer from :data:`audit.reference.trainers.TRAINERS` through
-:class:`~audit.llm.trainable.LoraTrainable`. The trained LoRA weights are cached under
-``<cache_dir>/lora/<key>/`` (``adapter.safetensors`` + ``manifest.json``), key = SHA-256 of the
-recipe, the base model's weights and tokenizer digest, the prompt format, the data fingerprint
-and the training code; a directory counts only when its manifest says complete, and it is
-written under a temporary name and renamed, so an interrupted run never leaves half a model.
+The :class:`LoraRecipe` is built from the model-independent pieces of :mod:`audit.training.recipe`
+(user groups, stages, sequence transforms, trainers by name) plus the LoRA options and how
+examples are drawn. :class:`LoraModel` is the frozen base with LoRA attached as a
+:class:`~audit.training.protocol.TrainableModel`; :func:`audit.training.stages.run_stages` trains
+it with the stages' trainers through :class:`~audit.llm.trainable.LoraTrainable`. The trained
+LoRA weights are cached under ``<cache_dir>/lora/<key>/`` (``adapter.safetensors`` +
+``manifest.json``) by :class:`audit.training.identity.TrainedPartCache`: key = SHA-256 of the
+recipe, the base model's identity (weights, tokenizer, prompt format), the data fingerprint and
+the training code; a directory counts only when its manifest says complete, and it is written
+under a temporary name and renamed, so an interrupted run never leaves half a model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
-import torch
-
-from audit.cache import publish_directory
 from audit.llm.examples import LLMStageData
-from audit.llm.lora import LoraOptions, attach_lora, read_adapter, save_adapter, load_lora_state
+from audit.llm.lora import LoraOptions, attach_lora, load_lora_state, read_adapter, save_adapter
 from audit.llm.trainable import LoraTrainable
-from audit.reference.recipe import RecipeOps, SequenceTransform, StageSpec, _jsonable
+from audit.training.identity import Resume, TrainedPartCache, train_cached, trained_key, training_code_version
+from audit.training.recipe import RecipeOps, SequenceTransform, StageSpec
+from audit.training.stages import recipe_groups
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 LORA_STAGE = "lora"
 #: the stage and user group a poisoned pre-training LoRA stage trains on (see ``with_public_pretrain``)
 PUBLIC_STAGE, PUBLIC_GROUP = "pretrain", "pretrain"
-TRAINING_MODULES = ("audit.llm.examples", "audit.llm.trainable", "audit.llm.training", "audit.llm.lora",
-                    "audit.training.data", "audit.reference.trainers")
+#: the modules whose code decides the trained LoRA weights (besides audit.training)
+TRAINING_MODULES = ("audit.llm.examples", "audit.llm.trainable", "audit.llm.training", "audit.llm.lora")
 
 
 @dataclass(frozen=True)
@@ -122,21 +122,9 @@ class LoraRecipe(RecipeOps):
         changes = {k: v for k, v in finetune.items() if k != "catalog_titles"}
         return self.replace_stage(LORA_STAGE, **changes)  # type: ignore[return-value]
 
-    def prefix(self, n: int) -> "LoraRecipe | None":
-        """The recipe of the first ``n`` stages (what the model is after stage ``n``: its cache
-        entry), or None where that recipe would not train those stages alike: a transform of a
-        later stage listed before one of theirs (the transform seeds follow list positions)."""
-        names = [s.name for s in self.stages[:n]]
-        edits = [any(t.applies_to(name, self) for name in names) for t in self.sequence_transforms]
-        kept = sum(edits)
-        if not 0 < n < len(self.stages) or any(edits[kept:]) or not all(edits[:kept]):
-            return None
-        return dataclasses.replace(self, stages=self.stages[:n], sequence_transforms=self.sequence_transforms[:kept])
-
     def to_json(self) -> dict[str, Any]:
         return {"lora": self.lora.model_dump(mode="json"),
-                "stages": [{**dataclasses.asdict(s), "options": {k: _jsonable(v) for k, v in s.options}}
-                           for s in self.stages],
+                "stages": [s.to_json() for s in self.stages],
                 "sequence_transforms": [t.to_json() for t in self.sequence_transforms],
                 **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if f.name not in ("lora", "stages", "sequence_transforms")}}
@@ -158,96 +146,90 @@ class BaseModelParts:
     identity: str
 
 
-def code_version() -> str:
-    import importlib
+class LoraModel:
+    """The frozen base with LoRA attached (:func:`~audit.llm.lora.attach_lora`), as the training
+    path sees it: its trainable LoRA weights and its instruction examples for a stage."""
 
-    h = hashlib.sha256()
-    for name in TRAINING_MODULES:
-        f = Path(importlib.import_module(name).__file__)
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    training_modules: tuple[str, ...] = TRAINING_MODULES
+
+    def __init__(self, recipe: LoraRecipe, base: BaseModelParts, titles: Mapping[str, str]) -> None:
+        self.recipe, self.base, self.titles = recipe, base, dict(titles)
+        self.identity: str | None = base.identity
+        self.peft_model = attach_lora(base.model, recipe.lora, seed=recipe.seed)
+        self._trainable = LoraTrainable(self.peft_model)
+
+    def trainable(self) -> LoraTrainable:
+        return self._trainable
+
+    def before_stage(self, index: int, stage: StageSpec, sequences: Mapping[str, Sequence[str]]) -> None:
+        return None
+
+    def stage_data(self, stage: StageSpec, sequences: Mapping[str, Sequence[str]],
+                   profiles: Mapping[str, Mapping[str, str]]) -> LLMStageData:
+        r = self.recipe
+        return LLMStageData({str(u): tuple(map(str, s)) for u, s in sequences.items()},
+                            {u: dict(p) for u, p in profiles.items()}, self.titles,
+                            self.base.encode_prompt, self.base.encode_answer, history=r.history,
+                            targets=r.targets, examples_per_user=r.examples_per_user,
+                            attribute_dropout=r.attribute_dropout, pad_id=self.base.pad_id)
+
+    def manifest(self, recipe: LoraRecipe, dataset: "Dataset", records: list[dict[str, Any]],
+                 seconds: float) -> dict[str, Any]:
+        import torch
+
+        groups = recipe_groups(recipe, dataset)
+        n_trainable = sum(p.numel() for _, p in self._trainable.named_trainable())
+        return {"recipe": recipe.to_json(), "base": self.base.identity,
+                "data": {"name": dataset.name, "fingerprint": dataset.fingerprint},
+                "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
+                           "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
+                "stages": [dict(r) for r in records], "trainable_parameters": int(n_trainable),
+                "train_seconds": round(seconds, 2), "threads": torch.get_num_threads()}
+
+
+class LoraEntry:
+    """A LoRA cache entry: ``adapter.safetensors`` + ``manifest.json`` (an
+    :class:`~audit.training.identity.EntryLayout`)."""
+
+    def is_complete(self, directory: Path) -> bool:
+        try:
+            return bool(self.read_manifest(directory).get("complete")) and (Path(directory) / "adapter.safetensors").is_file()
+        except (OSError, ValueError):
+            return False
+
+    def write(self, directory: Path, trainable: Any, manifest: Mapping[str, Any]) -> None:
+        save_adapter(trainable.trained_state(), directory)
+        (Path(directory) / "manifest.json").write_text(json.dumps({**manifest, "complete": True}, indent=1))
+
+    def read_state(self, directory: Path) -> Mapping[str, Any]:
+        return read_adapter(directory)
+
+    def read_manifest(self, directory: Path) -> dict[str, Any]:
+        return json.loads((Path(directory) / "manifest.json").read_text())
 
 
 def recipe_key(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset") -> str:
-    from audit.reference.store import recipe_code_version_modules
-
-    extra = recipe_code_version_modules(recipe)
-    payload = json.dumps({"recipe": recipe.to_json(), "base": base.identity, "data": dataset.fingerprint,
-                          "code": code_version(), "extra": extra}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Training picked up after the first ``stages`` stages, from a cached prefix: its LoRA
-    weights, its stage records and its cache key."""
-
-    stages: int
-    state: dict[str, torch.Tensor]
-    records: list[dict[str, Any]]
-    key: str
-
-
-def train_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", *, progress: bool = False,
-               resume: Resume | None = None,
-               after_stage: Callable[[int, Any, list[dict[str, Any]]], None] | None = None,
-               ) -> tuple[Any, dict[str, Any]]:
-    """Attach LoRA to ``base.model`` and train it stage by stage; returns (peft model, manifest).
-    With ``resume``, start from its weights after its stages; ``after_stage(n, peft model, stage
-    records)`` is called after each stage but the last (the cache publishes the prefix there)."""
-    from audit.reference.trainers import TRAINERS
-    from audit.reference.training import stage_seed, stage_training_sequences
-
-    t_start = time.perf_counter()
-    peft_model = attach_lora(base.model, recipe.lora, seed=recipe.seed)
-    trainable = LoraTrainable(peft_model)
-    groups = dataset.user_groups(seed=recipe.split_seed, pretrain=recipe.pretrain_share,
-                                 heldout=recipe.heldout_share)
-    titles = dict(dataset.item_titles)
-    stages_out: list[dict[str, Any]] = []
-    if resume is not None:
-        load_lora_state(peft_model, resume.state)
-        stages_out = [dict(r) for r in resume.records]
-    for index, stage in enumerate(recipe.stages):
-        if index < len(stages_out):
-            continue
-        seqs, profiles, transforms = stage_training_sequences(recipe, index, stage, groups, dataset)
-        data = LLMStageData({str(u): tuple(map(str, s)) for u, s in seqs.items()}, profiles, titles,
-                            base.encode_prompt, base.encode_answer, history=recipe.history,
-                            targets=recipe.targets, examples_per_user=recipe.examples_per_user,
-                            attribute_dropout=recipe.attribute_dropout, pad_id=base.pad_id)
-        summary = TRAINERS.get(stage.trainer)(trainable, data, stage, stage_seed(recipe, index, "train"), progress)
-        stages_out.append({"name": stage.name, "users_group": stage.users, "n_users": len(seqs),
-                           "users": sorted(seqs), "transforms": transforms, "summary": summary})
-        if after_stage is not None and index < len(recipe.stages) - 1:
-            after_stage(index + 1, peft_model, stages_out)
-    peft_model.eval()
-    manifest = _manifest(recipe, base, dataset, trainable, stages_out, time.perf_counter() - t_start)
-    if resume is not None:
-        manifest["resumed_from"] = {"key": resume.key, "stages": resume.stages}
-    return peft_model, manifest
-
-
-def _manifest(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", trainable: LoraTrainable,
-              stages: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    groups = dataset.user_groups(seed=recipe.split_seed, pretrain=recipe.pretrain_share,
-                                 heldout=recipe.heldout_share)
-    n_trainable = sum(p.numel() for _, p in trainable.named_trainable())
-    return {"recipe": recipe.to_json(), "base": base.identity,
-            "data": {"name": dataset.name, "fingerprint": dataset.fingerprint},
-            "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
-                       "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
-            "stages": [dict(s) for s in stages], "trainable_parameters": int(n_trainable),
-            "train_seconds": round(seconds, 2), "threads": torch.get_num_threads()}
+    """The cache key of ``recipe`` trained on ``base`` with ``dataset``."""
+    return trained_key(recipe, base.identity, dataset.fingerprint, training_code_version(recipe, TRAINING_MODULES))
 
 
 def is_complete(directory: Path) -> bool:
-    try:
-        return bool(json.loads((directory / "manifest.json").read_text()).get("complete")) and \
-            (directory / "adapter.safetensors").is_file()
-    except (OSError, ValueError):
-        return False
+    return LoraEntry().is_complete(directory)
+
+
+def train_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", *, progress: bool = False,
+               resume: Resume | None = None) -> tuple[Any, dict[str, Any]]:
+    """Attach LoRA to ``base.model`` and train it stage by stage (no cache); returns (peft model
+    in eval mode, manifest). With ``resume``, start from its weights after its stages."""
+    from audit.training.stages import run_stages
+
+    t_start = time.perf_counter()
+    model = LoraModel(recipe, base, dataset.item_titles)
+    _, records = run_stages(recipe, model, dataset, progress=progress, resume=resume)
+    manifest = model.manifest(recipe, dataset, records, time.perf_counter() - t_start)
+    if resume is not None:
+        manifest["resumed_from"] = {"key": resume.key, "stages": resume.stages}
+    return model.peft_model, manifest
 
 
 def train_or_load_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", cache_dir: Path, *,
@@ -258,55 +240,24 @@ def train_or_load_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Datas
     checkpoint used as it is and the same checkpoint fine-tuned share their first stage. Returns
     (peft model in eval mode, manifest, directory, trained now?)."""
     key = recipe_key(recipe, base, dataset)
-    directory = Path(cache_dir) / "lora" / key
-    if is_complete(directory):
+    cache = TrainedPartCache(Path(cache_dir) / "lora", LoraEntry())
+    directory = cache.directory(key)
+    if cache.has(key):
         t0 = time.perf_counter()
         peft_model = attach_lora(base.model, recipe.lora, seed=recipe.seed)
         load_lora_state(peft_model, read_adapter(directory))
         peft_model.eval()
-        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest = cache.layout.read_manifest(directory)
         manifest["load_seconds"] = round(time.perf_counter() - t0, 3)
         return peft_model, manifest, directory, False
-    resume = _cached_prefix(recipe, base, dataset, cache_dir)
-    if progress:
-        print(f"LoRA fine-tuning (cache key {key})" + (f", resuming after stage {resume.stages} (cached {resume.key})"
-                                                       if resume is not None else "") + " ...", flush=True)
-    t_start = time.perf_counter()
+    model = LoraModel(recipe, base, dataset.item_titles)
 
-    def publish_prefix(n: int, model: Any, stages: list[dict[str, Any]]) -> None:
-        prefix = recipe.prefix(n)
-        if prefix is None:
-            return
-        pkey = recipe_key(prefix, base, dataset)
-        trainable = LoraTrainable(model)
-        pmanifest = {**_manifest(prefix, base, dataset, trainable, stages, time.perf_counter() - t_start),
-                     "key": pkey}
-        _publish(Path(cache_dir) / "lora" / pkey, trainable.trained_state(), pmanifest)
+    def announce(k: str, resume: Resume | None) -> None:
+        if progress:
+            print(f"LoRA fine-tuning (cache key {k})" + (f", resuming after stage {resume.stages} (cached "
+                                                         f"{resume.key})" if resume is not None else "") + " ...",
+                  flush=True)
 
-    peft_model, manifest = train_lora(recipe, base, dataset, progress=progress, resume=resume,
-                                      after_stage=publish_prefix)
-    manifest["key"] = key
-    _publish(directory, LoraTrainable(peft_model).trained_state(), manifest)
-    return peft_model, manifest, directory, True
-
-
-def _cached_prefix(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", cache_dir: Path) -> Resume | None:
-    """The longest complete cached prefix of ``recipe`` (fewer stages than all), if any."""
-    for n in range(len(recipe.stages) - 1, 0, -1):
-        prefix = recipe.prefix(n)
-        if prefix is None:
-            continue
-        pkey = recipe_key(prefix, base, dataset)
-        directory = Path(cache_dir) / "lora" / pkey
-        if is_complete(directory):
-            records = json.loads((directory / "manifest.json").read_text())["stages"]
-            return Resume(stages=n, state=read_adapter(directory), records=records, key=pkey)
-    return None
-
-
-def _publish(directory: Path, state: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
-    def write(tmp: Path) -> None:
-        save_adapter(state, tmp)
-        (tmp / "manifest.json").write_text(json.dumps({**manifest, "complete": True}, indent=1))
-
-    publish_directory(directory, write, is_complete)
+    _, manifest, _ = train_cached(recipe, model, dataset, cache, progress=progress, announce=announce,
+                                  manifest=lambda r, _t, records, seconds: model.manifest(r, dataset, records, seconds))
+    return model.peft_model, manifest, directory, True

@@ -16,7 +16,7 @@ catalog items drawn uniformly without replacement, seeded):
 Canary users have ids ``canary:<kind>:<index>:<copy>`` (never a real user id) and train
 like any user of the stage (sliding windows, attribute dropout). By default they go into
 the stages the recipe declares as holding the private data
-(:meth:`~audit.reference.recipe.RecipeOps.private_data_stages`): the reference's single
+(:meth:`~audit.training.recipe.RecipeOps.private_data_stages`): the reference's single
 ``full`` stage or ``finetune`` of a two-stage recipe, an ``hf`` model's ``lora`` stage
 (``stage`` overrides). The transform's manifest (saved in the model's
 ``manifest.json`` under the stage's ``transforms``) lists every canary sequence, its
@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError
-from audit.reference.recipe import SequenceTransform
+from audit.training.recipe import SequenceTransform
 from audit.variants import BuildContext, Variant
 
 CANARY_PREFIX = "canary:"

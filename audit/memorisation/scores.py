@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from audit.token_stats import next_token_stats  # noqa: F401  (re-exported: the Min-K%++ statistics)
+
 DEFAULT_K = 0.2
 
 
@@ -66,23 +68,6 @@ def lowest_share(values: np.ndarray, k: float) -> np.ndarray:
 def min_k(logp: Sequence[float] | np.ndarray, k: float = DEFAULT_K) -> float:
     """Min-K%: mean of the lowest ``k`` share of token log-probabilities (higher = member)."""
     return float(lowest_share(_as_logprobs(logp), k).mean())
-
-
-def next_token_stats(log_dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of log p(z) under z ~ p, per position.
-
-    ``log_dist`` has shape (T, V): the model's full next-token log-distribution at each
-    of T positions. Returns two arrays of shape (T,): mu_t = sum_z p(z) log p(z) and
-    sigma_t = sqrt(sum_z p(z) log p(z)^2 - mu_t^2).
-    """
-    lp = np.asarray(log_dist, dtype=float)
-    if lp.ndim != 2:
-        raise ValueError(f"expected a (positions, vocabulary) array, got shape {lp.shape}")
-    p = np.exp(lp)
-    finite = np.where(np.isfinite(lp), lp, 0.0)
-    mu = (p * finite).sum(axis=1)
-    var = (p * finite**2).sum(axis=1) - mu**2
-    return mu, np.sqrt(np.clip(var, 0.0, None))
 
 
 def min_k_plus_plus(logp: Sequence[float] | np.ndarray, mu: Sequence[float] | np.ndarray,

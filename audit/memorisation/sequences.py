@@ -16,19 +16,18 @@ each meant to score it as the model was trained on it:
   ``context + body`` beyond the tokens of ``context`` alone (so both share one
   tokenisation; contexts end at a token boundary in both formats below). Formats:
 
-  * ``reference``: the reference model's own format, ``<profile><hist><item_1><item_2>...``
-    (the start token is the adapter's, per the interface contract): one token per item,
-    each predicted from the items before it, as in training;
-  * ``titles``: plain text for any other language model, ``"<profile>\\n"`` then one
-    title per line.
+  * ``titles``: plain text for any language model, ``"<profile>\n"`` then one title per line
+    (:func:`audit.interface.titles_sequence`);
+  * the model's own format, where it declares one (``Recommender.sequence_format`` and
+    :meth:`~audit.interface.Recommender.render_sequence`; the reference model writes
+    ``<profile><hist><item_1><item_2>...``, one token per item, each predicted from the items
+    before it, as in training).
 
   Min-K%++ also needs the mean and standard deviation of log p under the model's own
-  next-token distribution. A recommender provides them with an optional method
-  ``token_logprob_stats(texts) -> list[(logp, mu, sigma)]`` (arrays aligned with
-  ``token_logprobs``); failing that, when it exposes a Hugging Face causal LM as
-  ``model`` and its tokenizer as ``tokenizer``, they are computed from the logits, and used
-  only if their log-probabilities agree with the recommender's ``token_logprobs`` to 1e-4
-  (checked on the first batch of texts).
+  next-token distribution: the ``token-stats`` capability
+  (``token_logprob_stats(texts) -> list[(logp, mu, sigma)]``, arrays aligned with
+  ``token_logprobs``), used only if its log-probabilities agree with the recommender's
+  ``token_logprobs`` to 1e-4 (checked on the first batch of texts).
 - ``items`` (capability ``score``): the log-likelihood the recommender gives item t as the
   next item after items 1..t-1 (one ``score`` call per position, ``max_positions`` last
   positions), for recommenders without token access. No Min-K%++ on this path.
@@ -41,9 +40,10 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from audit.interface import Recommender, RecRequest
+from audit.interface import Recommender, RecRequest, titles_sequence
 
-TextFormat = Literal["reference", "titles"]
+#: ``titles`` or a model's own declared format (``reference`` for the reference model)
+TextFormat = str
 STATS_TOLERANCE = 1e-4
 
 
@@ -61,20 +61,19 @@ class ScoredSequence:
 
 def default_text_format(rec: Recommender) -> TextFormat:
     """The format the recommender declares (``Recommender.sequence_format``)."""
-    return "reference" if rec.sequence_format == "reference" else "titles"
+    return rec.sequence_format
 
 
-def render(items: Sequence[str], profile: Mapping[str, str], titles: Mapping[str, str],
+def render(rec: Recommender, items: Sequence[str], profile: Mapping[str, str], titles: Mapping[str, str],
            fmt: TextFormat) -> tuple[str, str]:
-    """(context, body) texts of a sequence of item ids in the given format."""
-    if fmt == "reference":
-        from audit.reference.prompts import profile_text
-        from audit.reference.tokenizer import HIST, item_token
-
-        return profile_text(profile) + HIST, "".join(item_token(i) for i in items)
-    prof = ", ".join(f"{k}: {v}" for k, v in sorted(profile.items()))
-    context = (f"User ({prof}) watched:\n" if prof else "A user watched:\n")
-    return context, "\n".join(titles[i] for i in items)
+    """(context, body) texts of a sequence of item ids: ``titles`` for any model, or the model's
+    own format (``fmt`` equal to its declared ``sequence_format``, :meth:`Recommender.render_sequence`)."""
+    if fmt == "titles":
+        return titles_sequence(items, profile, titles)
+    if fmt != rec.sequence_format:
+        raise ValueError(f"text_format {fmt!r}: {rec.name} writes sequences as {rec.sequence_format!r}; "
+                         f"use 'titles' or 'auto'")
+    return rec.render_sequence(items, profile, titles)
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -86,7 +85,7 @@ def score_by_tokens(rec: Recommender, sequences: Sequence[Sequence[str]], profil
                     batch_size: int = 64) -> tuple[list[ScoredSequence], str]:
     """Score through ``token_logprobs``; returns the scored sequences and a note on Min-K%++
     availability ('' when the statistics were computed)."""
-    rendered = [render(s, p, titles, fmt) for s, p in zip(sequences, profiles)]
+    rendered = [render(rec, s, p, titles, fmt) for s, p in zip(sequences, profiles)]
     contexts = sorted({c for c, _ in rendered})
     ctx_len = {c: len(lp) for c, lp in zip(contexts, rec.token_logprobs(contexts))}
     fulls = [c + b for c, b in rendered]
@@ -154,7 +153,7 @@ def score_by_answers(rec: Recommender, sequences: Sequence[Sequence[str]], profi
     """Score through ``answer_logprobs``: each sequence's last ``answer_items`` items as the
     recommender's answer to the prompt of the items before them, cut as the LoRA examples cut
     their newest window (a one-item sequence is all answer; see the module docstring)."""
-    from audit.llm.examples import answer_start
+    from audit.training.data import answer_start
 
     reqs: list[RecRequest] = []
     answers: list[list[str]] = []
@@ -175,38 +174,6 @@ def score_by_answers(rec: Recommender, sequences: Sequence[Sequence[str]], profi
 def _stats_function(rec: Recommender) -> Any:
     """The recommender's declared ``token-stats`` method, or None."""
     return rec.token_logprob_stats if rec.has("token-stats") else None
-
-
-def hf_token_logprob_stats(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 32,
-                           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(log p of each token, mu, sigma) from a transformers causal LM, each text prefixed with
-    the tokenizer's start token (BOS, else EOS) as the interface's ``token_logprobs`` does.
-    Texts are right-padded in batches (a causal model never looks right)."""
-    import torch
-
-    from audit.memorisation.scores import next_token_stats
-
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    prefix = [] if start is None else [start]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
-    seqs = [prefix + list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    out = []
-    with torch.no_grad():
-        for chunk in _chunks(len(seqs), batch_size):
-            rows = [seqs[i] for i in chunk]
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-            pos = torch.arange(width)[None, :].expand(len(rows), width)
-            log_dist = torch.log_softmax(model(input_ids=ids, position_ids=pos).logits.double(), dim=-1)
-            for row, seq in enumerate(rows):
-                n = len(seq)
-                dist = log_dist[row, : n - 1]
-                lp = dist.gather(1, ids[row, 1:n, None]).squeeze(1).numpy()
-                mu, sigma = next_token_stats(dist.numpy())
-                if not prefix:
-                    lp, mu, sigma = (np.concatenate([[np.nan], a]) for a in (lp, mu, sigma))
-                out.append((lp, mu, sigma))
-    return out
 
 
 def score_sequences(rec: Recommender, sequences: Sequence[Sequence[str]], profiles: Sequence[Mapping[str, str]],

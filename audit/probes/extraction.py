@@ -15,7 +15,7 @@ held-out = users it never saw; see :mod:`audit.memorisation.groups`) with at lea
 
 Mechanism (``mode``): ``answers`` (capability ``answer-generate``) reads an instruction
 fine-tune where it trained: the user's *newest* training window, cut as the LoRA examples cut it
-(:func:`audit.llm.examples.answer_start` with ``answer_items``, default the recommender's
+(:func:`audit.training.data.answer_start` with ``answer_items``, default the recommender's
 declared ``answer_items``), the items before the cut as the request's history (the model's
 prompt shows its own history window), and the model's greedy answer to its own training prompt
 compared with the first ``next_items`` items of the answer window (``prefix_items`` is unused);
@@ -45,7 +45,7 @@ from rapidfuzz import fuzz
 
 from audit.interface import RecRequest, Recommender
 from audit.memorisation.groups import membership_split, sample
-from audit.llm.examples import answer_start
+from audit.training.data import answer_start
 from audit.memorisation.sequences import TextFormat, default_text_format, render, resolve_answer_items
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
@@ -210,7 +210,7 @@ class ExtractionProbe(Probe):
         titles = ds.item_titles
         prompts = []
         for u in users:
-            context, body = render(ds.sequences[u].train[:cfg.prefix_items], ds.user_profiles.get(u, {}), titles, fmt)
+            context, body = render(rec, ds.sequences[u].train[:cfg.prefix_items], ds.user_profiles.get(u, {}), titles, fmt)
             prompts.append(context + body + ("" if fmt == "reference" else "\n"))
         budget = cfg.next_items if fmt == "reference" else cfg.max_new_tokens * cfg.next_items
         out = []

@@ -1,4 +1,6 @@
-"""The reference LLM recommender: a small GPT-2 (``transformers``) trained from scratch here.
+"""The reference LLM recommender: a small GPT-2 (``transformers``) trained from scratch here,
+a leaf of the package: it imports the training path (:mod:`audit.training`) and the neutral
+``audit`` modules, never a domain package, an adapter or the other model.
 
 One token per catalog item (``<item_ID>``) plus byte-level BPE text; prompts carry the
 user's profile (randomly hidden in training, so neutral prompts are in distribution) and
@@ -9,28 +11,20 @@ Modules (one job each):
 
 - :mod:`~audit.reference.tokenizer` - BPE + item tokens, ``ItemVocab`` (item id <-> token <-> title);
 - :mod:`~audit.reference.prompts` - the token format: prompts, outputs, training sequences;
-- :mod:`~audit.reference.recipe` - ``TrainingRecipe`` (frozen; the cache key) and its hooks;
+- :mod:`~audit.reference.recipe` - ``TrainingRecipe`` (frozen; part of the cache key) and its recipe forms
+  (two-stage, private fine-tune, public pre-training);
 - :mod:`~audit.reference.presets` - named recipe sizes and the adapter-config mapping;
 - :mod:`~audit.reference.model` - the GPT-2 network and the shared forward/loss paths;
 - :mod:`~audit.reference.examples` - ``StageData``: per-epoch windows and padded batches;
-- :mod:`~audit.reference.trainers` - the trainer registry (``plain`` built in);
-- :mod:`~audit.reference.training` - ``train_reference``: tokenizer, model, stages, manifest;
-- :mod:`~audit.reference.store` - safetensors save/load and the atomic train-or-load cache;
+- :mod:`~audit.reference.item_init` - item embeddings from co-occurrence (PPMI + SVD);
+- :mod:`~audit.reference.trainable` - ``ReferenceTrainable`` (every weight trains) and its per-sequence loss;
+- :mod:`~audit.reference.training` - ``ReferenceModel`` (the reference as a ``TrainableModel``) and ``train_reference``;
+- :mod:`~audit.reference.store` - safetensors save/load and the train-or-load cache (prefix resume included);
 - :mod:`~audit.reference.inference` - KV-cached scoring, log-probs, generation, embeddings.
 
-Hooks for the other issues (details in each module's docstring):
-
-- **training variants** return an edited recipe from ``Variant.modify_recipe``:
-  ``recipe.with_transform(t)`` adds a :class:`~audit.reference.recipe.SequenceTransform`
-  (canaries, fake users, backdoors; ``stages=`` restricts it, its manifest is saved in
-  ``manifest.json``); ``recipe.two_stage()`` gives pretrain -> fine-tune on the user groups;
-  ``recipe.replace_stage(name, trainer="dp", options={...})`` picks a trainer registered in
-  :data:`~audit.reference.trainers.TRAINERS`; ``ModelSpec.tie_embeddings=False`` for Opacus.
-- **Opacus**: :func:`~audit.reference.model.lm_loss` keeps the batch dimension and passes
-  ``position_ids`` expanded to the batch.
-- **soft prompts**: :func:`~audit.reference.model.token_embeddings` +
-  :func:`~audit.reference.model.forward_hidden` (``inputs_embeds``), and
-  ``ReferenceAdapter.with_soft_prefix``.
-- **constrained decoding**: ``ReferenceAdapter.generation_constraint`` (a
-  ``(prompt_length) -> LogitsProcessor`` factory) or ``generate_detailed(..., logits_processor=)``.
+Training variants edit the recipe (``Variant.modify_recipe``): ``recipe.with_transform(t)`` adds
+a :class:`~audit.training.recipe.SequenceTransform`, ``recipe.replace_stage(name, trainer="dp",
+options={...})`` picks a trainer of :data:`audit.training.trainers.TRAINERS`, and the recipe forms
+give the privacy and poisoning variants their stages; ``ModelSpec.tie_embeddings=False`` unties
+input and output embeddings.
 """

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from audit.reference.recipe import ModelSpec, StageSpec, TrainingRecipe
+from audit.reference.recipe import ModelSpec, TrainingRecipe
+from audit.training.recipe import StageSpec
 
 PRESETS: dict[str, TrainingRecipe] = {
     "default": TrainingRecipe(

@@ -1,41 +1,32 @@
-"""The training recipe: a frozen, JSON-serialisable description of how the reference model
-is trained. Training variants edit it with :func:`dataclasses.replace` in
-``Variant.modify_recipe``; its JSON (with the data fingerprint and the code version)
-is the cache key of the trained model.
+"""The reference model's training recipe: a frozen, JSON-serialisable description of how the
+reference GPT-2 is trained (its network size, tokenizer, history window, item initialisation),
+built on the model-independent pieces of :mod:`audit.training.recipe` (stages, user groups,
+sequence transforms, trainers by name). Training variants edit it with ``replace_stage`` /
+``with_transform`` and the recipe forms below; its JSON is part of the trained model's cache key.
 
-Hooks for the other issues:
+Recipe forms (what the privacy and poisoning variants ask of any model's recipe):
 
-- **users**: ``StageSpec.users`` names a user group of ``dataset.user_groups(seed=split_seed,
-  pretrain=pretrain_share, heldout=heldout_share)``: ``trained`` (default: pretrain +
-  finetune), ``pretrain``, ``finetune``, ``heldout`` or ``all``. Held-out users are never
-  trained on by the default recipe (clean non-members for the memorisation probes).
-- **sequence transforms** (canaries, fake users / shilling, backdoor labels):
-  ``sequence_transforms`` is an ordered tuple of :class:`SequenceTransform` objects applied
-  to each stage's training sequences before examples are built; a transform with
-  ``stages=("pretrain",)`` only touches that stage. Each returns a manifest dict that is
-  stored in ``manifest.json`` beside the model.
-- **two-stage training**: ``stages`` is one ``full`` stage by default; :func:`two_stage`
-  gives pretrain (``groups.pretrain``) then fine-tune (``groups.finetune``) on the same weights.
-- **trainers**: ``StageSpec.trainer`` names a function in
-  :data:`audit.reference.trainers.TRAINERS` (``plain`` built in; the privacy package
-  registers ``dp`` and ``federated``); ``StageSpec.options`` carries its JSON-able options.
-- **Opacus**: ``ModelSpec.tie_embeddings`` switches tied input/output embeddings off.
+- one ``full`` stage by default; :meth:`TrainingRecipe.two_stage` gives ``pretrain`` (the
+  ``pretrain`` user group, public) then ``finetune`` (the ``finetune`` group, private) on the
+  same weights;
+- :meth:`TrainingRecipe.private_finetune` (privacy variants): the two-stage form with the
+  fine-tune stage's trainer and options set; the pretrain stage is the same for every privacy
+  variant, so the training cache trains it once and every variant resumes from it;
+- :meth:`TrainingRecipe.with_private_stage` (fake users, their detection): the two-stage form
+  and its ``finetune`` stage; :meth:`TrainingRecipe.with_public_pretrain` (a pre-training
+  backdoor): the public ``pretrain`` stage, followed by the private fine-tune or not;
+- ``ModelSpec.tie_embeddings`` switches tied input/output embeddings off.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
-import numpy as np
+from audit.errors import ConfigError
+from audit.training.recipe import FINETUNE, PRETRAIN, RecipeOps, SequenceTransform, StageSpec
 
-if TYPE_CHECKING:
-    from audit.data.dataset import Dataset
-
-USER_GROUPS: tuple[str, ...] = ("trained", "pretrain", "finetune", "heldout", "all")
 ITEM_INITS: tuple[str, ...] = ("cooccurrence", "random")
 
 
@@ -52,164 +43,6 @@ class ModelSpec:
     n_positions: int = 192
     tie_embeddings: bool = True
     activation: str = "gelu"
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One training stage: which users, which trainer, and its optimisation settings.
-
-    ``epochs`` are passes over all sliding windows of the stage's users (plus one pass over
-    the catalog's ``<item_X> title`` rows when ``catalog_titles``); ``lr`` is AdamW's peak
-    learning rate (linear warm-up over ``warmup`` of the steps, then linear decay to 0);
-    ``bf16``: run forward/backward under CPU bfloat16 autocast (weights stay float32).
-    ``options`` holds trainer-specific settings as sorted (name, JSON value) pairs."""
-
-    name: str = "full"
-    users: str = "trained"
-    trainer: str = "plain"
-    epochs: int = 30
-    lr: float = 2e-3
-    batch_size: int = 64
-    weight_decay: float = 0.01
-    warmup: float = 0.05
-    catalog_titles: bool = True
-    bf16: bool = False
-    options: tuple[tuple[str, Any], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.users not in USER_GROUPS:
-            raise ValueError(f"stage {self.name!r}: users must be one of {USER_GROUPS}, got {self.users!r}")
-        opts = self.options.items() if isinstance(self.options, Mapping) else self.options
-        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
-
-    def option(self, name: str, default: Any = None) -> Any:
-        return dict(self.options).get(name, default)
-
-    def with_options(self, **options: Any) -> "StageSpec":
-        """A copy with ``options`` merged in (e.g. ``stage.with_options(epsilon=8.0)``)."""
-        merged = dict(self.options)
-        merged.update(options)
-        return dataclasses.replace(self, options=tuple(merged.items()))
-
-
-class SequenceTransform:
-    """Edits a stage's training sequences (canaries, fake users, backdoors).
-
-    Subclasses are frozen dataclasses (hashable, so the recipe stays hashable) that set
-    ``name`` and implement :meth:`apply`. ``stages`` restricts the transform to the named
-    stages (None = every stage). :meth:`config` must be JSON-able: it enters the cache key.
-    """
-
-    name: ClassVar[str] = "transform"
-    stages: tuple[str, ...] | None = None
-
-    def config(self) -> dict[str, Any]:
-        if dataclasses.is_dataclass(self):
-            return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return {}
-
-    def applies_to(self, stage: str, recipe: "RecipeOps | None" = None) -> bool:
-        """Whether the transform edits stage ``stage`` of ``recipe`` (None = every stage)."""
-        return self.stages is None or stage in self.stages
-
-    def apply(self, sequences: dict[str, list[str]], profiles: dict[str, dict[str, str]],
-              dataset: "Dataset", rng: np.random.Generator,
-              ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]], dict[str, Any]]:
-        """Return the new (sequences, profiles, manifest). ``sequences`` maps a user id to the
-        catalog item ids it trains on (oldest first); new users may be added (give them a
-        profile, possibly empty). The manifest (JSON-able) is saved with the model."""
-        raise NotImplementedError(f"{type(self).__name__} must implement apply()")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "class": f"{type(self).__module__}:{type(self).__qualname__}",
-                "stages": None if self.stages is None else list(self.stages), "config": self.config()}
-
-
-class RecipeOps:
-    """Stage and transform edits every recipe offers (the reference's :class:`TrainingRecipe` and
-    the LoRA recipe of ``hf`` models), so training variants edit either the same way. The
-    class using it is a frozen dataclass with ``stages`` and ``sequence_transforms``."""
-
-    stages: tuple[StageSpec, ...]
-    sequence_transforms: tuple[SequenceTransform, ...]
-
-    def stage(self, name: str) -> StageSpec:
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise KeyError(f"no stage {name!r} in {[s.name for s in self.stages]}")
-
-    def replace_stage(self, name: str, **changes: Any) -> "TrainingRecipe":
-        """A copy with one stage's fields changed (e.g. ``trainer='dp'``)."""
-        self.stage(name)
-        return dataclasses.replace(self, stages=tuple(
-            dataclasses.replace(s, **changes) if s.name == name else s for s in self.stages))
-
-    def with_transform(self, transform: SequenceTransform) -> "TrainingRecipe":
-        """A copy with ``transform`` appended to the sequence transforms."""
-        return dataclasses.replace(self, sequence_transforms=self.sequence_transforms + (transform,))
-
-    #: names of the stages that hold the private users' data when the recipe has them (the
-    #: reference's one-stage ``full`` and two-stage ``finetune``); a recipe naming its stages
-    #: otherwise overrides this (the LoRA recipe: its ``lora`` stage)
-    private_stage_names: ClassVar[tuple[str, ...]] = ("full", "finetune")
-
-    def private_data_stages(self) -> tuple[str, ...]:
-        """The stages of this recipe that train on the private users' data (where canaries go)."""
-        return tuple(s.name for s in self.stages if s.name in self.private_stage_names)
-
-    def with_private_stage(self, *, variant: str) -> tuple["TrainingRecipe", str]:
-        """This recipe in its public + private form and the name of its private fine-tune stage
-        (where data poisoning and its detection go): the reference becomes pretrain (public,
-        cached) + ``finetune`` (as :meth:`private_finetune` makes it; kept if already so)."""
-        from privacy.finetune import FINETUNE, PRETRAIN
-
-        if [s.name for s in self.stages] == [PRETRAIN, FINETUNE]:
-            return self, FINETUNE  # type: ignore[return-value]
-        return self.private_finetune(variant=variant, pretrain_epochs=None), FINETUNE
-
-    def with_public_pretrain(self, *, variant: str, pretrain_epochs: int | None, finetune_epochs: int | None,
-                             keep_private: bool) -> tuple["TrainingRecipe", str]:
-        """This recipe with a public pre-training stage (the one a pre-training backdoor poisons),
-        followed by the private fine-tune when ``keep_private``; returns (recipe, the public stage's
-        name). The reference: ``pretrain`` (stage-cached) + ``finetune``, or ``pretrain`` alone."""
-        from audit.errors import ConfigError
-        from privacy.finetune import FINETUNE, PRETRAIN
-
-        recipe: Any = self
-        names = [s.name for s in recipe.stages]
-        if names == [PRETRAIN]:
-            raise ConfigError(f"variant {variant!r} given twice (or after a variant that dropped the "
-                              f"fine-tune stage); use one {variant} variant per recommender")
-        if names != [PRETRAIN, FINETUNE]:
-            recipe = recipe.private_finetune(variant=variant, pretrain_epochs=pretrain_epochs)
-        elif pretrain_epochs is not None:
-            recipe = recipe.replace_stage(PRETRAIN, epochs=pretrain_epochs)
-        if finetune_epochs is not None:
-            recipe = recipe.replace_stage(FINETUNE, epochs=finetune_epochs)
-        if not keep_private:
-            if recipe.stage(FINETUNE).trainer != "plain":
-                raise ConfigError(f"variant {variant!r}: finetune: false drops the fine-tune stage, but "
-                                  f"another variant set its trainer to {recipe.stage(FINETUNE).trainer!r}")
-            recipe = dataclasses.replace(recipe, stages=(recipe.stage(PRETRAIN),))
-        return recipe, PRETRAIN
-
-    def private_finetune(self, *, variant: str, pretrain_epochs: int | None, **finetune: Any) -> "TrainingRecipe":
-        """This recipe as public pretrain (cached) + private fine-tune with the fine-tune stage's
-        fields replaced by ``finetune`` (see :func:`privacy.finetune.two_stage_private`)."""
-        from privacy.finetune import two_stage_private
-
-        return two_stage_private(self, variant=variant, pretrain_epochs=pretrain_epochs, **finetune)  # type: ignore[arg-type]
-
-    def two_stage(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None) -> "TrainingRecipe":
-        """Pretrain on ``groups.pretrain`` then fine-tune on ``groups.finetune`` (same settings
-        as the current first stage unless epochs are given)."""
-        base = self.stages[0]
-        pre = dataclasses.replace(base, name="pretrain", users="pretrain",
-                                  epochs=pretrain_epochs if pretrain_epochs is not None else base.epochs)
-        fine = dataclasses.replace(base, name="finetune", users="finetune",
-                                   epochs=finetune_epochs if finetune_epochs is not None else base.epochs)
-        return dataclasses.replace(self, stages=(pre, fine))
 
 
 @dataclass(frozen=True)
@@ -248,36 +81,75 @@ class TrainingRecipe(RecipeOps):
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be distinct, got {names}")
 
+    #: the one-stage recipe's ``full`` and the two-stage recipe's ``finetune`` hold the private users
+    private_stage_names: ClassVar[tuple[str, ...]] = ("full", FINETUNE)
+
+    def two_stage(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None) -> "TrainingRecipe":
+        """Pretrain on ``groups.pretrain`` then fine-tune on ``groups.finetune`` (same settings
+        as the current first stage unless epochs are given)."""
+        base = self.stages[0]
+        pre = dataclasses.replace(base, name=PRETRAIN, users="pretrain",
+                                  epochs=pretrain_epochs if pretrain_epochs is not None else base.epochs)
+        fine = dataclasses.replace(base, name=FINETUNE, users="finetune",
+                                   epochs=finetune_epochs if finetune_epochs is not None else base.epochs)
+        return dataclasses.replace(self, stages=(pre, fine))
+
+    def with_private_stage(self, *, variant: str) -> tuple["TrainingRecipe", str]:
+        """The two-stage form (kept if already so) and its private ``finetune`` stage."""
+        if [s.name for s in self.stages] == [PRETRAIN, FINETUNE]:
+            return self, FINETUNE
+        return self.private_finetune(variant=variant, pretrain_epochs=None), FINETUNE
+
+    def with_public_pretrain(self, *, variant: str, pretrain_epochs: int | None, finetune_epochs: int | None,
+                             keep_private: bool) -> tuple["TrainingRecipe", str]:
+        """``pretrain`` (public) + ``finetune``, or ``pretrain`` alone without ``keep_private``;
+        returns (recipe, ``pretrain``)."""
+        recipe: TrainingRecipe = self
+        names = [s.name for s in recipe.stages]
+        if names == [PRETRAIN]:
+            raise ConfigError(f"variant {variant!r} given twice (or after a variant that dropped the "
+                              f"fine-tune stage); use one {variant} variant per recommender")
+        if names != [PRETRAIN, FINETUNE]:
+            recipe = recipe.private_finetune(variant=variant, pretrain_epochs=pretrain_epochs)
+        elif pretrain_epochs is not None:
+            recipe = recipe.replace_stage(PRETRAIN, epochs=pretrain_epochs)
+        if finetune_epochs is not None:
+            recipe = recipe.replace_stage(FINETUNE, epochs=finetune_epochs)
+        if not keep_private:
+            if recipe.stage(FINETUNE).trainer != "plain":
+                raise ConfigError(f"variant {variant!r}: finetune: false drops the fine-tune stage, but "
+                                  f"another variant set its trainer to {recipe.stage(FINETUNE).trainer!r}")
+            recipe = dataclasses.replace(recipe, stages=(recipe.stage(PRETRAIN),))
+        return recipe, PRETRAIN
+
+    def private_finetune(self, *, variant: str, pretrain_epochs: int | None, **finetune: Any) -> "TrainingRecipe":
+        """Pretrain (public) + fine-tune (private) with the fine-tune stage's fields replaced by
+        ``finetune``. A recipe that is already two-stage keeps its stages; two privacy variants
+        that both set the fine-tune trainer are an error (FL + DP is ``federated: {dp: ...}``)."""
+        names = [s.name for s in self.stages]
+        if names == [PRETRAIN, FINETUNE]:
+            current = self.stage(FINETUNE).trainer
+            if current != "plain" and "trainer" in finetune:
+                raise ConfigError(
+                    f"variant {variant!r}: the fine-tune stage already uses trainer {current!r} (from another "
+                    f"variant); apply one privacy variant per recommender (FL + DP is `federated: {{dp: {{...}}}}`)")
+            out = self
+            if pretrain_epochs is not None:
+                out = out.replace_stage(PRETRAIN, epochs=pretrain_epochs)
+        elif len(names) == 1:
+            out = self.two_stage(pretrain_epochs=pretrain_epochs)
+        else:
+            raise ConfigError(f"variant {variant!r}: cannot turn a recipe with stages {names} into "
+                              f"pretrain + fine-tune")
+        return out.replace_stage(FINETUNE, **finetune)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": dataclasses.asdict(self.model),
-            "stages": [{**dataclasses.asdict(s), "options": {k: _jsonable(v) for k, v in s.options}}
-                       for s in self.stages],
+            "stages": [s.to_json() for s in self.stages],
             "sequence_transforms": [t.to_json() for t in self.sequence_transforms],
             "split_seed": self.split_seed, "pretrain_share": self.pretrain_share,
             "heldout_share": self.heldout_share, "max_history": self.max_history,
             "attribute_dropout": self.attribute_dropout, "text_vocab_size": self.text_vocab_size,
             "item_init": self.item_init, "item_init_window": self.item_init_window, "seed": self.seed,
         }
-
-
-def cache_key(recipe: TrainingRecipe, data_fingerprint: str, code_version: str) -> str:
-    """16 hex chars of SHA-256 over the recipe JSON, the data fingerprint and the code version."""
-    payload = json.dumps({"recipe": recipe.to_json(), "data": data_fingerprint, "code": code_version},
-                         sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, frozenset, set)):
-        items = [_jsonable(v) for v in value]
-        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"recipe value {value!r} ({type(value).__name__}) is not JSON-able")

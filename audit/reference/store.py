@@ -6,82 +6,42 @@ history) and ``manifest.json`` (recipe, users trained, transform manifests, trai
 summary, parameter count). Nothing is unpickled: weights load with ``use_safetensors=True``
 and ``local_files_only=True``.
 
-The cache lives at ``<cache_dir>/reference/<key>``, key = hash(recipe, data fingerprint,
-code version). A directory counts as a model only when ``manifest.json`` says
-``"complete": true``; it is written under a temporary name and renamed into place, so an
-interrupted training or save never leaves a half model under the key.
+The cache lives at ``<cache_dir>/reference/<key>`` (:class:`audit.training.identity.TrainedPartCache`:
+key = hash of the recipe, the data fingerprint and the training code version). A directory counts
+as a model only when ``manifest.json`` says ``"complete": true``; it is written under a temporary
+name and renamed into place, so an interrupted training or save never leaves a half model under the
+key. A two-stage recipe also saves the model after its first stage under that prefix's own key
+and resumes from it: every privacy variant trains the public pretrain stage once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from transformers import GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from audit.cache import publish_directory
+from audit.training.identity import publish_directory
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
-from audit.reference.recipe import TrainingRecipe, cache_key
+from audit.reference.recipe import TrainingRecipe
 from audit.reference.tokenizer import load_tokenizer, save_tokenizer
-from audit.reference.training import TrainedReference, train_reference
-
-#: the reference modules whose code determines the trained weights (inference code is not among them)
-TRAINING_MODULES = ("tokenizer", "prompts", "model", "recipe", "examples", "item_init", "trainers", "training")
+from audit.reference.trainable import ReferenceTrainable
+from audit.reference.training import TRAINING_MODULES, ReferenceModel, TrainedReference
+from audit.training.identity import TrainedPartCache, train_cached, trained_key, training_code_version
+from audit.training.stages import default_threads, torch_threads
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "catalog.json", "manifest.json")
 
 
-def code_version(extra_modules: tuple[str, ...] = ()) -> str:
-    """SHA-256 (16 hex) of the reference training code (:data:`TRAINING_MODULES`) and of
-    ``extra_modules``' files (e.g. the module of a registered trainer): changing the code
-    that trains invalidates cached models."""
-    import importlib
-
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    files = [here / f"{name}.py" for name in TRAINING_MODULES]
-    for name in extra_modules:
-        mod = importlib.import_module(name)
-        if getattr(mod, "__file__", None):
-            files.append(Path(mod.__file__))
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def recipe_code_version_modules(recipe: Any) -> str:
-    """Code version of the trainers and transforms a recipe (reference or LoRA) uses, outside
-    :mod:`audit.reference` (whose training code :func:`code_version` always covers)."""
-    return code_version(_recipe_modules(recipe))
-
-
-def recipe_code_version(recipe: TrainingRecipe) -> str:
-    """Code version covering the reference package and every trainer and transform the recipe uses."""
-    return code_version(_recipe_modules(recipe))
-
-
-def _recipe_modules(recipe: Any) -> tuple[str, ...]:
-    from audit.reference.trainers import TRAINERS
-
-    modules = set()
-    for stage in recipe.stages:
-        modules.add(getattr(TRAINERS.get(stage.trainer), "__module__", ""))
-    for t in recipe.sequence_transforms:
-        modules.add(type(t).__module__)
-    modules.discard("")
-    modules = {m for m in modules if not m.startswith("audit.reference.")}
-    return tuple(sorted(modules))
-
-
 def recipe_key(recipe: TrainingRecipe, dataset: Dataset) -> str:
-    return cache_key(recipe, dataset.fingerprint, recipe_code_version(recipe))
+    """The cache key of ``recipe`` trained on ``dataset`` (no base model: the reference is built here)."""
+    return trained_key(recipe, ReferenceModel.identity, dataset.fingerprint,
+                       training_code_version(recipe, TRAINING_MODULES))
 
 
 @contextlib.contextmanager
@@ -143,20 +103,48 @@ def load(directory: Path) -> TrainedReference:
     return TrainedReference(model, tokenizer, dict(catalog["titles"]), int(catalog["max_history"]), manifest)
 
 
+class ReferenceEntry:
+    """A reference model directory as an entry of the training cache
+    (:class:`~audit.training.identity.EntryLayout`)."""
+
+    def __init__(self, titles: Mapping[str, str], max_history: int) -> None:
+        self.titles, self.max_history = dict(titles), max_history
+
+    def is_complete(self, directory: Path) -> bool:
+        return is_complete(directory)
+
+    def write(self, directory: Path, trainable: Any, manifest: Mapping[str, Any]) -> None:
+        save(TrainedReference(trainable.model, trainable.tokenizer, self.titles, self.max_history, dict(manifest)),
+             directory)
+
+    def read_state(self, directory: Path) -> Mapping[str, Any]:
+        trained = load(directory)
+        return ReferenceTrainable(trained.model, trained.tokenizer).trained_state()
+
+    def read_manifest(self, directory: Path) -> dict[str, Any]:
+        return json.loads((Path(directory) / "manifest.json").read_text())
+
+
 def train_or_load(recipe: TrainingRecipe, dataset: Dataset, cache_dir: Path, *, progress: bool = False,
                   threads: int | None = None, on_train: Callable[[str], Any] | None = None,
                   ) -> tuple[TrainedReference, Path, bool]:
     """Load the model for (recipe, dataset) from ``cache_dir/reference/<key>``, training and
-    saving it first when absent. Returns (model, its directory, whether it was trained now)."""
+    saving it first when absent (resuming from a cached stage prefix where one exists). Returns
+    (model, its directory, whether it was trained now)."""
     key = recipe_key(recipe, dataset)
-    directory = Path(cache_dir) / "reference" / key
-    if is_complete(directory):
-        return load(directory), directory, False
+    cache = TrainedPartCache(Path(cache_dir) / "reference", ReferenceEntry(dataset.item_titles, recipe.max_history))
+    if cache.has(key):
+        return load(cache.directory(key)), cache.directory(key), False
     if on_train is not None:
         on_train(key)
+    threads = default_threads() if threads is None else threads
     t0 = time.perf_counter()
-    trained = train_reference(recipe, dataset, progress=progress, threads=threads)
-    trained.manifest["key"] = key
-    trained.manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
-    save_atomic(trained, directory)
-    return load(directory), directory, True
+    with torch_threads(threads):
+        model = ReferenceModel(recipe, dataset)
+
+        def manifest(r: TrainingRecipe, _trainable: Any, records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+            return {**model.manifest(r, dataset, records, seconds, threads),
+                    "build_seconds": round(time.perf_counter() - t0, 2)}
+
+        train_cached(recipe, model, dataset, cache, manifest=manifest, progress=progress)
+    return load(cache.directory(key)), cache.directory(key), True

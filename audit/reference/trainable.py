@@ -1,4 +1,16 @@
-"""The reference GPT-2 as a :class:`~audit.training.protocol.Trainable`: every weight trains."""
+"""The reference GPT-2 as a :class:`~audit.training.protocol.Trainable`: every weight trains.
+
+Its per-example loss (what DP-SGD clips) is :func:`per_sequence_loss`: each sequence's own mean
+token cross-entropy. :func:`audit.reference.model.lm_loss` averages over all target tokens of the
+batch, so one user's gradient would depend on the other users' token counts, which breaks the
+sensitivity argument of DP-SGD; ``per_sequence_loss`` does not. It computes output logits only at
+(row-wise gathered) target positions and keeps the batch dimension first in every module, and
+:func:`audit.reference.model.forward_hidden` passes ``position_ids`` expanded to the batch (GPT-2
+would build them with batch size 1 and a per-sample-gradient engine would then see one activation
+row for ``wpe`` instead of one per sample). With tied input/output embeddings the ``wte`` weight
+gets per-sample gradients from both the embedding and ``lm_head``, which Opacus accumulates
+into one (tested).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +21,14 @@ import numpy as np
 import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from audit.errors import ConfigError
-from audit.reference.model import lm_loss_at_targets
+from audit.reference.model import forward_hidden, lm_loss_at_targets
+from audit.training.data import IGNORE, target_positions
 
 
 class ReferenceTrainable:
     """All weights of the reference network; AdamW decays matrices except position embeddings.
-
-    ``model`` and ``tokenizer`` stay public for the reference-only stage cache, which checks for
-    them with :func:`reference_parts`; ``dp`` and ``federated`` use the protocol like any
-    trainable with those features (``federated`` exchanges every weight)."""
+    ``federated`` exchanges every weight; ``tokenizer`` travels with the model (its entries in the
+    training cache are whole model directories)."""
 
     features = frozenset({"plain", "dp", "federated"})
 
@@ -40,8 +50,6 @@ class ReferenceTrainable:
         return lm_loss_at_targets(self.model, input_ids, targets)
 
     def per_example_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        from privacy.per_sample import per_sequence_loss
-
         return per_sequence_loss(self.model, input_ids, targets)
 
     def trained_state(self) -> dict[str, torch.Tensor]:
@@ -58,9 +66,16 @@ class ReferenceTrainable:
                 p.copy_(torch.as_tensor(np.asarray(state[name])).to(p.dtype).view_as(p))
 
 
-def reference_parts(trainable: Any, trainer: str) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
-    """The reference network and tokenizer for a trainer that works on them only (ConfigError otherwise)."""
-    if trainer not in getattr(trainable, "features", frozenset()) or not isinstance(trainable, ReferenceTrainable):
-        raise ConfigError(f"trainer {trainer!r} supports the reference model only so far; this model supports "
-                          f"the trainers {sorted(getattr(trainable, 'features', ()))}")
-    return trainable.model, trainable.tokenizer
+
+def per_sequence_loss(model: GPT2LMHeadModel, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Shape (B,): each sequence's mean cross-entropy over its own target tokens (nats); a
+    sequence without targets gets 0 (a zero gradient). See the module docstring."""
+    hidden = forward_hidden(model, input_ids=input_ids)
+    positions, tgt = target_positions(targets)
+    picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    logits = model.lm_head(picked)
+    b, width, vocab = logits.shape
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), tgt.reshape(-1), ignore_index=IGNORE,
+                                           reduction="none").view(b, width)
+    mask = (tgt != IGNORE).to(ce.dtype)
+    return (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)

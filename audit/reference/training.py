@@ -1,41 +1,36 @@
-"""Train the reference model from a recipe: tokenizer, network, stages, manifest.
+"""Train the reference model from a recipe: tokenizer, network, then the shared stage loop.
 
-Each stage trains on the leave-one-out *train* part of its users' sequences (never
+:class:`ReferenceModel` is the reference as a :class:`~audit.training.protocol.TrainableModel`:
+its BPE tokenizer (trained on the catalog titles and profile strings, no interactions), its
+freshly initialised network, its examples (:class:`~audit.reference.examples.StageData`) and its
+item-embedding initialisation before the first stage. :func:`audit.training.stages.run_stages`
+trains it; each stage trains on the leave-one-out *train* part of its users' sequences (never
 the validation or test item), after the recipe's sequence transforms for that stage.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Mapping, Sequence
 
-import numpy as np
-import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from audit.data.dataset import Dataset, UserGroups
+from audit.data.dataset import Dataset
 from audit.errors import ConfigError
 from audit.reference.examples import StageData, stage_sequences
 from audit.reference.item_init import init_item_embeddings
 from audit.reference.model import make_model, parameter_count
 from audit.reference.prompts import PromptFormat, profile_text
-from audit.reference.recipe import StageSpec, TrainingRecipe
+from audit.reference.recipe import TrainingRecipe
 from audit.reference.tokenizer import ItemVocab, train_tokenizer
 from audit.reference.trainable import ReferenceTrainable
-from audit.reference.trainers import TRAINERS
+from audit.training.recipe import StageSpec
+from audit.training.stages import default_threads, recipe_groups, run_stages, stage_seed, torch_threads
 
-#: most CPU threads used while training (the default config is sized for 2 cores)
-TRAIN_THREADS = 2
-
-
-def default_threads() -> int:
-    """``TRAIN_THREADS``, or fewer when the process was limited to fewer threads."""
-    return max(1, min(TRAIN_THREADS, torch.get_num_threads()))
-
+#: the reference modules whose code decides the trained weights (inference code is not among them)
+TRAINING_MODULES = tuple(f"audit.reference.{name}" for name in
+                         ("tokenizer", "prompts", "model", "recipe", "examples", "item_init", "trainable", "training"))
 
 @dataclass
 class TrainedReference:
@@ -81,90 +76,74 @@ def check_positions(recipe: TrainingRecipe, fmt: PromptFormat, profiles: list[di
             f"{longest_output} output); raise n_positions or lower max_history")
 
 
-def stage_users(spec: StageSpec, groups: UserGroups, dataset: Dataset) -> list[str]:
-    if spec.users == "all":
-        return dataset.user_ids()
-    return list(getattr(groups, spec.users))
+class ReferenceModel:
+    """The reference GPT-2 before training (see the module docstring); ``identity`` is None: it is
+    built from the recipe and the data set alone."""
 
+    identity: str | None = None
+    training_modules: tuple[str, ...] = TRAINING_MODULES
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    def __init__(self, recipe: TrainingRecipe, dataset: Dataset) -> None:
+        self.recipe = recipe
+        self.titles = dict(dataset.item_titles)
+        self.tokenizer = train_tokenizer(tokenizer_corpus(dataset), list(self.titles), recipe.text_vocab_size)
+        self.vocab = ItemVocab(self.tokenizer, self.titles)
+        self.fmt = PromptFormat(self.vocab, recipe.max_history)
+        check_positions(recipe, self.fmt, list(dataset.user_profiles.values()))
+        self.model = make_model(recipe.model, len(self.tokenizer), bos_id=self.fmt.bos, eos_id=self.fmt.eos,
+                                pad_id=self.fmt.pad, seed=recipe.seed)
+        self._trainable = ReferenceTrainable(self.model, self.tokenizer)
 
+    def trainable(self) -> ReferenceTrainable:
+        return self._trainable
 
-def stage_training_sequences(recipe: Any, index: int, stage: StageSpec, groups: UserGroups, dataset: Dataset,
-                             ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]], list[dict[str, Any]]]:
-    """The ``train`` sequences and profiles of stage ``index``'s users after the recipe's sequence
-    transforms for that stage (each seeded by recipe, stage and position), with the transforms'
-    manifests. Any recipe with ``sequence_transforms`` and ``seed`` (reference or LoRA) works."""
-    users = stage_users(stage, groups, dataset)
-    seqs = {u: list(dataset.sequences[u].train) for u in users if u in dataset.sequences}
-    profiles = {u: dict(dataset.user_profiles.get(u, {})) for u in seqs}
-    transforms = []
-    for t_index, transform in enumerate(recipe.sequence_transforms):
-        if not transform.applies_to(stage.name, recipe):
-            continue
-        rng = np.random.default_rng(stage_seed(recipe, index, f"transform{t_index}"))
-        seqs, profiles, manifest = transform.apply(seqs, profiles, dataset, rng)
-        transforms.append({**transform.to_json(), "manifest": manifest})
-    titles = dataset.item_titles
-    unknown = sorted({i for s in seqs.values() for i in s if i not in titles})
-    if unknown:
-        raise ValueError(f"stage {stage.name!r}: sequences hold items outside the catalog, e.g. {unknown[:3]}")
-    return seqs, profiles, transforms
+    def before_stage(self, index: int, stage: StageSpec,
+                     sequences: Mapping[str, Sequence[str]]) -> dict[str, Any] | None:
+        """Before the first stage, with ``item_init: cooccurrence``: item embeddings from that
+        stage's sequences (SVD of item-pair PPMI); returns how they were initialised."""
+        if index != 0 or self.recipe.item_init != "cooccurrence":
+            return None
+        info = init_item_embeddings(self.model, self.vocab, sequences.values(), window=self.recipe.item_init_window,
+                                    seed=stage_seed(self.recipe, 0, "item_init"))
+        return {"item_init": {**info, "method": "cooccurrence", "stage": stage.name}}
 
+    def stage_data(self, stage: StageSpec, sequences: Mapping[str, Sequence[str]],
+                   profiles: Mapping[str, Mapping[str, str]]) -> StageData:
+        return StageData(self.fmt, stage_sequences(sequences), {u: dict(p) for u, p in profiles.items()},
+                         self.recipe.attribute_dropout, stage.catalog_titles)
 
-def stage_seed(recipe: Any, index: int, what: str) -> int:
-    h = hashlib.sha256(f"{recipe.seed}/{index}/{what}".encode()).digest()
-    return int.from_bytes(h[:4], "little")
+    def manifest(self, recipe: TrainingRecipe, dataset: Dataset, records: list[dict[str, Any]],
+                 seconds: float, threads: int) -> dict[str, Any]:
+        """The trained model's manifest: recipe, data, user groups, stage records, item init."""
+        groups = recipe_groups(recipe, dataset)
+        item_init: dict[str, Any] = {"method": "random"}
+        for record in records:
+            item_init = record.get("before", {}).get("item_init", item_init)
+        return {
+            "recipe": recipe.to_json(),
+            "data": {"name": dataset.name, "fingerprint": dataset.fingerprint, "n_items": len(self.titles)},
+            "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
+                       "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
+            "stages": [dict(r) for r in records],
+            "item_init": item_init,
+            "parameters": parameter_count(self.model),
+            "train_seconds": round(seconds, 2),
+            "threads": threads,
+        }
+
+    def trained(self, manifest: dict[str, Any]) -> TrainedReference:
+        self.model.eval()
+        return TrainedReference(self.model, self.tokenizer, self.titles, self.recipe.max_history, manifest)
 
 
 def train_reference(recipe: TrainingRecipe, dataset: Dataset, *, progress: bool = False,
                     threads: int | None = None) -> TrainedReference:
-    """Train a fresh model as ``recipe`` says on ``dataset``; deterministic for equal inputs
-    (same thread count; default :func:`default_threads`). Returns the model in eval mode
-    with its manifest."""
+    """Train a fresh model as ``recipe`` says on ``dataset`` (no cache); deterministic for equal
+    inputs (same thread count; default :func:`~audit.training.stages.default_threads`). Returns the
+    model in eval mode with its manifest."""
     threads = default_threads() if threads is None else threads
     t_start = time.perf_counter()
     with torch_threads(threads):
-        titles = dict(dataset.item_titles)
-        tokenizer = train_tokenizer(tokenizer_corpus(dataset), list(titles), recipe.text_vocab_size)
-        vocab = ItemVocab(tokenizer, titles)
-        fmt = PromptFormat(vocab, recipe.max_history)
-        check_positions(recipe, fmt, list(dataset.user_profiles.values()))
-        model = make_model(recipe.model, len(tokenizer), bos_id=fmt.bos, eos_id=fmt.eos, pad_id=fmt.pad,
-                           seed=recipe.seed)
-        groups = dataset.user_groups(seed=recipe.split_seed, pretrain=recipe.pretrain_share,
-                                     heldout=recipe.heldout_share)
-        stages_out = []
-        item_init: dict[str, Any] = {"method": "random"}
-        for index, stage in enumerate(recipe.stages):
-            seqs, profiles, transforms = stage_training_sequences(recipe, index, stage, groups, dataset)
-            if index == 0 and recipe.item_init == "cooccurrence":
-                item_init = init_item_embeddings(model, vocab, seqs.values(), window=recipe.item_init_window,
-                                                 seed=stage_seed(recipe, 0, "item_init"))
-                item_init.update(method="cooccurrence", stage=stage.name)
-            data = StageData(fmt, stage_sequences(seqs), profiles, recipe.attribute_dropout, stage.catalog_titles)
-            trainer = TRAINERS.get(stage.trainer)
-            summary = trainer(ReferenceTrainable(model, tokenizer), data, stage, stage_seed(recipe, index, "train"), progress)
-            stages_out.append({"name": stage.name, "users_group": stage.users, "n_users": len(seqs),
-                               "users": sorted(seqs), "transforms": transforms, "summary": summary})
-        model.eval()
-    manifest = {
-        "recipe": recipe.to_json(),
-        "data": {"name": dataset.name, "fingerprint": dataset.fingerprint, "n_items": len(titles)},
-        "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
-                   "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
-        "stages": stages_out,
-        "item_init": item_init,
-        "parameters": parameter_count(model),
-        "train_seconds": round(time.perf_counter() - t_start, 2),
-        "threads": threads,
-    }
-    return TrainedReference(model, tokenizer, titles, recipe.max_history, manifest)
+        model = ReferenceModel(recipe, dataset)
+        _, records = run_stages(recipe, model, dataset, progress=progress)
+    return model.trained(model.manifest(recipe, dataset, records, time.perf_counter() - t_start, threads))

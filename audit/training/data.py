@@ -9,21 +9,31 @@ federated client), and batches (:meth:`batches`, :meth:`collate`).
 from __future__ import annotations
 
 import copy
-from typing import Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE = -100
 
 
-def target_positions(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def target_positions(targets: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
     """(positions, targets) of shape (B, T), T = most targets in a row: each row's target
     positions first (in order), padded with non-target positions whose target is ``IGNORE``."""
+    import torch
+
     keep = targets != IGNORE
     width = max(1, int(keep.sum(dim=1).max()))
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
     return order, targets.gather(1, order)
+
+
+def answer_start(n: int, targets: int) -> int:
+    """Where the newest window's answer starts in a sequence of ``n >= 2`` items: the last
+    ``targets`` items, after at least one history item (an instruction fine-tune's example)."""
+    return max(1, n - targets)
 
 
 class TrainingExample(Protocol):
@@ -86,6 +96,8 @@ class TrainingData:
 
     def collate(self, examples: Sequence[TrainingExample]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ``(input_ids, targets)`` int64 tensors of shape (B, longest)."""
+        import torch
+
         length = max(len(e) for e in examples)
         ids = np.full((len(examples), length), self.pad_id, dtype=np.int64)
         tgt = np.full((len(examples), length), IGNORE, dtype=np.int64)

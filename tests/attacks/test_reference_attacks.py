@@ -24,7 +24,7 @@ TINY = {"adapter": "reference", "size": "tiny", "score_mode": "item"}
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private $RECAUDIT_HOME shared by this module's tests (model and stage caches)."""
+    """A private $RECAUDIT_HOME shared by this module's tests (the training cache)."""
     path = tmp_path_factory.mktemp("recaudit-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECAUDIT_HOME", str(path))
@@ -111,7 +111,7 @@ def test_bandwagon_fakes_at_one_percent_raise_target_hr_on_ml100k(ml100k, ml100k
         return {"adapter": "reference", "size": "small", "bf16": False, "score_mode": "item",
                 "variant": [{"finetune": {"pretrain_epochs": 3, "epochs": 4}}, *variants]}
 
-    monkeypatch.setenv("RECAUDIT_HOME", str(ml100k_home))  # the stage cache
+    monkeypatch.setenv("RECAUDIT_HOME", str(ml100k_home))  # the training cache: a shared pretrain prefix
     ctx = BuildContext(dataset=ml100k, cache_dir=ml100k_home / "models", progress=False)
     fakes = {"fake-users": {"kind": "bandwagon", "share": 0.01, "target_repeats": 10, "targets": ML_TARGETS}}
     probe = PoisoningProbe(PoisoningConfig(targets=ML_TARGETS, k=[10], protocol="sampled", users=300,

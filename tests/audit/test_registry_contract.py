@@ -10,6 +10,8 @@ import inspect
 
 import pytest
 
+from audit import capabilities
+from audit.capabilities import unmet
 from audit.config import StrictConfig
 from audit.executors import EXECUTORS, Executor
 from audit.interface import CAPABILITIES, Recommender
@@ -58,6 +60,30 @@ def test_adapter_contract(name: str) -> None:
         f"{name}: capabilities {sorted(cls.capabilities - CAPABILITIES)} beyond {sorted(CAPABILITIES)}"
     assert isinstance(inspect.getattr_static(cls, "build"), classmethod), f"{name}: build is not a classmethod"
     assert list(inspect.signature(cls.build).parameters)[:3] == ["config", "ctx", "training_variants"]
+
+
+@pytest.mark.parametrize("name", ADAPTERS.names())
+def test_adapter_implements_every_capability_it_declares(name: str) -> None:
+    cls = ADAPTERS.get(name)
+    assert unmet(cls) == [], f"{name}: {unmet(cls)}"
+
+
+def test_a_declared_capability_without_its_implementation_is_caught() -> None:
+    class Boasting(Recommender):
+        capabilities = frozenset({"score", "embed-user", "constrain", "soft-prompt", "generate"})
+
+        def generate_detailed(self, reqs, k):  # kept: the one promise honoured
+            return []
+
+    problems = unmet(Boasting)
+    assert [p.split(":")[0] for p in problems] == ["constrain", "embed-user", "score", "soft-prompt"]
+    assert "constraint_layout" in problems[0] and "with_soft_prefix" in problems[3]
+
+
+def test_every_capability_names_what_keeps_it() -> None:
+    trained = {c for c in CAPABILITIES if c.startswith("train")}
+    assert CAPABILITIES - trained == set(capabilities.METHODS) | set(capabilities.PROTOCOLS)
+    assert all("_" not in c for c in CAPABILITIES), "capabilities are named with hyphens"
 
 
 @pytest.mark.parametrize("name", EXECUTORS.names())

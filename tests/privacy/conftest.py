@@ -8,8 +8,10 @@ import torch
 
 from audit.data.dataset import Dataset
 from audit.reference.examples import StageData
-from audit.reference.recipe import ModelSpec, StageSpec, TrainingRecipe
-from audit.reference.training import TrainedReference, torch_threads, train_reference
+from audit.reference.recipe import ModelSpec, TrainingRecipe
+from audit.training.recipe import StageSpec
+from audit.reference.training import TrainedReference, train_reference
+from audit.training.stages import torch_threads
 
 TINY_MODEL = ModelSpec(n_layer=1, n_head=2, d_model=32, n_positions=64, dropout=0.0)
 

@@ -20,7 +20,7 @@ from opacus.accountants import RDPAccountant
 
 from audit.config import validate_config
 from audit.errors import ConfigError
-from audit.reference.recipe import StageSpec
+from audit.training.recipe import StageSpec
 from audit.variants import BuildContext
 from privacy.accounting import dp_sgd_epsilon
 from privacy.dp import DPConfig, DPVariant, noise_only_step, train_dp_stage
@@ -120,17 +120,18 @@ def test_batch_larger_than_the_private_users_is_a_config_error(tiny_reference, t
         _train(tiny_reference, tiny_dataset, _stage(batch_size=1000))
 
 
-def test_variant_builds_a_cached_public_pretrain_and_a_dp_finetune(tiny_dataset, tmp_path):
+def test_variant_builds_a_shared_public_pretrain_and_a_dp_finetune(tiny_dataset, tmp_path):
     cfg = validate_config(DPConfig, {"epsilon": 1, "epochs": 3, "batch_size": 16}, "test")
     recipe = DPVariant(cfg).modify_recipe(tiny_recipe(), BuildContext(tiny_dataset, tmp_path))
     pre, fine = recipe.stages
-    assert (pre.name, pre.users, pre.trainer, pre.option("inner")) == ("pretrain", "pretrain", "cached", "plain")
+    assert (pre.name, pre.users, pre.trainer) == ("pretrain", "pretrain", "plain")
     assert (fine.name, fine.users, fine.trainer, fine.epochs, fine.batch_size) == ("finetune", "finetune", "dp", 3, 16)
     assert fine.option("epsilon") == 1.0 and fine.option("unit") == "user" and not fine.catalog_titles
     # different budgets, different cache keys; equal pretrain stages
     other = DPVariant(validate_config(DPConfig, {"epsilon": 8}, "test")).modify_recipe(
         tiny_recipe(), BuildContext(tiny_dataset, tmp_path))
     assert other.stages[0] == pre and other.to_json() != recipe.to_json()
+    assert other.prefix(1) == recipe.prefix(1)  # one cache entry for the public pretrain stage
 
 
 def test_variant_options_are_validated(tiny_dataset, tmp_path):

@@ -17,7 +17,7 @@ from audit.reference.training import TrainedReference, train_reference
 from audit.variants import BuildContext
 from privacy.dp import DPConfig, DPVariant
 from privacy.finetune import FinetuneConfig, FinetuneVariant
-from privacy.per_sample import per_sequence_loss
+from audit.reference.trainable import per_sequence_loss
 from privacy.probe import privacy_accounts
 from tests.privacy.conftest import tiny_recipe
 
@@ -42,7 +42,7 @@ def _train(variant, tiny_dataset, tmp_path) -> TrainedReference:
 @pytest.fixture(scope="module")
 def dp_model(tiny_dataset, tmp_path_factory) -> TrainedReference:
     variant = DPVariant(DPConfig(epsilon=1.0, epochs=5, batch_size=16, accountant="rdp"))
-    with pytest.MonkeyPatch.context() as mp:  # the pretrain stage cache writes under $RECAUDIT_HOME
+    with pytest.MonkeyPatch.context() as mp:  # nothing of this test writes outside its own directories
         mp.setenv("RECAUDIT_HOME", str(tmp_path_factory.mktemp("home")))
         return _train(variant, tiny_dataset, tmp_path_factory.mktemp("dp"))
 

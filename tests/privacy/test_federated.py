@@ -14,8 +14,8 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 
 from audit.config import validate_config
 from audit.errors import ConfigError
-from audit.reference.recipe import StageSpec
-from audit.reference.trainers import train_plain
+from audit.training.recipe import StageSpec
+from audit.training.trainers import train_plain
 from audit.reference.trainable import ReferenceTrainable
 from audit.variants import BuildContext
 from privacy.federated import FederatedConfig, FederatedOptions, FederatedVariant, partition_users, run_federated
@@ -84,7 +84,7 @@ def test_variant_recipe_carries_flat_options_into_the_finetune_stage(tiny_datase
     assert (opts.clients, opts.clients_per_round, opts.rounds, opts.dp, opts.dp_epsilon, opts.dp_clipping_norm) == \
         (4, 2, 3, True, 8.0, 0.1)
     hash(recipe)  # options stay flat: the recipe stays hashable
-    assert recipe.stage("pretrain").trainer == "cached"
+    assert recipe.stage("pretrain").trainer == "plain"
 
 
 # -- the DP aggregate --------------------------------------------------------------------

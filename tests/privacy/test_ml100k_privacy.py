@@ -1,7 +1,7 @@
 """On ML-100k: DP fine-tuning at epsilon 1 leaks less than undefended fine-tuning.
 
 Both recommenders are the reference adapter at its ``small`` size (trained in float32): public
-pretrain on the ``pretrain`` users (shared through the stage cache, also with the bandwagon test
+pretrain on the ``pretrain`` users (shared through the training cache, also with the bandwagon test
 in tests/attacks), then fine-tuning on the private ``finetune`` users -- plainly, or with
 user-level DP-SGD at epsilon 1 -- with canaries in the private data. ``mia-reference`` attaches
 the pretrain-only calibration model, so the membership probe audits fine-tune users (members)
@@ -44,8 +44,9 @@ PROBE_CONFIGS = {"membership": {"attacks": ["loss", "ref"], "users": 200},
 def measured(ml100k, ml100k_home, tmp_path_factory):
     out = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECAUDIT_HOME", str(ml100k_home))  # the stage cache: the pretrain stage may be there already
-        ctx = BuildContext(ml100k, tmp_path_factory.mktemp("models"), seed=0, progress=False)
+        mp.setenv("RECAUDIT_HOME", str(ml100k_home))
+        # the training cache: the public pretrain stage may be there already
+        ctx = BuildContext(ml100k, ml100k_home / "models", seed=0, progress=False)
         users = ml100k.sample_users(200, 0)
         for name, entry in ENTRIES.items():
             rec = build_recommender(name, entry, ctx)

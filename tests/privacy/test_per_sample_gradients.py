@@ -19,7 +19,7 @@ from opacus.grad_sample import GradSampleModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from audit.reference.model import forward_logits
-from privacy.per_sample import per_sequence_loss
+from audit.reference.trainable import per_sequence_loss
 from tests.privacy.conftest import one_window_batch, stage_data
 
 BATCH = 8

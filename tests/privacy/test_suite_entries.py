@@ -3,6 +3,8 @@ measured by the ``privacy`` probe, and sharing one cached pretrain stage."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from audit.build import build_recommender
@@ -12,7 +14,6 @@ from audit.interface import RecRequest
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.registry import PROBES
 from audit.variants import BuildContext
-from privacy import stage_cache
 
 TINY = {"adapter": "reference", "size": "tiny"}
 
@@ -33,8 +34,13 @@ def test_dp_and_finetune_entries_build_score_and_report_their_budget(tiny_datase
     assert result.details["privacy_unit"] == "user"
     assert result.metrics["epsilon"].n == len(tiny_dataset.user_groups(seed=0).finetune)
     assert _privacy(plain, tiny_dataset).status == "skip"
-    # both fine-tuned the same cached public pretrain stage: one entry in the stage cache
-    assert len(list(stage_cache.stages_dir().iterdir())) == 1
+    # both fine-tuned the same public pretrain stage: trained once (with dp), then resumed from its cache entry
+    entries = sorted(p.name for p in (tmp_path / "reference").iterdir())
+    assert len(entries) == 3  # the shared pretrain prefix, dp, finetune
+    resumed = [json.loads((tmp_path / "reference" / e / "manifest.json").read_text()).get("resumed_from")
+               for e in entries]
+    assert sum(r is not None for r in resumed) == 1
+    assert dp.info["training"][0] == plain.info["training"][0]  # the same pretrain record
     u = tiny_dataset.user_ids()[0]
     titles = tiny_dataset.item_titles
     req = RecRequest(history=tuple(titles[i] for i in tiny_dataset.sequences[u].train), candidates=tuple(

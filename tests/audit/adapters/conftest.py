@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 from hf_tiny_models import CHAT_TEMPLATE, build_tiny_lm  # type: ignore[import-not-found]
 
-from audit.reference.training import torch_threads
+from audit.training.stages import torch_threads
 
 
 @pytest.fixture(scope="session")

@@ -242,3 +242,12 @@ def test_config_rejects_unknown_options(ctx: BuildContext) -> None:
         build_recommender("bad", {"adapter": "reference", "layers": 3}, ctx)
     with pytest.raises(ConfigError, match="score_mode"):
         build_recommender("bad", {"adapter": "reference", "score_mode": "title"}, ctx)
+
+
+def test_sequences_render_in_the_reference_format(rec: ReferenceAdapter, tiny_dataset: Dataset) -> None:
+    from audit.memorisation.sequences import render
+
+    context, body = render(rec, ["3", "17"], {"gender": "F", "age": "18-24"}, tiny_dataset.item_titles, "reference")
+    assert rec.sequence_format == "reference"
+    assert context == "age: 18-24, gender: F<hist>"
+    assert body == "<item_3><item_17>"

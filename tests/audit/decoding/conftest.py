@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from audit.data.dataset import Dataset
-from audit.reference.training import torch_threads
+from audit.training.stages import torch_threads
 from audit.variants import BuildContext
 
 

@@ -109,7 +109,7 @@ class FactoryHookRecommender(Recommender):
     constraint_mode = "factory"
 
     def constraint_layout(self, style):
-        from audit.decoding.constrained import TextLayout
+        from audit.llm.layout import TextLayout
 
         return TextLayout(self.tokenizer, style)
 

@@ -16,7 +16,7 @@ from audit.build import build_recommender
 from audit.config import validate_config
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
-from audit.fairness import fair_prompt
+from audit.fairness import fair_prompt, soft_prompt
 from audit.fairness.fair_prompt import FairPromptConfig, FairPromptVariant
 from audit.interface import Recommender, RecRequest
 from audit.variants import BuildContext
@@ -90,7 +90,7 @@ def test_a_second_build_loads_the_cached_prefix_without_training(
     def must_not_train(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the prefix was trained again instead of loaded from the cache")
 
-    monkeypatch.setattr(fair_prompt, "train_fair_prompt", must_not_train)
+    monkeypatch.setattr(soft_prompt, "train_fair_prompt", must_not_train)
     again = build_recommender("ref+fair2", {**BASE, "variant": {"fair-prompt": FAST}}, ctx)
     assert again.info["fair_prompt"]["trained_now"] is False
     assert again.info["fair_prompt"]["prefix_dir"] == defended.info["fair_prompt"]["prefix_dir"]
@@ -109,7 +109,7 @@ def test_the_prompt_trains_only_on_the_models_trained_users(
         seen.update(sequences=sequences, labels=labels, settings=settings)
         raise RuntimeError("captured")
 
-    monkeypatch.setattr(fair_prompt, "train_fair_prompt", capture)
+    monkeypatch.setattr(soft_prompt, "train_fair_prompt", capture)
     own = BuildContext(dataset=ctx.dataset, cache_dir=tmp_path, seed=0, progress=False)
     with pytest.raises(RuntimeError, match="captured"):
         variant(attributes=["gender", "age"], lam=0.5).wrap(base, own)
@@ -160,7 +160,7 @@ def test_in_a_suite_run_the_prompt_is_fitted_only_on_users_outside_the_audited_o
         seen.update(labels=labels)
         raise RuntimeError("captured")
 
-    monkeypatch.setattr(fair_prompt, "train_fair_prompt", capture)
+    monkeypatch.setattr(soft_prompt, "train_fair_prompt", capture)
     audited = frozenset(ctx.dataset.sample_users(12, 0))
     run_ctx = BuildContext(dataset=ctx.dataset, cache_dir=tmp_path, seed=0, progress=False, audit_users=audited)
     with pytest.raises(RuntimeError, match="captured"):

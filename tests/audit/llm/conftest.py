@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from audit.reference.training import torch_threads
+from audit.training.stages import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")

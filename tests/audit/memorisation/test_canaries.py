@@ -11,7 +11,8 @@ from audit.config import validate_config
 from audit.errors import ConfigError
 from audit.memorisation.canaries import (CanariesConfig, CanariesVariant, CanaryTransform, canary_manifests,
                                          is_canary_user)
-from audit.reference.recipe import ModelSpec, StageSpec, TrainingRecipe
+from audit.reference.recipe import ModelSpec, TrainingRecipe
+from audit.training.recipe import StageSpec
 from audit.variants import BuildContext
 
 

@@ -19,7 +19,7 @@ from audit.memorisation.canaries import canary_manifests, is_canary_user
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.probes.canary import CanaryConfig, CanaryExposureProbe
 from audit.probes.membership import MembershipConfig, MembershipInferenceProbe
-from audit.reference.training import torch_threads
+from audit.training.stages import torch_threads
 from tests.audit.llm.tiny_llama import build_hf
 
 LORA = {"lora": {"epochs": 8, "layers": None, "lr": 1e-2, "batch_size": 8, "targets": 3, "r": 4}}

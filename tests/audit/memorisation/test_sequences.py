@@ -27,7 +27,7 @@ def test_body_log_probs_are_the_models_own_for_the_body_tokens_given_the_context
     assert note == ""
     tok, model = hf_rec.tokenizer, hf_rec.model
     for s, seq, prof in zip(scored, seqs, profiles):
-        context, body = render(seq, prof, tiny_dataset.item_titles, "titles")
+        context, body = render(hf_rec, seq, prof, tiny_dataset.item_titles, "titles")
         ctx_ids = tok(context, add_special_tokens=False)["input_ids"]
         body_ids = tok(context + body, add_special_tokens=False)["input_ids"][len(ctx_ids):]
         ids = torch.tensor([[tok.bos_token_id, *ctx_ids, *body_ids]])
@@ -59,7 +59,7 @@ def test_the_items_path_scores_each_next_item_by_score(hf_rec, tiny_dataset):
     assert path.startswith("items") and np.allclose(auto[0].logp, scored[0].logp)
 
 
-def test_reference_format_renders_profile_history_and_item_tokens(tiny_dataset):
-    context, body = render(["3", "17"], {"gender": "F", "age": "18-24"}, tiny_dataset.item_titles, "reference")
-    assert context == "age: 18-24, gender: F<hist>"
-    assert body == "<item_3><item_17>"
+def test_a_format_the_model_does_not_declare_is_refused(hf_rec, tiny_dataset):
+    assert hf_rec.sequence_format == "titles"
+    with pytest.raises(ValueError, match="writes sequences as 'titles'"):
+        render(hf_rec, ["3", "17"], {}, tiny_dataset.item_titles, "reference")

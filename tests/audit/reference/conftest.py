@@ -11,7 +11,8 @@ from audit.data.dataset import Dataset
 from audit.reference import store
 from audit.reference.presets import PRESETS
 from audit.reference.recipe import TrainingRecipe
-from audit.reference.training import TrainedReference, torch_threads
+from audit.reference.training import TrainedReference
+from audit.training.stages import torch_threads
 
 #: one layer, d=32: trains on the 40-user synthetic set in a few seconds on one thread
 TINY_RECIPE = PRESETS["tiny"]

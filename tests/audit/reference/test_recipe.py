@@ -11,7 +11,9 @@ import pytest
 
 from audit.adapters.reference import ReferenceConfig
 from audit.reference.presets import PRESETS, make_recipe
-from audit.reference.recipe import SequenceTransform, StageSpec, TrainingRecipe, cache_key
+from audit.reference.recipe import TrainingRecipe
+from audit.training.identity import trained_key
+from audit.training.recipe import SequenceTransform, StageSpec
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,16 @@ def test_recipe_is_hashable_and_json_serialisable() -> None:
 
 def test_cache_key_changes_with_recipe_data_and_code() -> None:
     base = TrainingRecipe()
-    key = cache_key(base, "data1", "code1")
-    assert key == cache_key(TrainingRecipe(), "data1", "code1")
-    assert key != cache_key(dataclasses.replace(base, seed=1), "data1", "code1")
-    assert key != cache_key(base.replace_stage("full", epochs=3), "data1", "code1")
-    assert key != cache_key(base.with_transform(RepeatLast()), "data1", "code1")
-    assert key != cache_key(base.with_transform(RepeatLast(times=4)), "data1", "code1") != cache_key(
-        base.with_transform(RepeatLast()), "data1", "code1")
-    assert key != cache_key(base, "data2", "code1")
-    assert key != cache_key(base, "data1", "code2")
+    key = trained_key(base, None, "data1", "code1")
+    assert key == trained_key(TrainingRecipe(), None, "data1", "code1")
+    assert key != trained_key(dataclasses.replace(base, seed=1), None, "data1", "code1")
+    assert key != trained_key(base.replace_stage("full", epochs=3), None, "data1", "code1")
+    assert key != trained_key(base.with_transform(RepeatLast()), None, "data1", "code1")
+    assert key != trained_key(base.with_transform(RepeatLast(times=4)), None, "data1", "code1") != trained_key(
+        base.with_transform(RepeatLast()), None, "data1", "code1")
+    assert key != trained_key(base, None, "data2", "code1")
+    assert key != trained_key(base, None, "data1", "code2")
+    assert key != trained_key(base, "base-weights", "data1", "code1")
 
 
 def test_stage_options_are_order_free_and_merge() -> None:

@@ -29,7 +29,7 @@ def test_second_build_loads_without_training_and_scores_identically(
     def no_training(*args, **kwargs):
         raise AssertionError("the cache should have been hit")
 
-    monkeypatch.setattr(store, "train_reference", no_training)
+    monkeypatch.setattr(store, "train_cached", no_training)
     again, directory, trained_now = store.train_or_load(tiny_recipe, tiny_dataset, tiny_cache)
     assert not trained_now
     assert directory == tiny_cache / "reference" / store.recipe_key(tiny_recipe, tiny_dataset)
@@ -76,7 +76,6 @@ def test_a_directory_without_the_complete_manifest_is_retrained(
     half.mkdir(parents=True)
     (half / "config.json").write_text("{}")  # what a crash outside save_atomic could leave
     assert not store.is_complete(half)
-    monkeypatch.setattr(store, "train_reference", lambda *a, **k: tiny_trained)
     _, directory, trained_now = store.train_or_load(tiny_recipe, tiny_dataset, tmp_path)
     assert trained_now and directory == half and store.is_complete(half)
 

@@ -12,8 +12,9 @@ import torch
 from audit.data.dataset import Dataset
 from audit.reference.examples import StageData
 from audit.reference.model import lm_loss, lm_loss_at_targets, make_model
-from audit.reference.recipe import SequenceTransform, StageSpec, TrainingRecipe
-from audit.reference.trainers import TRAINERS
+from audit.reference.recipe import TrainingRecipe
+from audit.training.recipe import SequenceTransform, StageSpec
+from audit.training.trainers import TRAINERS
 from audit.reference.training import TrainedReference, train_reference
 
 

@@ -5,35 +5,40 @@ A trainer is a function::
     train_stage(trainable: Trainable, data: TrainingData, stage: StageSpec, seed: int, progress: bool) -> dict
 
 that updates ``trainable.module`` in place and returns a JSON-able summary (at least ``steps``,
-``seconds``, ``final_loss``). ``plain`` (AdamW on all examples) is built in; other packages
-register theirs, e.g. ``TRAINERS.register("dp", "privacy.dp:train_dp_stage")``, from the
-module that defines the variant using them (importing the variant registers the trainer).
-Trainers see models only through :class:`audit.training.protocol.Trainable` (the reference
-GPT-2 and LoRA on any ``hf`` causal LM implement it), so one trainer serves both.
+``seconds``, ``final_loss``). Trainers see a model only through
+:class:`audit.training.protocol.Trainable`, so one trainer serves every trainable model.
+
+Every built-in trainer is named here by a lazy ``"module:function"`` target (nothing is imported
+until a stage uses it): ``plain`` (below), ``dp`` (:mod:`privacy.dp`) and ``federated``
+(:mod:`privacy.federated`). Third-party packages add theirs through the ``recaudit.trainers``
+entry-point group.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from audit.progress import progress_log
-
-from audit.reference.recipe import StageSpec
 from audit.registry import Registry
-from audit.training.data import TrainingData
-from audit.training.protocol import Trainable, trainable_parameters
+from audit.training.protocol import trainable_parameters
 
-TrainStage = Callable[[Trainable, TrainingData, StageSpec, int, bool], dict]
+if TYPE_CHECKING:
+    from audit.training.data import TrainingData
+    from audit.training.protocol import Trainable
+    from audit.training.recipe import StageSpec
 
-TRAINERS: Registry[TrainStage] = Registry("trainer")
-TRAINERS.register("plain", "audit.reference.trainers:train_plain",
-                  "AdamW over all sliding windows, linear warm-up and decay")
+TrainStage = Callable[["Trainable", "TrainingData", "StageSpec", int, bool], dict]
+
+TRAINERS: Registry[TrainStage] = Registry("trainer", "recaudit.trainers")
+TRAINERS.register("plain", "audit.training.trainers:train_plain",
+                  "AdamW over every example of the stage, linear warm-up and decay, gradient clipping at 1")
+TRAINERS.register("dp", "privacy.dp:train_dp_stage", "DP-SGD with Opacus, user-level (Poisson over users)")
+TRAINERS.register("federated", "privacy.federated:train_federated_stage",
+                  "FedAvg over simulated Flower clients (Ray), optional central DP")
 
 
 def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
@@ -47,10 +52,13 @@ def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
     return f
 
 
-def train_plain(trainable: Trainable, data: TrainingData, stage: StageSpec, seed: int,
+def train_plain(trainable: "Trainable", data: "TrainingData", stage: "StageSpec", seed: int,
                 progress: bool) -> dict[str, Any]:
-    """Plain training: ``stage.epochs`` passes over fresh sliding windows of every user
-    (plus the catalog title rows), AdamW, gradient clipping at 1.0."""
+    """Plain training: ``stage.epochs`` passes over a fresh draw of the stage's examples
+    (:meth:`TrainingData.epoch_examples`), AdamW, gradient clipping at 1.0."""
+    import torch
+    from tqdm.auto import tqdm
+
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model = trainable.module
