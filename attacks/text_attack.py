@@ -176,7 +176,7 @@ class TitleRewritingRecommender(DelegatingRecommender):
     raw-text capabilities (``token_logprobs``, ``token-stats``, ``complete``) are withheld, since
     their texts would reach the model unrewritten."""
 
-    withheld: ClassVar[frozenset[str]] = DelegatingRecommender.withheld | {"token_logprobs", "token-stats",
+    withheld: ClassVar[frozenset[str]] = DelegatingRecommender.withheld | {"token-logprobs", "token-stats",
                                                                             "complete"}
 
     def rewrite_title(self, title: str) -> str:
@@ -209,7 +209,7 @@ class TitleRewritingRecommender(DelegatingRecommender):
                 for g in gens]
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
-        return self._through("embed_user").embed_user([self.rewrite(r) for r in reqs])
+        return self._through("embed-user").embed_user([self.rewrite(r) for r in reqs])
 
     def embed(self, titles: Sequence[str]) -> np.ndarray:
         return self._through("embed").embed([self.rewrite_title(t) for t in titles])

@@ -21,7 +21,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 from audit.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, RecauditError
 
@@ -51,11 +51,12 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 
 # -- sub-commands -----------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from audit.report import render_summary_text
-    from audit.runner import run_suite
     from audit.suite import load_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite)  # a config error ends here, before the runner's imports
+    from audit.report import render_summary_text
+    from audit.runner import run_suite
+
     if not args.quiet:  # one line per recommender built and per job finished, on stderr
         logging.getLogger("audit").setLevel(logging.INFO)
     outcome = run_suite(suite, out=args.out, no_cache=args.no_cache, limit_users=args.limit_users,
@@ -80,31 +81,19 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if is_model_name(args.name):
         result = fetch_model(args.name, args.source, progress=_progress_enabled(args))
     else:
-        fetch = _fetch_function()
-        result = fetch(args.name, args.source)
+        from audit.data.fetch import fetch_dataset
+
+        result = fetch_dataset(args.name, args.source)
     print(f"{args.name}: {result}")
     return EXIT_OK
 
 
-def _fetch_function() -> Callable[..., Any]:
-    try:
-        from audit.data.loaders import fetch_dataset
-    except ImportError:
-        from audit.data.fetch import fetch_dataset
-    return fetch_dataset
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    from audit.executors import EXECUTORS
-    from audit.registry import ADAPTERS, PROBES, VARIANTS
+    from audit.data.spec import DATASETS
+    from audit.registry import ADAPTERS, EXECUTORS, PROBES, VARIANTS
 
-    sections = [("adapters", ADAPTERS), ("variants", VARIANTS), ("probes", PROBES), ("executors", EXECUTORS)]
-    try:
-        from audit.data.loaders import DATASETS
-
-        sections.append(("datasets", DATASETS))
-    except ImportError:
-        pass
+    sections = [("adapters", ADAPTERS), ("variants", VARIANTS), ("probes", PROBES), ("executors", EXECUTORS),
+                ("datasets", DATASETS)]
     for title, registry in sections:
         names = registry.names()
         print(f"{title}:")
@@ -146,12 +135,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from audit.build import build_recommender
     from audit.errors import ConfigError
-    from audit.paths import models_dir
-    from audit.runner import load_suite_dataset
     from audit.suite import did_you_mean, load_suite
-    from audit.variants import BuildContext
 
     for flag, value in (("--request-timeout", args.request_timeout), ("--body-timeout", args.body_timeout),
                         ("--max-connections", args.max_connections), ("--max-body-bytes", args.max_body_bytes)):
@@ -166,6 +151,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from audit.serve import serve
     except ImportError as exc:
         raise RecauditError(f"the server module is not available ({exc})") from None
+    from audit.build import build_recommender
+    from audit.paths import models_dir
+    from audit.runner import load_suite_dataset
+    from audit.variants import BuildContext
+
     dataset = load_suite_dataset(suite)
     rec = build_recommender(args.recommender, suite.recommenders[args.recommender],
                             BuildContext(dataset=dataset, cache_dir=models_dir(), seed=suite.seed,

@@ -11,6 +11,10 @@ model from the on-disk model cache instead of training again. On a multi-node
 cluster ``$RECAUDIT_HOME`` must therefore be on a shared file system, and any
 Python modules a suite names (``python`` adapter targets, probes registered
 outside recaudit) must be importable on the workers.
+
+Executors are named in :data:`audit.registry.EXECUTORS` (lazy targets into this module, so a
+suite's ``executor:`` is checked without importing it first); Ray is imported only when a run
+uses it.
 """
 
 from __future__ import annotations
@@ -22,20 +26,23 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from pydantic import Field
 
 from audit.build import build_recommender, parse_variants
 from audit.cache import to_jsonable
 from audit.config import StrictConfig
-from audit.data.dataset import Dataset
 from audit.interface import Recommender
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.registry import ADAPTERS, PROBES, VARIANTS, Registry
+from audit.registry import EXECUTORS as EXECUTORS  # re-exported: the executors by name
 from audit.results import Metric, MetricSpec, ProbeResult
 from audit.suite import ProbeSpec
 from audit.variants import BuildContext
+
+if TYPE_CHECKING:
+    from audit.data.dataset import Dataset
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+@=-]")
 TRACEBACK_FRAMES = 6
@@ -305,7 +312,3 @@ class RayExecutor(Executor):
             if started:
                 ray.shutdown()
 
-
-EXECUTORS: Registry[type[Executor]] = Registry("executor")
-EXECUTORS.register("local", LocalExecutor, "in this process, one job after another (default)")
-EXECUTORS.register("ray", RayExecutor, "each job a Ray task on a local instance or a cluster (address:)")

@@ -9,7 +9,7 @@ Capabilities:
 - ``generate``: top-K item titles for each request (open generation, or a ranking
   of ``candidates`` when a request has them);
 - ``score``: a log-likelihood-like score (higher is better) per candidate item;
-- ``token_logprobs``: per-token log-probabilities (natural log) of raw texts;
+- ``token-logprobs``: per-token log-probabilities (natural log) of raw texts;
 - ``token-stats``: with each token's log-probability, the mean and standard deviation of log p
   under the model's next-token distribution at that position (Min-K%++ needs them);
 - ``answer-logprobs``: per-token log-probabilities of given item titles written as the model's own
@@ -17,7 +17,7 @@ Capabilities:
   probes score an ``hf`` fine-tune's training windows this way), with optional Min-K%++ statistics;
 - ``answer-generate``: the model's own greedy answer (item titles) to a request's prompt, the same
   prompt ``answer-logprobs`` scores after (what extraction reads from an instruction fine-tune);
-- ``embed_user``: a vector representation of the user behind each request;
+- ``embed-user``: a vector representation of the user behind each request;
 - ``embed``: a vector per item title (used for grounding);
 - ``complete``: free-text completion of raw prompts (extraction, data-set recall);
 - ``train``: the adapter can be (re)trained by training variants;
@@ -55,7 +55,7 @@ import numpy as np
 from audit.errors import CapabilityMissing
 
 CAPABILITIES: frozenset[str] = frozenset(
-    {"generate", "score", "token_logprobs", "token-stats", "answer-logprobs", "answer-generate", "embed_user", "embed", "complete",
+    {"generate", "score", "token-logprobs", "token-stats", "answer-logprobs", "answer-generate", "embed-user", "embed", "complete",
      "train", "train-stages", "train-lora", "train-private", "train-federated", "train-transforms", "constrain",
      "soft-prompt"}
 )
@@ -192,7 +192,7 @@ class Recommender:
     def token_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Natural-log probability of each token of each text given its prefix
         (the first token is conditioned on the model's start token)."""
-        raise self._missing("token_logprobs")
+        raise self._missing("token-logprobs")
 
     def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per text: (log p of each token, mu, sigma), where mu and sigma are the mean and standard
@@ -213,7 +213,7 @@ class Recommender:
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         """Array of shape (len(reqs), d): the user representation per request."""
-        raise self._missing("embed_user")
+        raise self._missing("embed-user")
 
     def embed(self, titles: Sequence[str]) -> np.ndarray:
         """Array of shape (len(titles), d): one vector per item title."""

@@ -1,4 +1,4 @@
-"""Registries by name for adapters, variants and probes.
+"""Registries by name for adapters, variants, probes and executors.
 
 Entries are lazy ``"module:attribute"`` targets, so importing the registry does
 not import torch or transformers. Unknown names raise :class:`UnknownNameError`
@@ -88,6 +88,11 @@ class Registry(Generic[T]):
         self._check(name)
         return self._descriptions.get(name, "")
 
+    def check(self, name: str) -> None:
+        """Raise :class:`UnknownNameError` (close matches, the valid names) unless ``name`` is
+        registered; imports nothing, so a suite's names are checked before any module loads."""
+        self._check(name)
+
     def _check(self, name: str) -> None:
         self._read_plugins()
         if name not in self._entries:
@@ -121,8 +126,13 @@ class Registry(Generic[T]):
 ADAPTERS: Registry[Any] = Registry("adapter", "recaudit.adapters")
 VARIANTS: Registry[Any] = Registry("variant", "recaudit.variants")
 PROBES: Registry[Any] = Registry("probe", "recaudit.probes")
+EXECUTORS: Registry[Any] = Registry("executor")
 
 # Built-in entries. Each domain package owns its modules; this table only names them.
+EXECUTORS.register("local", "audit.executors:LocalExecutor", "in this process, one job after another (default)")
+EXECUTORS.register("ray", "audit.executors:RayExecutor",
+                   "each job a Ray task on a local instance or a cluster (address:)")
+
 ADAPTERS.register("reference", "audit.adapters.reference:ReferenceAdapter",
                   "the built-in GPT-2-architecture recommender trained here on the data set")
 ADAPTERS.register("hf", "audit.adapters.hf:HFAdapter",

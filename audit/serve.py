@@ -484,7 +484,7 @@ class RecommenderApp:
                               max_tokens: int | None) -> list[tuple[str, dict[str, Any] | None, int | None]]:
         rec = self.recommender
         if body.get("echo") and body.get("logprobs") is not None and max_tokens == 0:
-            if not rec.has("token_logprobs"):
+            if not rec.has("token-logprobs"):
                 raise BadRequest(f"the served recommender {rec.name!r} has no token log-probabilities")
             values = [float(v) for v in (await self._call(rec.token_logprobs, [prompt]))[0]]
             clean = [None if v != v else v for v in values]  # NaN -> null (JSON)

@@ -16,7 +16,6 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from audit.results import Metric
 
@@ -43,6 +42,8 @@ def bootstrap_ci(
     if np.all(x == x[0]):
         v = float(statistic(x))
         return (v, v)
+    from scipy import stats  # here, not at the top: scipy.stats takes seconds to import
+
     res = stats.bootstrap((x,), statistic, vectorized=statistic is np.mean,
                           n_resamples=n_resamples, confidence_level=confidence,
                           method="percentile", random_state=np.random.default_rng(seed))
@@ -53,6 +54,8 @@ def wilson_ci(successes: float, n: int, *, confidence: float = CONFIDENCE) -> tu
     """Wilson score interval of a proportion ``successes / n``; (nan, nan) when n is 0."""
     if n <= 0:
         return (float("nan"), float("nan"))
+    from scipy import stats
+
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     p = float(successes) / n
     denom = 1.0 + z * z / n

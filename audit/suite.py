@@ -18,9 +18,12 @@ cache: true
 ```
 
 Everything is validated at load, before any model is built: YAML syntax (with
-file, line and column), option names and types (pydantic), adapter / variant /
-probe / executor names (registry messages with suggestions), adapter, variant and
-probe options, and the names gates refer to.
+file, line and column), the top-level keys (pydantic), adapter / variant / probe /
+executor names (registry messages with suggestions; checked before any of their
+modules is imported), adapter, variant and probe options, and the names gates
+refer to. The names and the data set spec are checked first, importing nothing they
+name; the options then import the modules that declare them (adapter, variant and probe
+modules import no model library at module level).
 
 ``include`` merges the included files first (in order), then this file: top-level
 keys of this file win; for mapping sections (``dataset``, ``recommenders``,
@@ -40,13 +43,13 @@ from typing import Any, Mapping
 import yaml
 from pydantic import Field
 
-from audit.build import adapter_class, check_variants_supported, make_variants
+from audit.build import adapter_class, check_variants_supported, make_variants, parse_variants
 from audit.config import StrictConfig, validate_config
-from audit.data.loaders import DatasetSpec
+from audit.data.spec import DatasetSpec
 from audit.errors import ConfigError, RecauditError, UnknownNameError
 from audit.gates import GateSpec
 from audit.probes.base import ProbeConfig
-from audit.registry import ADAPTERS, PROBES, Registry
+from audit.registry import ADAPTERS, EXECUTORS, PROBES, VARIANTS, Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+@=-]*$"
 PROBE_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_+-]*$"
@@ -225,9 +228,18 @@ def read_suite_mapping(path: Path, _stack: tuple[Path, ...] = ()) -> dict[str, A
 
 
 # -- validation ---------------------------------------------------------------------------
-def _registry_get(registry: Registry[Any], name: Any, where: str) -> Any:
+def _registry_check(registry: Registry[Any], name: Any, where: str) -> None:
+    """UnknownNameError for a name ``registry`` lacks, prefixed with ``where``; imports nothing."""
     if not isinstance(name, str):
         raise ConfigError(f"{where}: {registry.kind} name must be a string, got {name!r}")
+    try:
+        registry.check(name)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{where}: {exc}") from None
+
+
+def _registry_get(registry: Registry[Any], name: Any, where: str) -> Any:
+    _registry_check(registry, name, where)
     try:
         return registry.get(name)
     except UnknownNameError as exc:
@@ -235,6 +247,22 @@ def _registry_get(registry: Registry[Any], name: Any, where: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise RecauditError(f"{where}: the {registry.kind} {name!r} is registered but cannot be imported "
                             f"({type(exc).__name__}: {exc}); is its module installed?") from exc
+
+
+def check_names(model: SuiteFile) -> None:
+    """Every adapter, variant, probe and executor the suite names is registered.
+
+    Runs before any option is validated and imports no adapter, variant or probe module, so a
+    misspelt name is reported at once."""
+    for name, entry in model.recommenders.items():
+        where = f"recommenders.{name}"
+        if "adapter" in entry:
+            _registry_check(ADAPTERS, entry["adapter"], where)
+        for variant, _ in parse_variants(entry.get("variant"), where):
+            _registry_check(VARIANTS, variant, where)
+    for alias, options in model.probes.items():
+        _registry_check(PROBES, (options or {}).get("probe", alias), f"probes.{alias}")
+    _registry_check(EXECUTORS, model.executor.get("type", "local"), "executor")
 
 
 def check_recommender_entry(name: str, entry: Any) -> None:
@@ -268,7 +296,7 @@ def _probe_spec(alias: str, options: dict[str, Any] | None) -> ProbeSpec:
 
 
 def validate_dataset_spec(data: dict[str, Any]) -> DatasetSpec:
-    """The suite's ``dataset:`` mapping as a validated :class:`~audit.data.loaders.DatasetSpec`."""
+    """The suite's ``dataset:`` mapping as a validated :class:`~audit.data.spec.DatasetSpec`."""
     return validate_config(DatasetSpec, data, "dataset")
 
 
@@ -278,10 +306,10 @@ def suite_from_mapping(data: Mapping[str, Any], *, path: Path | None = None,
 
     ``validate_dataset=False`` skips the data set spec check (for callers that pass an
     already-loaded :class:`~audit.data.dataset.Dataset` to the runner)."""
-    from audit.executors import EXECUTORS
-
     where = str(path) if path is not None else "suite"
     model = validate_config(SuiteFile, dict(data), where)
+    check_names(model)
+    dataset_spec = validate_dataset_spec(dict(model.dataset)) if validate_dataset else None
     for name, entry in model.recommenders.items():
         check_recommender_entry(name, entry)
     probes = [_probe_spec(alias, opts) for alias, opts in model.probes.items()]
@@ -298,8 +326,7 @@ def suite_from_mapping(data: Mapping[str, Any], *, path: Path | None = None,
     )
     suite.check_gates(suite.gates)
     suite.check_probe_recommenders()
-    if validate_dataset:
-        suite.dataset_spec = validate_dataset_spec(suite.dataset)
+    suite.dataset_spec = dataset_spec
     return suite
 
 

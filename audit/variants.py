@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from audit.config import StrictConfig
-from audit.data.dataset import Dataset
 from audit.interface import Recommender
+
+if TYPE_CHECKING:
+    from audit.data.dataset import Dataset
 
 
 @dataclass

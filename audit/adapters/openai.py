@@ -119,7 +119,7 @@ class OpenAIAdapter(Adapter):
     """A recommender behind an OpenAI-compatible endpoint (see the module docstring)."""
 
     Config: ClassVar[type[StrictConfig]] = OpenAIConfig
-    capabilities: frozenset[str] = frozenset({"generate", "complete", "token_logprobs"})
+    capabilities: frozenset[str] = frozenset({"generate", "complete", "token-logprobs"})
     kind: ClassVar[str] = "openai"
 
     def __init__(self, config: OpenAIConfig, prompts: PromptSet, api_key: str | None = None,
@@ -137,7 +137,7 @@ class OpenAIAdapter(Adapter):
         if config.mode == "completions":
             caps.add("complete")
         if config.logprobs:
-            caps.add("token_logprobs")
+            caps.add("token-logprobs")
         self.capabilities = frozenset(caps)
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
@@ -389,8 +389,8 @@ class OpenAIAdapter(Adapter):
         return self._map(one, list(prompts), lambda _p, _m: "")
 
     def token_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
-        if "token_logprobs" not in self.capabilities:
-            raise self._missing("token_logprobs")
+        if "token-logprobs" not in self.capabilities:
+            raise self._missing("token-logprobs")
 
         def one(text: str) -> np.ndarray:
             body = self._body({"prompt": text, "max_tokens": 0, "echo": True, "logprobs": 0})

@@ -1,47 +1,59 @@
 """The ``reference`` adapter: the built-in GPT-2-architecture recommender, trained here on the
 data set (or loaded from a directory), behind the :class:`~audit.interface.Recommender` interface.
 
-Capabilities: ``generate``, ``score``, ``token_logprobs``, ``embed_user``, ``embed``,
-``complete``, ``train``. The model, its token format and its training live in
-:mod:`audit.reference`; this module is the glue.
+The model, its token format, its training, its soft-prompt target and its constrained-decoding
+layout live in :mod:`audit.reference`; this module is the glue. Capabilities:
 
-Hooks for variants (wrap a built adapter; do not retrain):
+- ``generate``: open generation of ``k`` distinct items (one beam per item), or the top ``k``
+  candidates by ``score`` when a request has candidates;
+- ``score``: log p(``<item_X>`` | prompt), or with ``score_mode: item+title`` of the item token
+  and its title; titles outside the catalog are scored as their text;
+- ``token-logprobs`` / ``token-stats``: log p of each token of a raw text in the model's format
+  (item tokens recognised), with the mean and spread of log p at each position;
+- ``embed-user``: the final hidden state at the prompt's ``<rec>`` token; ``embed``: the mean final
+  hidden state over a title's text tokens; ``complete``: greedy continuation of raw prompts;
+- ``train``, ``train-stages``, ``train-private``, ``train-federated``, ``train-transforms``:
+  training variants edit the :class:`~audit.reference.recipe.TrainingRecipe`
+  (``Variant.modify_recipe(recipe, ctx)``) before the model is trained or loaded from the cache;
+- ``constrain`` (:class:`audit.decoding.constrained.ConstrainableGeneration`, factory style):
+  ``adapter.generation_constraint`` holds a ``(prompt_length) -> transformers.LogitsProcessor``
+  factory (:data:`audit.reference.inference.GenerationConstraint`) during a call, or
+  ``logits_processor=`` / ``prefix_allowed_tokens_fn=`` go to :meth:`ReferenceAdapter.generate_detailed`.
+  Every returned sequence is one item: ``<item_X>``, title tokens, ``<sep>``; the processor sees
+  ``input_ids`` = prompt (left-padded, ``prompt_length`` columns) + generated tokens;
+  :meth:`ReferenceAdapter.constraint_layout` gives the layout (:class:`audit.reference.layout.ReferenceLayout`);
+- ``soft-prompt``: :meth:`ReferenceAdapter.with_soft_prefix` returns a copy whose prompts carry
+  learned ``(n, d)`` vectors right after ``<bos>`` (scoring, generation, embeddings), and
+  :meth:`ReferenceAdapter.soft_prompt_target` the model as the prefix trainer sees it
+  (:class:`audit.reference.soft_prompt.ReferenceSoftPromptTarget`).
 
-- **constrained decoding**: set ``adapter.generation_constraint`` to a callable
-  ``(prompt_length: int) -> transformers.LogitsProcessor`` (see
-  :data:`audit.reference.inference.GenerationConstraint`), or pass ``logits_processor=`` /
-  ``prefix_allowed_tokens_fn=`` to :meth:`ReferenceAdapter.generate_detailed`. In open
-  generation every returned sequence is one item: ``<item_X>``, title tokens, ``<sep>``
-  (``<sep>`` ends the sequence); the processor sees ``input_ids`` = prompt (left-padded,
-  ``prompt_length`` columns) + generated tokens. :meth:`ReferenceAdapter.catalog_outputs`
-  gives every catalog title's token ids for a prefix tree.
-- **soft prompts**: :meth:`ReferenceAdapter.with_soft_prefix` returns a copy whose prompts
-  carry learned ``(n, d)`` vectors right after ``<bos>`` (scoring, generation, embeddings).
-  ``adapter.model`` and ``adapter.fmt`` give the frozen network and the prompt builder.
-- **training variants**: ``Variant.modify_recipe(recipe, ctx)`` receives the
-  :class:`~audit.reference.recipe.TrainingRecipe` (see its module docstring).
+Item sequences for the memorisation probes are written in the model's own format
+(``sequence_format = "reference"``, :meth:`ReferenceAdapter.render_sequence`).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
-import torch
 from pydantic import Field
-from transformers import GPT2LMHeadModel, LogitsProcessor, PreTrainedTokenizerFast
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError
 from audit.interface import Adapter, Generation, RecRequest
-from audit.reference import inference, store
-from audit.reference.inference import GenerationConstraint
 from audit.reference.presets import make_recipe
-from audit.reference.prompts import PromptFormat, parse_output
-from audit.reference.training import TrainedReference
+from audit.token_stats import causal_lm_token_stats
 from audit.variants import BuildContext
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPT2LMHeadModel, LogitsProcessor, PreTrainedTokenizerFast
+
+    from audit.reference.inference import GenerationConstraint
+    from audit.reference.prompts import PromptFormat
+    from audit.reference.training import TrainedReference
 
 
 class ReferenceConfig(StrictConfig):
@@ -81,7 +93,7 @@ class ReferenceAdapter(Adapter):
     kind = "reference"
     Config = ReferenceConfig
     sequence_format = "reference"
-    capabilities = frozenset({"generate", "score", "token_logprobs", "token-stats", "embed_user", "embed", "complete", "train",
+    capabilities = frozenset({"generate", "score", "token-logprobs", "token-stats", "embed-user", "embed", "complete", "train",
                               "train-stages", "train-private", "train-federated", "train-transforms", "constrain",
                               "soft-prompt"})
 
@@ -104,6 +116,8 @@ class ReferenceAdapter(Adapter):
     @classmethod
     def build(cls, config: ReferenceConfig, ctx: BuildContext, training_variants: Sequence[Any] = ()) -> "ReferenceAdapter":
         """Train (or load from the cache) the model the config and training variants describe."""
+        from audit.reference import store
+
         if config.path is not None:
             if training_variants:
                 raise ConfigError(f"reference adapter: 'path' loads a trained model, so training variant(s) "
@@ -124,7 +138,7 @@ class ReferenceAdapter(Adapter):
 
     def constraint_layout(self, style: Literal["numbered", "lines"] = "numbered") -> Any:
         """One item per beam: item token + title tokens + ``<sep>`` (``style`` does not apply)."""
-        from audit.decoding.constrained import ReferenceLayout
+        from audit.reference.layout import ReferenceLayout
 
         return ReferenceLayout(self.fmt)
 
@@ -137,7 +151,7 @@ class ReferenceAdapter(Adapter):
 
     def soft_prompt_target(self, dataset: Any = None) -> Any:
         """The frozen model as the fair-prompt trainer sees it (sliding windows, ``<rec>`` state)."""
-        from audit.fairness.soft_prompt import ReferenceSoftPromptTarget
+        from audit.reference.soft_prompt import ReferenceSoftPromptTarget
 
         return ReferenceSoftPromptTarget(self.model, self.fmt)
 
@@ -183,6 +197,8 @@ class ReferenceAdapter(Adapter):
         return {title: self.fmt.output_ids(title) for title in self.fmt.vocab.item_of_title}
 
     def _max_prompt_tokens(self) -> int:
+        from audit.reference import inference
+
         return self.model.config.n_positions - self._max_output_tokens() - inference.prefix_len(self.soft_prefix)
 
     def _max_output_tokens(self) -> int:
@@ -197,6 +213,8 @@ class ReferenceAdapter(Adapter):
         return self._score_prompts([self.prompt_ids(r) for r in reqs], items)
 
     def _score_prompts(self, prompts: list[list[int]], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        from audit.reference import inference
+
         vocab = self.fmt.vocab
         out: list[np.ndarray] = []
         first_lp = None
@@ -229,6 +247,9 @@ class ReferenceAdapter(Adapter):
         the ``k`` most likely first tokens after the prompt, each continued greedily to
         ``<sep>``), ordered like :meth:`score` orders them (``score_mode``); raw text is the
         ``<item_X> title<sep>`` slots in that order and the items are the decoded title text."""
+        from audit.reference import inference
+        from audit.reference.prompts import parse_output
+
         out: list[Generation | None] = [None] * len(reqs)
         ranked = [i for i, r in enumerate(reqs) if r.candidates]
         if ranked:
@@ -264,11 +285,15 @@ class ReferenceAdapter(Adapter):
         """log p of each token of each raw text (in the model's format; item tokens are
         recognised) given the tokens before it; a leading ``<bos>`` is added when absent
         and gets no value."""
+        from audit.reference import inference
+
         seqs = [self._with_bos(t) for t in texts]
         return inference.sequence_logprobs(self.model, seqs, self.soft_prefix, batch_size=self.config.batch_size)
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         """Final hidden state at the end of each prompt (the ``<rec>`` position), (n, d)."""
+        from audit.reference import inference
+
         prompts = [self.prompt_ids(r) for r in reqs]
         hidden, _ = inference.prompt_states(self.model, prompts, self.soft_prefix, self.config.batch_size)
         return hidden
@@ -276,17 +301,28 @@ class ReferenceAdapter(Adapter):
     def embed(self, titles: Sequence[str]) -> np.ndarray:
         """Mean final hidden state over a title's text tokens (``<bos>`` + title text; the
         same for catalog and non-catalog titles), (n, d)."""
+        from audit.reference import inference
+
         vocab = self.fmt.vocab
         seqs = [[self.fmt.bos, *vocab.title_ids(t)] for t in titles]
         return inference.mean_hidden(self.model, seqs, batch_size=self.config.batch_size)
 
-    def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        from audit.memorisation.sequences import hf_token_logprob_stats
+    def render_sequence(self, items: Sequence[str], profile: Mapping[str, str],
+                        titles: Mapping[str, str]) -> tuple[str, str]:
+        """The reference's own format: ``<profile><hist>`` as the context, one item token per item
+        as the body (each predicted from the items before it, as in training)."""
+        from audit.reference.prompts import profile_text
+        from audit.reference.tokenizer import HIST, item_token
 
-        return hf_token_logprob_stats(self.model, self.tokenizer, texts, batch_size=self.config.batch_size)
+        return profile_text(profile) + HIST, "".join(item_token(i) for i in items)
+
+    def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return causal_lm_token_stats(self.model, self.tokenizer, texts, batch_size=self.config.batch_size)
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy continuation (raw text, control and item tokens kept) of each raw prompt."""
+        from audit.reference import inference
+
         seqs = [self._with_bos(p) for p in prompts]
         limit = self.model.config.n_positions
         too_long = [i for i, s in enumerate(seqs) if len(s) + max_new_tokens > limit]

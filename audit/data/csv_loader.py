@@ -23,48 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field
 
 from audit.config import StrictConfig
-from audit.data.dataset import Dataset, age_bucket
+from audit.data.dataset import Dataset, age_bucket, normalise_items
+from audit.data.spec import CsvColumns, InteractionColumns, ItemColumns, UserColumns
 from audit.errors import ConfigError
 
+__all__ = ["CsvColumns", "InteractionColumns", "ItemColumns", "UserColumns", "load_csv_dataset"]
+
 _SHOW = 5  # how many offending values an error message lists
-
-
-class InteractionColumns(StrictConfig):
-    """Column names in the interactions file (one row per user-item event)."""
-
-    user: str = "user_id"
-    item: str = "item_id"
-    timestamp: str | None = "timestamp"
-    rating: str | None = "rating"
-
-
-class ItemColumns(StrictConfig):
-    """Column names in the items file (one row per item)."""
-
-    item: str = "item_id"
-    title: str = "title"
-    year: str | None = "year"
-    genres: str | None = "genres"
-    genre_separator: str = Field(default="|", min_length=1)
-
-
-class UserColumns(StrictConfig):
-    """Column names in the users file; ``attributes`` lists columns (or maps attribute -> column).
-    None = every column but the user id."""
-
-    user: str = "user_id"
-    attributes: list[str] | dict[str, str] | None = None
-
-
-class CsvColumns(StrictConfig):
-    """The column mappings of the three files."""
-
-    interactions: InteractionColumns = InteractionColumns()
-    items: ItemColumns = ItemColumns()
-    users: UserColumns = UserColumns()
 
 
 def load_csv_dataset(interactions: Path, items: Path, users: Path | None = None,
@@ -170,8 +137,6 @@ def _no_blanks(parsed: pd.Series, raw: pd.Series, path: Path, col: str, expected
 
 
 def _items(frame: pd.DataFrame, path: Path, mapping: ItemColumns) -> pd.DataFrame:
-    from audit.data.movielens import normalise_items
-
     cols = _columns(frame, path, "items", mapping, ("item", "title"), ("year", "genres"))
     ids = _ids(frame, cols["item"], path, "item id")
     dupes = ids[ids.duplicated()].unique().tolist()

@@ -12,6 +12,7 @@ Columns (all loaders normalise to these):
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
@@ -40,6 +41,47 @@ def display_title(title: str, year: object) -> str:
     if year is None or (isinstance(year, float) and np.isnan(year)) or year is pd.NA:
         return title
     return f"{title} ({int(year)})"
+
+
+# -- the items frame every loader builds (titles and years normalised the MovieLens way) ----------
+_TRAILING_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)(?:\s*\(V\))?\s*$")
+
+
+def split_title_year(title: str) -> tuple[str, int | None]:
+    """'Toy Story (1995)' -> ('Toy Story', 1995); 'Heat' -> ('Heat', None). Drops a '(V)' after the year."""
+    m = _TRAILING_YEAR.match(title)
+    if m is None or not m.group("title"):
+        return title.strip(), None
+    return m.group("title").strip(), int(m.group("year"))
+
+
+def normalise_items(item_ids: Iterable[object], titles: Iterable[object], years: Iterable[object],
+                    genres: Iterable[str]) -> pd.DataFrame:
+    """The ``items`` frame: ids as str, titles without a trailing year, ``year`` Int64.
+
+    A given year (4 digits) wins; otherwise the title's trailing ``(YYYY)`` is used. The trailing
+    year is cut from the title when it is used or equals the given year."""
+    out_titles: list[str] = []
+    out_years: list[int | None] = []
+    for title, given in zip(titles, years):
+        text = "" if title is None or (isinstance(title, float) and pd.isna(title)) else str(title).strip()
+        stripped, in_title = split_title_year(text)
+        year = _as_year(given)
+        if year is None:
+            year = in_title
+        out_titles.append(stripped if in_title is not None and in_title == year else text)
+        out_years.append(year)
+    return pd.DataFrame({
+        "item_id": pd.Series([str(i).strip() for i in item_ids], dtype=str),
+        "title": pd.Series(out_titles, dtype=str),
+        "year": pd.array(out_years, dtype="Int64"),
+        "genres": pd.Series(list(genres), dtype=str),
+    })
+
+
+def _as_year(value: object) -> int | None:
+    text = "" if value is None else str(value).strip()
+    return int(text) if re.fullmatch(r"\d{4}", text) else None
 
 
 @dataclass(frozen=True)

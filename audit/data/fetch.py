@@ -30,12 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from audit.data.spec import DATASETS
 from audit.errors import ChecksumError, ConfigError, DatasetMissingError, RecauditError, EXIT_RUNTIME
 from audit.paths import dataset_dir, datasets_dir
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
-    from audit.data.loaders import DatasetSpec
+    from audit.data.spec import DatasetSpec
 
 SOURCE_RECORD = "SOURCE.json"
 #: Seconds to wait for a TCP connection to a download host before trying the next source.
@@ -342,8 +343,6 @@ def fetch_dataset(name: str, source: str | os.PathLike[str] | None = None, *,
     ``source``: a local copy (directory or archive) to use instead of downloading. With a valid cache
     and ``force=False`` nothing is done. Raises UnknownNameError (unknown name, with close matches),
     ConfigError (bad ``source`` or a data set that is not fetchable), ChecksumError, FetchError."""
-    from audit.data.loaders import DATASETS
-
     entry = DATASETS.get(name)
     if not isinstance(entry, FetchableDataset):
         raise ConfigError(f"data set {name!r} is read from your own files when a suite runs; there is nothing "

@@ -1,9 +1,7 @@
-"""Data sets by name, the suite's ``dataset:`` spec, and loading either into a :class:`Dataset`.
+"""Loading the data set a suite names into a :class:`~audit.data.dataset.Dataset`.
 
-Suite files write ``dataset: {name: ml-100k, users: 300, seed: 0}`` (a fetched data set) or
-``dataset: {name: csv, interactions: ..., items: ..., users_file: ..., columns: {...}}`` (the
-user's own files, paths relative to the suite file). ``users`` is how many users the probes
-audit, a seeded sample (absent = all); training always uses the whole data set.
+The suite's ``dataset:`` spec and the names (:data:`DATASETS`) live in :mod:`audit.data.spec`
+(re-exported here); fetching into the cache in :mod:`audit.data.fetch`.
 
 Loaded data sets are memoised per process (keyed by the files' identity), so asking again is
 instant; the returned :class:`Dataset` is shared, treat its frames as read-only.
@@ -17,21 +15,16 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
-
-from audit.config import StrictConfig, validate_config
-from audit.data.csv_loader import CsvColumns, load_csv_dataset
+from audit.config import validate_config
+from audit.data.csv_loader import load_csv_dataset
 from audit.data.dataset import Dataset
 from audit.data.fetch import FetchResult, fetch_dataset
+from audit.data.spec import CSV, CSV_DESCRIPTION, DATASETS, CsvColumns, DatasetSpec
 from audit.errors import ConfigError
 from audit.paths import dataset_dir, recaudit_home
-from audit.registry import Registry
 
 __all__ = ["DATASETS", "DatasetSpec", "FetchResult", "clear_memo", "fetch_dataset", "load_dataset",
            "load_dataset_from_spec"]
-
-CSV = "csv"
 
 
 class DatasetKind(Protocol):
@@ -49,7 +42,7 @@ class CsvDatasetKind:
 
     fetchable = False
     name = CSV
-    description = "your own interactions / items / users CSV files with a column mapping"
+    description = CSV_DESCRIPTION
 
     def load(self, spec: "DatasetSpec", base_dir: Path, home: str | os.PathLike[str] | None) -> Dataset:
         if spec.interactions is None or spec.items is None:  # DatasetSpec guarantees both
@@ -60,60 +53,8 @@ class CsvDatasetKind:
             columns=spec.columns or CsvColumns(), delimiter=spec.delimiter, name=spec.label or CSV)
 
 
+#: the ``csv`` entry of :data:`DATASETS`
 CSV_DATASET = CsvDatasetKind()
-
-DATASETS: Registry[Any] = Registry("data set")
-DATASETS.register("ml-100k", "audit.data.movielens:ML_100K",
-                  "MovieLens-100k: 100k ratings, 943 users (gender, age, occupation), 1,682 films")
-DATASETS.register(CSV, CSV_DATASET, CsvDatasetKind.description)
-
-
-class DatasetSpec(StrictConfig):
-    """The ``dataset:`` section of a suite.
-
-    ``users``: how many users the probes audit (seeded sample of users with a test item;
-    None = all). ``seed``: the sample's seed. The CSV fields apply to ``name: csv`` only;
-    their paths are relative to the suite file's directory."""
-
-    name: str
-    users: int | None = Field(default=None, ge=1)
-    seed: int = 0
-    interactions: str | None = None
-    items: str | None = None
-    users_file: str | None = None
-    columns: CsvColumns | None = None
-    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
-    label: str | None = Field(default=None, min_length=1,
-                              description="name shown in reports for a csv data set (default 'csv')")
-
-    @field_validator("name")
-    @classmethod
-    def _known_name(cls, name: str) -> str:
-        if name not in DATASETS:
-            try:
-                DATASETS.get(name)
-            except KeyError as exc:  # UnknownNameError: message with close matches and the list
-                raise PydanticCustomError("unknown_dataset", str(exc)) from None
-        return name
-
-    @model_validator(mode="after")
-    def _fields_fit_name(self) -> "DatasetSpec":
-        csv_fields = ("interactions", "items", "users_file", "columns", "delimiter", "label")
-        if self.name == CSV:
-            missing = [f for f in ("interactions", "items") if getattr(self, f) is None]
-            if missing:
-                raise PydanticCustomError("csv_files", "name: csv needs {missing} (paths to CSV files, relative "
-                                          "to the suite file)", {"missing": " and ".join(missing)})
-        else:
-            given = [f for f in csv_fields if getattr(self, f) is not None]
-            if given:
-                raise PydanticCustomError("csv_only", "{given} only apply to name: csv, not {name}",
-                                          {"given": ", ".join(given), "name": self.name})
-        return self
-
-    def audit_users(self, dataset: Dataset) -> list[str]:
-        """The users the probes audit: ``users`` sampled with ``seed`` among users with a test item."""
-        return dataset.sample_users(self.users, self.seed)
 
 
 def load_dataset_from_spec(spec: DatasetSpec | Mapping[str, Any], base_dir: str | os.PathLike[str], *,

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import shutil
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
-from audit.data.dataset import Dataset, age_bucket
+from audit.data.dataset import Dataset, age_bucket, normalise_items, split_title_year
 from audit.data.fetch import (FetchableDataset, Retrieved, Source, WheelSource, ZipURLSource, file_digest,
                               verify_digest, parse_md5_file)
 from audit.errors import ConfigError
@@ -50,47 +48,7 @@ RECBOLE_SHA256 = {
     "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
 }
 
-_TRAILING_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)(?:\s*\(V\))?\s*$")
 _RECBOLE_UNKNOWN = "unkonwn"
-
-
-# -- normalisation shared by both formats (and the CSV loader) --------------------------------------
-
-def split_title_year(title: str) -> tuple[str, int | None]:
-    """'Toy Story (1995)' -> ('Toy Story', 1995); 'Heat' -> ('Heat', None). Drops a '(V)' after the year."""
-    m = _TRAILING_YEAR.match(title)
-    if m is None or not m.group("title"):
-        return title.strip(), None
-    return m.group("title").strip(), int(m.group("year"))
-
-
-def normalise_items(item_ids: Iterable[object], titles: Iterable[object], years: Iterable[object],
-                    genres: Iterable[str]) -> pd.DataFrame:
-    """The ``items`` frame: ids as str, titles without a trailing year, ``year`` Int64.
-
-    A given year (4 digits) wins; otherwise the title's trailing ``(YYYY)`` is used. The trailing
-    year is cut from the title when it is used or equals the given year."""
-    out_titles: list[str] = []
-    out_years: list[int | None] = []
-    for title, given in zip(titles, years):
-        text = "" if title is None or (isinstance(title, float) and pd.isna(title)) else str(title).strip()
-        stripped, in_title = split_title_year(text)
-        year = _as_year(given)
-        if year is None:
-            year = in_title
-        out_titles.append(stripped if in_title is not None and in_title == year else text)
-        out_years.append(year)
-    return pd.DataFrame({
-        "item_id": pd.Series([str(i).strip() for i in item_ids], dtype=str),
-        "title": pd.Series(out_titles, dtype=str),
-        "year": pd.array(out_years, dtype="Int64"),
-        "genres": pd.Series(list(genres), dtype=str),
-    })
-
-
-def _as_year(value: object) -> int | None:
-    text = "" if value is None else str(value).strip()
-    return int(text) if re.fullmatch(r"\d{4}", text) else None
 
 
 def _interactions(users: pd.Series, items: pd.Series, ratings: pd.Series, timestamps: pd.Series) -> pd.DataFrame:

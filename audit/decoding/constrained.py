@@ -36,15 +36,18 @@ score, without decoding). Suite entry::
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 from audit.config import StrictConfig
 from audit.decoding.delegate import DelegatingRecommender
-from audit.decoding.list_constraint import ListConstraint, ListFormat
 from audit.decoding.trie import TokenTrie
 from audit.errors import ConfigError
+from audit.list_format import ListFormat
 from audit.interface import Generation, RecRequest, Recommender
 from audit.variants import BuildContext, Variant
+
+if TYPE_CHECKING:
+    from audit.decoding.list_constraint import ListConstraint
 
 HOOK = "generation_constraint"
 LayoutStyle = Literal["numbered", "lines"]
@@ -134,8 +137,10 @@ class ConstrainedRecommender(DelegatingRecommender):
         return TokenTrie.from_sequences({i: self.tokens_of(t) for i, t in enumerate(req.candidates)
                                          if self.tokens_of(t)})
 
-    def constraint_for(self, reqs: Sequence[RecRequest], k: int) -> ListConstraint:
+    def constraint_for(self, reqs: Sequence[RecRequest], k: int) -> "ListConstraint":
         """The constraint for one batch of requests (rows in order)."""
+        from audit.decoding.list_constraint import ListConstraint
+
         slots = self.layout.slots(k)
         tries = [self._trie_for(r) for r in reqs]
         shared = all(t is self.trie for t in tries)

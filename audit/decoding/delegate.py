@@ -61,7 +61,7 @@ class DelegatingRecommender(Recommender):
         return self._through("score").score(reqs, items)
 
     def token_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return self._through("token_logprobs").token_logprobs(texts)
+        return self._through("token-logprobs").token_logprobs(texts)
 
     def token_logprob_stats(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         return self._through("token-stats").token_logprob_stats(texts)
@@ -74,7 +74,7 @@ class DelegatingRecommender(Recommender):
         return self._through("answer-generate").answer_generate(reqs, max_items)
 
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
-        return self._through("embed_user").embed_user(reqs)
+        return self._through("embed-user").embed_user(reqs)
 
     def embed(self, titles: Sequence[str]) -> np.ndarray:
         return self._through("embed").embed(titles)

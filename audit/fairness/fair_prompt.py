@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 
 PREFIX_FILE = "prefix.safetensors"
 SUMMARY_FILE = "summary.json"
-#: modules whose code determines the learned prefix (their source enters the cache key)
-#: the modules whose code decides a trained prefix (with the target's own module, see prefix_key)
+#: the modules whose code decides a trained prefix (with the soft-prompt target's own module, see prefix_key)
 CODE_MODULES = ("audit.fairness.soft_prompt", "audit.fairness.fair_prompt", "audit.training.soft_prompt")
 
 
@@ -133,7 +132,9 @@ class FairPromptVariant(Variant):
                               f"before any wrapping variant); {rec.name!r} ({type(rec).__name__}) does not declare it")
         [attr_set] = resolve_attribute_sets(ctx.dataset, [cfg.attributes], "variant 'fair-prompt': attributes")
         users = training_users(rec, ctx, cfg)
-        directory = Path(ctx.cache_dir) / "fair-prompt" / prefix_key(rec, cfg, ctx.dataset.fingerprint, users)
+        target_module = type(rec.soft_prompt_target(ctx.dataset)).__module__
+        key = prefix_key(rec, cfg, ctx.dataset.fingerprint, users, target_module)
+        directory = Path(ctx.cache_dir) / "fair-prompt" / key
         if (directory / SUMMARY_FILE).is_file():
             prefix, summary = load_prefix(directory)
             trained_now = False
@@ -186,12 +187,11 @@ def choose_lam(rec: Any, ctx: BuildContext, cfg: FairPromptConfig, sequences: di
     returns (λ, its prefix fitted on the non-validation users, its training details, the
     selection record)."""
     from audit.fairness.attacker import attack
+    from audit.fairness.soft_prompt import train_fair_prompt
     from audit.interface import RecRequest
 
-    from audit.fairness.soft_prompt import train_fair_prompt
-
-    if not rec.has("embed_user"):
-        raise ConfigError(f"variant 'fair-prompt': choosing λ from a list needs 'embed_user' (the validation "
+    if not rec.has("embed-user"):
+        raise ConfigError(f"variant 'fair-prompt': choosing λ from a list needs 'embed-user' (the validation "
                           f"attacker reads user representations); {rec.name!r} lacks it: give one λ")
     users = sorted(labels)
     rng = np.random.default_rng([cfg.seed, 7])
@@ -265,14 +265,16 @@ def summarise(cfg: FairPromptConfig, details: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def prefix_key(rec: Any, cfg: FairPromptConfig, data_fingerprint: str, users: list[str]) -> str:
+def prefix_key(rec: Any, cfg: FairPromptConfig, data_fingerprint: str, users: list[str],
+               target_module: str | None = None) -> str:
     """16 hex chars of SHA-256 over the base model (cache key + weights digest), the variant
-    config, the data fingerprint, the users it is fitted on and the soft-prompt code."""
+    config, the data fingerprint, the users it is fitted on and the soft-prompt code (the
+    trainer's, and ``target_module``: the model's soft-prompt target)."""
     weights = hashlib.sha256()
     for name, tensor in sorted(rec.model.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    code = source_digest(CODE_MODULES)
+    code = source_digest(CODE_MODULES + ((target_module,) if target_module else ()))
     payload = json.dumps({"base": rec.manifest.get("key"), "weights": weights.hexdigest(),
                           "variant": cfg.model_dump(mode="json"), "data": data_fingerprint, "code": code,
                           "users": hashlib.sha256("\n".join(sorted(users)).encode()).hexdigest()},

@@ -22,7 +22,7 @@ class TextLayout:
         self.eos = int(eos)
         pad = tokenizer.pad_token_id
         # after the end only padding (when it differs from eos): a finished beam that is kept
-        # running must not end a second time (see ReferenceLayout)
+        # running must not end a second time
         self.stop = (self.eos,) if pad is None else (int(pad),)
         self.separator = self._encode("\n")
         self._formats: dict[int, ListFormat] = {}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from audit.llm.examples import LLMStageData
-from audit.llm.lora import LoraOptions, attach_lora, load_lora_state, read_adapter, save_adapter
+from audit.llm.lora import LoraOptions, attach_lora, load_lora_state, read_adapter, resolve_options, save_adapter
 from audit.llm.trainable import LoraTrainable
 from audit.training.identity import Resume, TrainedPartCache, train_cached, trained_key, training_code_version
 from audit.training.recipe import RecipeOps, SequenceTransform, StageSpec
@@ -223,6 +223,7 @@ def train_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", *, 
     in eval mode, manifest). With ``resume``, start from its weights after its stages."""
     from audit.training.stages import run_stages
 
+    recipe = dataclasses.replace(recipe, lora=resolve_options(base.model, recipe.lora))
     t_start = time.perf_counter()
     model = LoraModel(recipe, base, dataset.item_titles)
     _, records = run_stages(recipe, model, dataset, progress=progress, resume=resume)
@@ -239,6 +240,7 @@ def train_or_load_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Datas
     prefix's own key) and resumes from the longest such prefix already cached: a backdoored
     checkpoint used as it is and the same checkpoint fine-tuned share their first stage. Returns
     (peft model in eval mode, manifest, directory, trained now?)."""
+    recipe = dataclasses.replace(recipe, lora=resolve_options(base.model, recipe.lora))
     key = recipe_key(recipe, base, dataset)
     cache = TrainedPartCache(Path(cache_dir) / "lora", LoraEntry())
     directory = cache.directory(key)

@@ -11,20 +11,24 @@ reference; ``users`` picks the trained group (``trained`` = pretrain + finetune 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
 from audit.config import StrictConfig
-from audit.llm.lora import DEFAULT_TARGETS, LoraOptions
-from audit.llm.training import LORA_STAGE, LoraRecipe
+from audit.llm.lora import DEFAULT_LAYERS, LoraOptions
 from audit.variants import BuildContext, Variant
+
+if TYPE_CHECKING:
+    from audit.llm.training import LoraRecipe
 
 
 class LoraVariantConfig(StrictConfig):
-    """LoRA: ``r`` (rank), ``alpha``, ``dropout``, ``target_modules``, ``layers`` (last N layers,
-    None = all). Training: ``epochs`` (passes over the users' drawn windows), ``lr`` (AdamW peak,
-    linear warm-up over ``warmup`` then decay), ``batch_size`` (examples per step),
+    """LoRA: ``r`` (rank), ``alpha``, ``dropout``, ``target_modules`` (left out: the model's
+    attention and MLP projections, whatever its architecture), ``layers`` (last N layers, None =
+    all; left out: 8, or all of a model with fewer; see :class:`~audit.llm.lora.LoraOptions`).
+    Training: ``epochs`` (passes over the users' drawn windows), ``lr`` (AdamW peak, linear
+    warm-up over ``warmup`` then decay), ``batch_size`` (examples per step),
     ``examples_per_user`` (windows per user per epoch), ``targets`` (answer items per example:
     the user's next items as a numbered list; 1 = the one-item TALLRec form), ``users`` (group;
     None = the recipe's: ``trained``, or ``finetune`` after a ``backdoor`` variant listed before),
@@ -34,8 +38,8 @@ class LoraVariantConfig(StrictConfig):
     r: int = Field(8, ge=1, le=256)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    layers: int | None = Field(8, ge=1)
+    target_modules: tuple[str, ...] | None = None
+    layers: int | None = Field(DEFAULT_LAYERS, ge=1)
     epochs: int = Field(1, ge=1, le=100)
     lr: float = Field(1e-3, gt=0, le=1.0)
     warmup: float = Field(0.05, ge=0.0, lt=1.0)
@@ -55,10 +59,12 @@ class LoraVariant(Variant):
     trains: ClassVar[bool] = True
     requires: ClassVar[frozenset[str]] = frozenset({"train-lora"})
 
-    def modify_recipe(self, recipe: LoraRecipe, ctx: BuildContext) -> LoraRecipe:
+    def modify_recipe(self, recipe: "LoraRecipe", ctx: BuildContext) -> "LoraRecipe":
+        from audit.llm.training import LORA_STAGE
+
         cfg: LoraVariantConfig = self.config  # type: ignore[assignment]
-        lora = LoraOptions(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, target_modules=cfg.target_modules,
-                           layers=cfg.layers)
+        given = {name: getattr(cfg, name) for name in ("target_modules", "layers") if name in cfg.model_fields_set}
+        lora = LoraOptions(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, **given)  # left out: the model decides
         out = dataclasses.replace(recipe, lora=lora, targets=cfg.targets, examples_per_user=cfg.examples_per_user,
                                   attribute_dropout=cfg.attribute_dropout, seed=cfg.seed)
         users = {} if cfg.users is None else {"users": cfg.users}

@@ -189,13 +189,13 @@ def score_sequences(rec: Recommender, sequences: Sequence[Sequence[str]], profil
     missing: why nothing was scored, or why Min-K%++ statistics are absent; '' when nothing is)."""
     chosen = path
     if chosen == "auto":
-        chosen = ("answers" if rec.has("answer-logprobs") else "tokens" if rec.has("token_logprobs")
+        chosen = ("answers" if rec.has("answer-logprobs") else "tokens" if rec.has("token-logprobs")
                   else "items" if rec.has("score") else "none")
     if chosen == "answers" and rec.has("answer-logprobs"):
         n = resolve_answer_items(rec, answer_items)
         scored = score_by_answers(rec, sequences, profiles, titles, n, want_stats=want_stats, batch_size=batch_size)
         return scored, f"answers (last {n} items as the answer to the recommender's own prompt)", ""
-    if chosen == "tokens" and rec.has("token_logprobs"):
+    if chosen == "tokens" and rec.has("token-logprobs"):
         fmt: TextFormat = default_text_format(rec) if text_format == "auto" else text_format  # type: ignore[assignment]
         scored, note = score_by_tokens(rec, sequences, profiles, titles, fmt, want_stats=want_stats,
                                        batch_size=batch_size)
@@ -204,6 +204,6 @@ def score_sequences(rec: Recommender, sequences: Sequence[Sequence[str]], profil
         scored = score_by_items(rec, sequences, profiles, titles, max_positions=max_positions,
                                 batch_size=batch_size)
         return scored, "items (score of each next item)", "per-item scores carry no token distribution"
-    need = {"answers": "'answer-logprobs'", "tokens": "'token_logprobs'", "items": "'score'"}
-    what = need.get(path, "any of 'answer-logprobs', 'token_logprobs' or 'score'")
+    need = {"answers": "'answer-logprobs'", "tokens": "'token-logprobs'", "items": "'score'"}
+    what = need.get(path, "any of 'answer-logprobs', 'token-logprobs' or 'score'")
     return None, "none", f"{rec.name} does not offer {what} (path {path!r})"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from audit.config import StrictConfig
-from audit.data.dataset import Dataset
 from audit.interface import Generation, RecRequest, Recommender
 from audit.results import ProbeResult
+
+if TYPE_CHECKING:
+    from audit.data.dataset import Dataset
 
 
 class ProbeConfig(StrictConfig):

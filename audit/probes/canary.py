@@ -38,23 +38,22 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from audit.interface import Recommender
 from audit.memorisation.canaries import canary_manifests, random_sequences
-from audit.memorisation.epsilon import audit_epsilon
-from audit.memorisation.exposure import (SkewNormalFit, exposure, extrapolation_cap, fit_check, saturated,
-                                        standard_margin)
 from audit.memorisation.groups import model_manifest
-from audit.memorisation.roc import attack_summary
 from audit.memorisation.scores import mean_nll
 from audit.memorisation.sequences import score_sequences
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.results import Metric, MetricSpec, ProbeResult
 from audit.stats import mean_metric
+
+if TYPE_CHECKING:
+    from audit.memorisation.exposure import SkewNormalFit
 
 SPECS: dict[str, MetricSpec] = {
     "exposure": MetricSpec(direction="lower", range=(0.0, None), chance=1 / math.log(2), unit="bits",
@@ -118,14 +117,16 @@ class CanaryExposureProbe(Probe):
     Config = CanaryConfig
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
+        from audit.memorisation.exposure import exposure, extrapolation_cap, saturated, standard_margin  # scipy
+
         cfg: CanaryConfig = self.config  # type: ignore[assignment]
         manifest = model_manifest(rec)
         found = canary_manifests(manifest) if manifest is not None else []
         if not found:
             return ProbeResult.skipped(f"{rec.name} was not trained with canaries; add the 'canaries' variant "
                                        "to a recommender trained here (reference, or hf with a LoRA variant)")
-        if not (rec.has("answer-logprobs") or rec.has("token_logprobs") or rec.has("score")):
-            return ProbeResult.skipped(f"{rec.name} offers none of 'answer-logprobs', 'token_logprobs' or 'score'")
+        if not (rec.has("answer-logprobs") or rec.has("token-logprobs") or rec.has("score")):
+            return ProbeResult.skipped(f"{rec.name} offers none of 'answer-logprobs', 'token-logprobs' or 'score'")
         canaries = found[0]
         seed = ctx.seed + cfg.seed
         titles = ctx.dataset.item_titles
@@ -214,6 +215,8 @@ class CanaryExposureProbe(Probe):
     def _fit(ref_ppl: np.ndarray, cfg: CanaryConfig, details: dict[str, Any]) -> SkewNormalFit | None:
         if not cfg.extrapolate:
             return None
+        from audit.memorisation.exposure import SkewNormalFit, fit_check  # scipy: imported when run
+
         try:
             fit = SkewNormalFit.fit(ref_ppl)
         except ValueError as exc:
@@ -231,6 +234,9 @@ class CanaryExposureProbe(Probe):
     @staticmethod
     def _epsilon(audit_set: list[dict[str, Any]], aud_ppl: np.ndarray, cfg: CanaryConfig, delta: float,
                  seed: int, metrics: dict[str, Metric], details: dict[str, Any], group_size: int = 1) -> None:
+        from audit.memorisation.epsilon import audit_epsilon  # scipy.stats and scikit-learn: imported when run
+        from audit.memorisation.roc import attack_summary
+
         included = np.array([bool(c["included"]) for c in audit_set])
         score = -aud_ppl  # lower perplexity = guessed "included"
         result = audit_epsilon(score, included, delta=delta, alpha=cfg.alpha, selection=cfg.selection,

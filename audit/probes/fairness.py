@@ -41,7 +41,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
-from tqdm.auto import tqdm
 
 from audit.fairness.attributes import (NEUTRAL, AttributeSet, check_attribute_sets, coerce_attribute_sets,
                                       resolve_attribute_sets)
@@ -134,6 +133,8 @@ def generate_conditions(rec: Recommender, ctx: ProbeContext, users: list[str],
     """Generate top-``k`` lists for every (condition, user) through ``ctx.generate`` (recorded);
     returns condition -> user -> normalised titles. A failed request (no answer) leaves its user
     out of that condition: see :func:`answered_by_all`."""
+    from tqdm.auto import tqdm
+
     jobs: list[tuple[str, RecRequest]] = [(cond, ctx.request(u, profile=profile))
                                           for cond, profile in conditions for u in users]
     out: dict[str, dict[str, list[str]]] = {cond: {} for cond, _ in conditions}

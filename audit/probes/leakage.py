@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from audit.fairness.attacker import attack, bag_of_items
 from audit.fairness.attributes import (NEUTRAL, check_attribute_sets, coerce_attribute_sets,
                                       resolve_attribute_sets)
 from audit.fairness.metrics import top_k
@@ -88,10 +87,12 @@ class AttributeLeakageProbe(Probe):
     Config = LeakageConfig
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
+        from audit.fairness.attacker import attack, bag_of_items  # scikit-learn: imported when run
+
         cfg: LeakageConfig = self.config  # type: ignore[assignment]
         sets = resolve_attribute_sets(ctx.dataset, cfg.attributes, "probes.leakage.attributes")
         users = ctx.probe_users(cfg)
-        needs = {"list": "generate", "embed": "embed_user"}
+        needs = {"list": "generate", "embed": "embed-user"}
         usable = [s for s in dict.fromkeys(cfg.sources) if rec.has(needs[s])]
         unusable = {s: f"{rec.name} does not declare {needs[s]!r}" for s in cfg.sources if s not in usable}
         if not usable:

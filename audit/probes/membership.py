@@ -48,9 +48,7 @@ from pydantic import Field, field_validator
 
 from audit.catalog import Catalog
 from audit.interface import RecRequest, Recommender
-from audit.memorisation import list_attack
 from audit.memorisation.groups import calibration_reference, declared_trained_users, membership_split, sample
-from audit.memorisation.roc import attack_summary, fpr_label
 from audit.memorisation.scores import loss_score, min_k, min_k_plus_plus, reference_calibrated, zlib_ratio
 from audit.memorisation.sequences import ScoredSequence, resolve_answer_items, score_sequences
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
@@ -130,6 +128,8 @@ class MembershipInferenceProbe(Probe):
     Config = MembershipConfig
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
+        from audit.memorisation.roc import attack_summary, fpr_label  # scikit-learn: imported when run
+
         cfg: MembershipConfig = self.config  # type: ignore[assignment]
         ds = ctx.dataset
         seed = ctx.seed + cfg.seed
@@ -270,6 +270,8 @@ class MembershipInferenceProbe(Probe):
                      cfg: MembershipConfig, seed: int, skipped: dict[str, str],
                      details: dict[str, object]) -> tuple[np.ndarray, np.ndarray] | None:
         """P(member) of the target-split users and their labels (None when it cannot run)."""
+        from audit.memorisation import list_attack  # scikit-learn: imported when run
+
         if not rec.has("generate"):
             skipped["list"] = f"{rec.name} does not offer 'generate'"
             return None

@@ -43,7 +43,7 @@ class ToyRecommender(Recommender):
     """Deterministic lists from the request's content; optional delay to observe concurrency."""
 
     name = "toy"
-    capabilities = frozenset({"generate", "token_logprobs", "complete"})
+    capabilities = frozenset({"generate", "token-logprobs", "complete"})
 
     def __init__(self, delay: float = 0.0) -> None:
         super().__init__()
@@ -152,7 +152,7 @@ def test_completions_batch_raw_completion_and_echo_logprobs() -> None:
         texts = [c["text"] for c in body["choices"]]
         assert texts[2] == "FREE"  # no template matched: the recommender's `complete`
         client = adapter(server.base_url, mode="completions", logprobs=True)
-        assert client.capabilities == frozenset({"generate", "complete", "token_logprobs"})
+        assert client.capabilities == frozenset({"generate", "complete", "token-logprobs"})
         assert client.complete(["abc def"], max_new_tokens=3) == ["ABC"]
         lp = client.token_logprobs(["one three fives"])[0]
         assert np.isnan(lp[0]) and lp[1:].tolist() == [-5.0, -5.0]

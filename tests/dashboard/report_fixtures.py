@@ -110,7 +110,7 @@ def _results(run: str, seed: int) -> list[dict[str, Any]]:
             "position_bias_hr@1_pos19": m(0.15, 0.11, 0.19)}))
         if rec == "reference+constrained":
             out.append(_result(rec, "memorisation", {}, status="error",
-                               reason="CapabilityMissing: reference+constrained does not offer 'token_logprobs'"))
+                               reason="CapabilityMissing: reference+constrained does not offer 'token-logprobs'"))
         else:
             auc = {"reference": 0.71, "reference+dp8": 0.56, "reference+dp1": 0.51}[rec]
             fpr = np.linspace(0.0, 1.0, 11)

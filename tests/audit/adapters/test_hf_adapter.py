@@ -180,7 +180,7 @@ def test_builds_from_a_suite_relative_path(tiny_lm_dir: Path, tiny_dataset, tmp_
     ctx = BuildContext(dataset=tiny_dataset, cache_dir=tmp_path, suite_dir=tiny_lm_dir.parent)
     rec = build_recommender("local", {"adapter": "hf", "path": tiny_lm_dir.name, "max_new_tokens": 4}, ctx)
     assert rec.name == "local" and rec.info["adapter"] == "hf" and rec.info["parameters"] > 0
-    assert rec.capabilities >= {"generate", "score", "token_logprobs", "embed_user", "embed", "complete"}
+    assert rec.capabilities >= {"generate", "score", "token-logprobs", "embed-user", "embed", "complete"}
 
 
 def test_bad_device_is_a_config_error(tiny_lm_dir: Path) -> None:

@@ -284,7 +284,7 @@ def test_capabilities_depend_on_mode_and_logprobs() -> None:
     with scripted([]) as server:
         assert make(server.base_url).capabilities == frozenset({"generate"})
         assert make(server.base_url, mode="completions", logprobs=True).capabilities == \
-            frozenset({"generate", "complete", "token_logprobs"})
+            frozenset({"generate", "complete", "token-logprobs"})
 
 
 def test_bad_base_url_is_a_config_error() -> None:

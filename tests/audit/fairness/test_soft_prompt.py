@@ -9,12 +9,12 @@ import torch
 
 from audit.data.dataset import Dataset
 from audit.fairness.soft_prompt import PromptTrainingSettings, train_fair_prompt
-from audit.reference.soft_prompt import ReferenceSoftPromptTarget, prefixed_hidden
-from audit.training.soft_prompt import splice_prefix
 from audit.reference.model import forward_hidden, token_embeddings
 from audit.reference.recipe import ModelSpec, TrainingRecipe
-from audit.training.recipe import StageSpec
+from audit.reference.soft_prompt import ReferenceSoftPromptTarget, prefixed_hidden
 from audit.reference.training import TrainedReference, train_reference
+from audit.training.recipe import StageSpec
+from audit.training.soft_prompt import splice_prefix
 
 
 @pytest.fixture(scope="module")

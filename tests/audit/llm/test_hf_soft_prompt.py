@@ -14,6 +14,7 @@ import torch
 from audit.adapters.hf import HFAdapter
 from audit.build import build_recommender
 from audit.interface import RecRequest
+from audit.llm import decoding, scoring
 from audit.variants import BuildContext
 
 LORA = {"lora": {"epochs": 1, "layers": None, "lr": 5e-3, "batch_size": 8, "targets": 2, "r": 4}}
@@ -38,24 +39,26 @@ def inserted(ids: list[int], tokens: list[int]) -> list[int]:
 
 def test_a_prefix_of_token_embeddings_equals_inserting_the_tokens(plain: HFAdapter, tiny_dataset) -> None:
     titles = tiny_dataset.item_titles
-    tokens = plain._encode_plain(" movies")[:2] or [5]
+    tokens = plain.encoding.plain_ids(" movies")[:2] or [5]
     prefix = plain.model.get_input_embeddings().weight[tokens].detach()
     prefixed = plain.with_soft_prefix(prefix)
     assert plain.soft_prefix is None  # the copy, not the original, carries the prefix
     u = tiny_dataset.user_ids()[0]
     req = RecRequest(history=tuple(titles[i] for i in tiny_dataset.sequences[u].train[-5:]), user=u)
-    prompt = plain.score_prompt_ids(req) + plain._marker_ids(1)
-    conts = [plain._continuation_ids(t) for t in list(titles.values())[:6]]
-    literal = plain._score_naive(inserted(prompt, tokens), conts)
-    np.testing.assert_allclose(prefixed._score_shared(prompt, conts), literal, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(prefixed._score_naive(prompt, conts), literal, rtol=1e-4, atol=1e-4)
+    prompt = plain.score_prompt_ids(req) + plain.encoding.marker_ids(1)
+    conts = [plain.encoding.continuation_ids(t) for t in list(titles.values())[:6]]
+    literal = scoring.score_naive(plain.lm, inserted(prompt, tokens), conts)
+    np.testing.assert_allclose(scoring.score_shared(prefixed.lm, prompt, conts), literal, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scoring.score_naive(prefixed.lm, prompt, conts), literal, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(prefixed.embed_user([req]),
-                               plain._last_hidden([inserted(plain.score_prompt_ids(req), tokens)]),
+                               scoring.last_hidden(plain.lm, [inserted(plain.score_prompt_ids(req), tokens)],
+                                                   batch_size=plain.config.batch_size),
                                rtol=1e-4, atol=1e-4)
     short = plain.score_prompt_ids(RecRequest(history=(titles[list(titles)[0]],)))
     ids = [plain.score_prompt_ids(req), short]  # different lengths: left padding differs per row
-    assert prefixed._decode(ids, 8, sample=False) == \
-        plain._decode([inserted(i, tokens) for i in ids], 8, sample=False)
+    bs = plain.config.batch_size
+    assert decoding.generate_texts(prefixed.lm, ids, 8, batch_size=bs) == \
+        decoding.generate_texts(plain.lm, [inserted(i, tokens) for i in ids], 8, batch_size=bs)
     assert not np.allclose(prefixed.embed_user([req]), plain.embed_user([req]))
 
 

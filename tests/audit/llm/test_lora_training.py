@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from audit.adapters.hf import HFAdapter, HFConfig, _LinesWritten
+from audit.adapters.hf import HFAdapter, HFConfig
 from audit.build import build_recommender
 from audit.config import validate_config
 from audit.errors import ConfigError
 from audit.interface import RecRequest
+from audit.llm.decoding import LinesWritten
 from audit.suite import load_suite
 from audit.variants import BuildContext
 from tests.audit.llm.tiny_llama import train_answers_logp
@@ -89,7 +90,7 @@ def test_prompts_carry_only_the_history_window(tuned) -> None:
 
 
 def test_generation_stops_once_k_lines_are_written() -> None:
-    stop = _LinesWritten(frozenset({7}), prompt_len=2, lines=2)
+    stop = LinesWritten(frozenset({7}), prompt_len=2, lines=2)
     ids = torch.tensor([[1, 7, 3, 7, 4], [1, 1, 7, 7, 2], [1, 1, 3, 3, 7]])
     # prompt columns are ignored: row 0 has one generated newline, row 1 two, row 2 one
     assert stop(ids, torch.zeros(3, 9)).tolist() == [False, True, False]

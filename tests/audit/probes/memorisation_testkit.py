@@ -35,7 +35,7 @@ class LineModel(Recommender):
     ``info``. ``token_logprob_stats`` reports a fixed next-line distribution (mu, sigma)."""
 
     name = "line-model"
-    capabilities = frozenset({"token_logprobs", "token-stats", "generate"})
+    capabilities = frozenset({"token-logprobs", "token-stats", "generate"})
 
     def __init__(self, dataset, trained_users: Iterable[str], *, memorised: float = -0.5,
                  base: float = -3.0, noise: float = 0.3, seed: int = 0) -> None:
@@ -88,7 +88,7 @@ class NoiseModel(Recommender):
     """Token log-probs are seeded noise that ignores training entirely (the null model)."""
 
     name = "noise-model"
-    capabilities = frozenset({"token_logprobs"})
+    capabilities = frozenset({"token-logprobs"})
 
     def __init__(self, trained_users: Iterable[str], seed: int = 0) -> None:
         super().__init__()
@@ -136,7 +136,7 @@ class SequenceMemoryModel(Recommender):
     training users (canaries included) with that sequence. ``strength = 0`` is a null model."""
 
     name = "sequence-memory"
-    capabilities = frozenset({"token_logprobs"})
+    capabilities = frozenset({"token-logprobs"})
 
     def __init__(self, dataset, manifest: dict, *, strength: float = 1.0, base: float = -3.0,
                  noise: float = 0.5, seed: int = 0) -> None:
@@ -233,7 +233,7 @@ class AnswerMemoryModel(Recommender):
     was asked to score is kept in ``asked``."""
 
     name = "answer-memory"
-    capabilities = frozenset({"answer-logprobs", "token_logprobs"})
+    capabilities = frozenset({"answer-logprobs", "token-logprobs"})
 
     def __init__(self, dataset, trained_users: Iterable[str] = (), *, manifest: dict | None = None,
                  answer_items: int | None = 3, history: int = 5, strength: float = 1.0,

@@ -27,7 +27,7 @@ class HistoryFollower(Recommender):
     """Recommends unseen films of the pool the history mostly comes from (like any
     collaborative model would): the lists reveal gender without being told it."""
 
-    capabilities = frozenset({"generate", "embed_user"})
+    capabilities = frozenset({"generate", "embed-user"})
 
     def __init__(self, dataset: Dataset) -> None:
         super().__init__()
@@ -52,7 +52,7 @@ class HistoryFollower(Recommender):
 class SeededRandom(Recommender):
     """Random lists and embeddings, seeded by the history: no attribute in them."""
 
-    capabilities = frozenset({"generate", "embed_user"})
+    capabilities = frozenset({"generate", "embed-user"})
 
     def __init__(self, dataset: Dataset) -> None:
         super().__init__()

@@ -119,7 +119,7 @@ def test_a_recommender_without_any_needed_capability_is_skipped(tiny_dataset):
 
     result, _ = run_probe(Mute(), tiny_dataset)
     assert result.status == "skip"
-    assert "token_logprobs" in result.reason
+    assert "token-logprobs" in result.reason
 
 
 def test_member_stage_audits_one_stage_and_leaves_the_others_out(tiny_dataset):

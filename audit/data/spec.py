@@ -1,0 +1,118 @@
+"""What a suite's ``dataset:`` section may say, and the data sets by name.
+
+Suite files write ``dataset: {name: ml-100k, users: 300, seed: 0}`` (a fetched data set) or
+``dataset: {name: csv, interactions: ..., items: ..., users_file: ..., columns: {...}}`` (the
+user's own files, paths relative to the suite file). ``users`` is how many users the probes
+audit, a seeded sample (absent = all); training always uses the whole data set.
+
+This module only validates: :data:`DATASETS` holds lazy ``"module:object"`` targets, so a suite
+is checked without importing pandas or a loader. Loading lives in :mod:`audit.data.loaders`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from audit.config import StrictConfig
+from audit.registry import Registry
+
+if TYPE_CHECKING:
+    from audit.data.dataset import Dataset
+
+__all__ = ["CSV", "CSV_DESCRIPTION", "DATASETS", "CsvColumns", "DatasetSpec", "InteractionColumns",
+           "ItemColumns", "UserColumns"]
+
+CSV = "csv"
+CSV_DESCRIPTION = "your own interactions / items / users CSV files with a column mapping"
+
+DATASETS: Registry[Any] = Registry("data set")
+DATASETS.register("ml-100k", "audit.data.movielens:ML_100K",
+                  "MovieLens-100k: 100k ratings, 943 users (gender, age, occupation), 1,682 films")
+DATASETS.register(CSV, "audit.data.loaders:CSV_DATASET", CSV_DESCRIPTION)
+
+
+# -- the CSV files' column mappings (read by audit.data.csv_loader) -----------------------------
+class InteractionColumns(StrictConfig):
+    """Column names in the interactions file (one row per user-item event)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str | None = "timestamp"
+    rating: str | None = "rating"
+
+
+class ItemColumns(StrictConfig):
+    """Column names in the items file (one row per item)."""
+
+    item: str = "item_id"
+    title: str = "title"
+    year: str | None = "year"
+    genres: str | None = "genres"
+    genre_separator: str = Field(default="|", min_length=1)
+
+
+class UserColumns(StrictConfig):
+    """Column names in the users file; ``attributes`` lists columns (or maps attribute -> column).
+    None = every column but the user id."""
+
+    user: str = "user_id"
+    attributes: list[str] | dict[str, str] | None = None
+
+
+class CsvColumns(StrictConfig):
+    """The column mappings of the three files."""
+
+    interactions: InteractionColumns = InteractionColumns()
+    items: ItemColumns = ItemColumns()
+    users: UserColumns = UserColumns()
+
+
+class DatasetSpec(StrictConfig):
+    """The ``dataset:`` section of a suite.
+
+    ``users``: how many users the probes audit (seeded sample of users with a test item;
+    None = all). ``seed``: the sample's seed. The CSV fields apply to ``name: csv`` only;
+    their paths are relative to the suite file's directory."""
+
+    name: str
+    users: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    interactions: str | None = None
+    items: str | None = None
+    users_file: str | None = None
+    columns: CsvColumns | None = None
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    label: str | None = Field(default=None, min_length=1,
+                              description="name shown in reports for a csv data set (default 'csv')")
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in DATASETS:
+            try:
+                DATASETS.check(name)
+            except KeyError as exc:  # UnknownNameError: message with close matches and the list
+                raise PydanticCustomError("unknown_dataset", str(exc)) from None
+        return name
+
+    @model_validator(mode="after")
+    def _fields_fit_name(self) -> "DatasetSpec":
+        csv_fields = ("interactions", "items", "users_file", "columns", "delimiter", "label")
+        if self.name == CSV:
+            missing = [f for f in ("interactions", "items") if getattr(self, f) is None]
+            if missing:
+                raise PydanticCustomError("csv_files", "name: csv needs {missing} (paths to CSV files, relative "
+                                          "to the suite file)", {"missing": " and ".join(missing)})
+        else:
+            given = [f for f in csv_fields if getattr(self, f) is not None]
+            if given:
+                raise PydanticCustomError("csv_only", "{given} only apply to name: csv, not {name}",
+                                          {"given": ", ".join(given), "name": self.name})
+        return self
+
+    def audit_users(self, dataset: Dataset) -> list[str]:
+        """The users the probes audit: ``users`` sampled with ``seed`` among users with a test item."""
+        return dataset.sample_users(self.users, self.seed)
