@@ -25,6 +25,7 @@ from audit.adapters.hf import HFAdapter, HFConfig
 from audit.config import validate_config
 from audit.data.loaders import load_dataset
 from audit.interface import RecRequest
+from audit.llm import scoring
 
 
 def old_repeat_path(rec: HFAdapter, prompt_ids: list[int], conts: list[list[int]], bs: int = 64) -> np.ndarray:
@@ -38,7 +39,7 @@ def old_repeat_path(rec: HFAdapter, prompt_ids: list[int], conts: list[list[int]
         plen = len(prompt_ids)
         for s in range(0, len(conts), bs):
             batch = conts[s:s + bs]
-            ids, mask = rec._pad(batch, "right")
+            ids, mask = rec.lm.pad(batch, "right")
             cache = copy.deepcopy(past)
             cache.batch_repeat_interleave(len(batch))
             full = torch.cat([torch.ones((len(batch), plen), dtype=torch.long), mask], 1)
@@ -85,11 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     diff_old = diff_naive = 0.0
     for u, req in zip(users[:args.score_users], reqs[:args.score_users]) if "score" in parts else ():
         cands = [titles[i] for i in [ds.sequences[u].test, *ds.negatives(u, 99, 0)]]
-        prompt_ids = rec.score_prompt_ids(req) + rec._marker_ids(1)
-        conts = [rec._continuation_ids(t) for t in cands]
-        t0 = time.perf_counter(); shared = rec._score_shared(prompt_ids, conts); t_shared += time.perf_counter() - t0
+        prompt_ids = rec.score_prompt_ids(req) + rec.encoding.marker_ids(1)
+        conts = [rec.encoding.continuation_ids(t) for t in cands]
+        t0 = time.perf_counter(); shared = scoring.score_shared(rec.lm, prompt_ids, conts); t_shared += time.perf_counter() - t0
         t0 = time.perf_counter(); old = old_repeat_path(rec, prompt_ids, conts); t_old += time.perf_counter() - t0
-        t0 = time.perf_counter(); naive = rec._score_naive(prompt_ids, conts[:args.naive])
+        t0 = time.perf_counter(); naive = scoring.score_naive(rec.lm, prompt_ids, conts[:args.naive])
         t_naive += time.perf_counter() - t0
         n_shared += len(conts)
         n_naive += args.naive

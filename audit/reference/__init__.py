@@ -20,7 +20,9 @@ Modules (one job each):
 - :mod:`~audit.reference.trainable` - ``ReferenceTrainable`` (every weight trains) and its per-sequence loss;
 - :mod:`~audit.reference.training` - ``ReferenceModel`` (the reference as a ``TrainableModel``) and ``train_reference``;
 - :mod:`~audit.reference.store` - safetensors save/load and the train-or-load cache (prefix resume included);
-- :mod:`~audit.reference.inference` - KV-cached scoring, log-probs, generation, embeddings.
+- :mod:`~audit.reference.inference` - KV-cached scoring, log-probs, generation, embeddings;
+- :mod:`~audit.reference.soft_prompt` - the reference as the fair prompt's training target;
+- :mod:`~audit.reference.layout` - its constrained-decoding layout (one item per beam).
 
 Training variants edit the recipe (``Variant.modify_recipe``): ``recipe.with_transform(t)`` adds
 a :class:`~audit.training.recipe.SequenceTransform`, ``recipe.replace_stage(name, trainer="dp",
