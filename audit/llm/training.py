@@ -213,26 +213,6 @@ def recipe_key(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset") -> 
     return trained_key(recipe, base.identity, dataset.fingerprint, training_code_version(recipe, TRAINING_MODULES))
 
 
-def is_complete(directory: Path) -> bool:
-    return LoraEntry().is_complete(directory)
-
-
-def train_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", *, progress: bool = False,
-               resume: Resume | None = None) -> tuple[Any, dict[str, Any]]:
-    """Attach LoRA to ``base.model`` and train it stage by stage (no cache); returns (peft model
-    in eval mode, manifest). With ``resume``, start from its weights after its stages."""
-    from audit.training.stages import run_stages
-
-    recipe = dataclasses.replace(recipe, lora=resolve_options(base.model, recipe.lora))
-    t_start = time.perf_counter()
-    model = LoraModel(recipe, base, dataset.item_titles)
-    _, records = run_stages(recipe, model, dataset, progress=progress, resume=resume)
-    manifest = model.manifest(recipe, dataset, records, time.perf_counter() - t_start)
-    if resume is not None:
-        manifest["resumed_from"] = {"key": resume.key, "stages": resume.stages}
-    return model.peft_model, manifest
-
-
 def train_or_load_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset", cache_dir: Path, *,
                        progress: bool = False) -> tuple[Any, dict[str, Any], Path, bool]:
     """The LoRA model for (recipe, base, data): loaded from ``cache_dir/lora/<key>`` or trained and
