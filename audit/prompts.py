@@ -121,6 +121,13 @@ def _fields(template: str, where: str) -> list[str]:
     return names
 
 
+class _Blank(dict):
+    """Format values where a field not given (e.g. ``{n_history}`` before the history) is ""."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 class PromptSet:
     """Validated templates; renders requests (:meth:`render`) and inverts prompts (:meth:`parse`)."""
 
@@ -183,6 +190,18 @@ class PromptSet:
     def task_for(self, req: RecRequest) -> Task:
         """``rank`` when the request has candidates, else ``generate``."""
         return "rank" if req.candidates else "generate"
+
+    def before_history(self, profile: Mapping[str, str], task: Task = "generate") -> str:
+        """The plain-completion form of ``task`` up to its ``{history}`` field (instruction and
+        profile text; what an item-token model reads before the history's item tokens).
+        ConfigError when that template has no ``{history}``."""
+        template = getattr(self.config, task).completion
+        if "history" not in _fields(template, f"{task}.completion"):
+            raise ConfigError(f"prompt template {task}.completion has no {{history}} field; an item-token "
+                              "model needs one (its history's item tokens go there)")
+        cut = template.split("{history}", 1)[0]
+        values = {**self.vars, "profile": self.profile_text(profile)}
+        return string.Formatter().vformat(cut, (), _Blank(values))
 
     def continuation(self, title: str) -> str:
         """The text whose likelihood scores ``title`` (after the generate prompt)."""

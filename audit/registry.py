@@ -137,6 +137,9 @@ ADAPTERS.register("reference", "audit.adapters.reference:ReferenceAdapter",
                   "the built-in GPT-2-architecture recommender trained here on the data set")
 ADAPTERS.register("hf", "audit.adapters.hf:HFAdapter",
                   "any local transformers causal-LM directory")
+#: the ``hf`` adapter's class for each ``items`` form but ``titles`` (the adapter itself)
+HF_ITEM_FORMS: Registry[Any] = Registry("hf items form")
+HF_ITEM_FORMS.register("tokens", "audit.adapters.hf_items:ItemTokenAdapter", "one new token per catalog item")
 ADAPTERS.register("openai", "audit.adapters.openai:OpenAIAdapter",
                   "any OpenAI-compatible HTTP endpoint (vLLM, Ollama, llama.cpp, hosted APIs)")
 ADAPTERS.register("python", "audit.adapters.python:PythonAdapter",

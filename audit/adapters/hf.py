@@ -1,13 +1,10 @@
 """The ``hf`` adapter: any local ``transformers`` causal-LM directory as a recommender.
 
-Suite entry::
-
-    local-llm: {adapter: hf, path: models/my-llm, max_new_tokens: 160, batch_size: 8}
-
-Glue (options, building, one method per capability) over the :mod:`audit.llm` leaf: ``loading`` (local
-files and safetensors only; a relative ``path`` against the suite's directory, then the cwd), ``model`` (the
-loaded model, its soft prefix), ``encoding`` (:mod:`audit.prompts` templates, chat-templated when the tokenizer
-has one and ``chat_template`` is not ``false``), ``decoding``, ``scoring``, ``soft_prompt``, ``layout``, ``training``.
+Suite entry: ``local-llm: {adapter: hf, path: models/my-llm, max_new_tokens: 160, batch_size: 8}``;
+``items: tokens`` gives every catalog item a token of its own (:mod:`audit.adapters.hf_items`).
+Glue over :mod:`audit.llm` (``loading``: local safetensors only, a relative ``path`` against the suite's
+directory, then the cwd; ``model``, ``encoding``: :mod:`audit.prompts` templates, chat-templated when the
+tokenizer has one and ``chat_template`` is not ``false``; ``decoding``, ``scoring``, ``soft_prompt``, ``training``).
 
 - ``generate``: the ``generate`` (``rank``: with candidates) prompt decoded (greedy; ``temperature > 0``
   samples, seeded), at most ``k`` titles kept (:func:`audit.parsing.parse_item_list`);
@@ -44,6 +41,7 @@ from audit.llm.model import CausalLM
 from audit.llm.soft_prompt import HFSoftPromptTarget
 from audit.parsing import parse_item_list
 from audit.progress import track
+from audit.registry import HF_ITEM_FORMS
 from audit.prompts import Prompt, PromptSet, load_prompt_set
 from audit.token_stats import causal_lm_token_stats
 from audit.variants import BuildContext
@@ -53,9 +51,9 @@ if TYPE_CHECKING:
 
 
 class HFConfig(StrictConfig):
-    """Options of the ``hf`` adapter (token counts are model tokens). ``model``: a fetched model name
-    (``recaudit fetch smollm2-135m``) or ``path``: a local Hugging Face directory (exactly one).
-    ``history``: the most recent history items put into every prompt (LLMRank and TALLRec use 10-20)."""
+    """Options (token counts are model tokens). ``model``: a fetched model (``recaudit fetch smollm2-135m``) or
+    ``path``: a local Hugging Face directory (exactly one). ``history``: the last history items each prompt shows
+    (LLMRank and TALLRec use 10-20; ``items: tokens``: 100 unless given). ``items``: ``titles`` or ``tokens``."""
 
     path: str | None = None
     model: str | None = None
@@ -75,6 +73,7 @@ class HFConfig(StrictConfig):
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     seed: int | None = None
+    items: Literal["titles", "tokens"] = "titles"
 
     @model_validator(mode="after")
     def _one_source(self) -> "HFConfig":
@@ -85,8 +84,7 @@ class HFConfig(StrictConfig):
 
 
 class HFAdapter(Adapter):
-    """A local causal LM as a recommender: ``lm`` (:class:`audit.llm.model.CausalLM`) runs the model,
-    ``encoding`` (:class:`audit.llm.encoding.Encoding`) writes its prompts and answers."""
+    """A local causal LM as a recommender: ``lm`` (a CausalLM) runs it, ``encoding`` writes its prompts."""
 
     Config: ClassVar[type[StrictConfig]] = HFConfig
     capabilities: frozenset[str] = frozenset(
@@ -119,6 +117,8 @@ class HFAdapter(Adapter):
     def build(cls, config: HFConfig, ctx: BuildContext | None = None,
               training_variants: Sequence[Any] = ()) -> "HFAdapter":
         """Load the model; with training variants, LoRA-tune it (or load the cached LoRA) and merge it."""
+        if config.items != "titles" and cls is HFAdapter:  # e.g. tokens: one token per catalog item
+            return HF_ITEM_FORMS.get(config.items).build(config, ctx, training_variants)
         suite_dir = ctx.suite_dir if ctx is not None else None
         directory = loading.model_dir(config.model, config.path, suite_dir)
         device = loading.torch_device(config.device)

@@ -62,6 +62,8 @@ class LoraRecipe(RecipeOps):
     seed: int = 0
 
     private_stage_names: ClassVar[tuple[str, ...]] = (LORA_STAGE,)
+    #: the LoRA variant's options this recipe's examples read
+    example_options: ClassVar[frozenset[str]] = frozenset({"targets", "examples_per_user"})
 
     def with_private_stage(self, *, variant: str) -> tuple["LoraRecipe", str]:
         """The recipe as it is and its LoRA stage: the base checkpoint is the public part, the LoRA

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from audit.config import StrictConfig
+from audit.errors import ConfigError
 from audit.llm.lora import DEFAULT_LAYERS, LoraOptions
 from audit.variants import BuildContext, Variant
 
@@ -63,12 +64,15 @@ class LoraVariant(Variant):
         from audit.llm.training import LORA_STAGE
 
         cfg: LoraVariantConfig = self.config  # type: ignore[assignment]
-        given = {name: getattr(cfg, name) for name in ("target_modules", "layers") if name in cfg.model_fields_set}
-        lora = LoraOptions(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, **given)  # left out: the model decides
-        out = dataclasses.replace(recipe, lora=lora, targets=cfg.targets, examples_per_user=cfg.examples_per_user,
-                                  attribute_dropout=cfg.attribute_dropout, seed=cfg.seed)
-        users = {} if cfg.users is None else {"users": cfg.users}
-        return out.replace_stage(LORA_STAGE, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
-                                 batch_size=cfg.batch_size, **users)
-
-
+        given = cfg.model_fields_set
+        unread = sorted(given & {"targets", "examples_per_user"} - type(recipe).example_options)
+        if unread:
+            raise ConfigError(f"variant 'lora': {', '.join(unread)} shape title answers, which this model (items: "
+                              f"tokens) does not write; drop {' and '.join(unread)}")
+        chosen = {name: getattr(cfg, name) for name in ("target_modules", "layers") if name in given}
+        lora = LoraOptions(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, **chosen)  # left out: the model decides
+        examples = {name: getattr(cfg, name) for name in type(recipe).example_options}
+        out = dataclasses.replace(recipe, lora=lora, attribute_dropout=cfg.attribute_dropout, seed=cfg.seed, **examples)
+        stage = {name: getattr(cfg, name) for name in ("epochs", "lr", "warmup", "batch_size", "users")
+                 if name in given and getattr(cfg, name) is not None}
+        return out.replace_stage(LORA_STAGE, **stage)

@@ -63,12 +63,13 @@ def train_answers_logp(rec, dataset, users: list[str]) -> float:
     return float(np.mean([s[0] for s in rec.score(reqs, items)]))
 
 
-def build_hf(llama_dir: Path, dataset, cache: Path, variant=None):
-    """The ``hf`` recommender on ``llama_dir`` (history 5) with the suite-style ``variant`` spec."""
+def build_hf(llama_dir: Path, dataset, cache: Path, variant=None, **options):
+    """The ``hf`` recommender on ``llama_dir`` (history 5, more adapter ``options``) with the
+    suite-style ``variant`` spec."""
     from audit.build import build_recommender
     from audit.variants import BuildContext
 
-    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5}
+    entry = {"adapter": "hf", "path": str(llama_dir), "history": 5, **options}
     if variant is not None:
         entry["variant"] = variant
     return build_recommender("llm", entry, BuildContext(dataset=dataset, cache_dir=cache, seed=0, progress=False))
