@@ -131,6 +131,9 @@ class Recommender:
     #: model's own format when it overrides :meth:`render_sequence` (the reference: ``reference``,
     #: its item tokens)
     sequence_format: str = "titles"
+    #: True where ``generate`` can only return catalog items (an item-token model's closed
+    #: vocabulary): the hallucination probe still measures, and reports the rate as 0 by construction
+    closed_catalog: bool = False
     #: how many trailing items of a training window the model's fine-tune learnt to answer (an ``hf``
     #: LoRA's ``targets``); the memorisation probes' ``answers`` path splits each scored sequence
     #: the same way. None where the harness did not fine-tune the model

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -56,8 +56,7 @@ class ItemTokenAdapter(HFAdapter):
         {"generate", "score", "token-logprobs", "embed-user", "embed", "train", "train-lora", "train-private",
          "train-federated", "train-transforms"})
     sequence_format = "item-tokens"
-    #: ``generate`` returns catalog items only (the hallucination probe reports that, not a rate)
-    closed_catalog: ClassVar[bool] = True
+    closed_catalog = True  # generate returns catalog items only
 
     item_lm: "ItemTokenLM"
     vocab: "ItemVocabulary"

@@ -248,14 +248,22 @@ class Dataset:
             finetune=tuple(sorted(shuffled[n_pre + n_held:], key=key)),
         )
 
-    def negatives(self, user_id: str, n: int, seed: int) -> list[str]:
-        """``n`` item ids the user never interacted with, sampled uniformly (seeded per user)."""
+    def negatives(self, user_id: str, n: int, seed: int, sampling: str = "uniform") -> list[str]:
+        """``n`` item ids the user never interacted with, without replacement (seeded per user):
+        ``uniform``, or ``popularity``: with probability proportional to the item's training
+        interactions + 1 (popular negatives, which popularity alone cannot rank below the held-out item)."""
         seen = set(self.sequences[user_id].full)
         pool = [i for i in self.items["item_id"].astype(str) if i not in seen]
         if n > len(pool):
             raise ValueError(f"user {user_id} has only {len(pool)} unseen items, {n} negatives asked")
         rng = np.random.default_rng([seed, _stable_int(user_id)])
-        return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+        if sampling == "uniform":
+            return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+        if sampling != "popularity":
+            raise ValueError(f"negative sampling must be 'uniform' or 'popularity', got {sampling!r}")
+        pop = self.item_popularity
+        weights = np.array([pop.get(i, 0) + 1.0 for i in pool])
+        return [pool[i] for i in rng.choice(len(pool), size=n, replace=False, p=weights / weights.sum())]
 
     def subset_users(self, user_ids: Iterable[str], name: str | None = None) -> "Dataset":
         """The same catalog with only the given users' interactions (and profiles)."""

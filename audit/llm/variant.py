@@ -34,7 +34,11 @@ class LoraVariantConfig(StrictConfig):
     the user's next items as a numbered list; 1 = the one-item TALLRec form), ``users`` (group;
     None = the recipe's: ``trained``, or ``finetune`` after a ``backdoor`` variant listed before),
     ``attribute_dropout`` (0..1), ``seed``. Defaults were sized for SmolLM2-135M on 2 CPU cores
-    (about 1 example/s): see BENCHMARKS.md."""
+    (about 1 example/s): see BENCHMARKS.md. On an ``hf`` model with ``items: tokens`` the stage
+    settings left out are the item-token recipe's (:class:`audit.llm.item_training.ItemRecipe`:
+    1 epoch over every window, lr 3e-3, batch 4), ``targets`` and ``examples_per_user`` do not
+    apply (an error when given), and ``item_init`` / ``train_item_inputs`` choose how the item rows
+    start and whether the input rows train."""
 
     r: int = Field(8, ge=1, le=256)
     alpha: float = Field(16.0, gt=0)
@@ -50,6 +54,10 @@ class LoraVariantConfig(StrictConfig):
     users: Literal["trained", "pretrain", "finetune", "all"] | None = None
     attribute_dropout: float = Field(0.5, ge=0.0, le=1.0)
     seed: int = 0
+    #: ``items: tokens`` only: how the item rows start (``titles``: the mean of the title's token
+    #: embeddings; ``random``: the ablation) and whether the item input rows train (else only the head)
+    item_init: Literal["titles", "random"] | None = None
+    train_item_inputs: bool | None = None
 
 
 class LoraVariant(Variant):
@@ -72,6 +80,12 @@ class LoraVariant(Variant):
         chosen = {name: getattr(cfg, name) for name in ("target_modules", "layers") if name in given}
         lora = LoraOptions(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, **chosen)  # left out: the model decides
         examples = {name: getattr(cfg, name) for name in type(recipe).example_options}
+        fields = {f.name for f in dataclasses.fields(recipe)}
+        for name in ("item_init", "train_item_inputs"):
+            if name in given and getattr(cfg, name) is not None:
+                if name not in fields:
+                    raise ConfigError(f"variant 'lora': {name} applies to an hf model with items: tokens only")
+                examples[name] = getattr(cfg, name)
         out = dataclasses.replace(recipe, lora=lora, attribute_dropout=cfg.attribute_dropout, seed=cfg.seed, **examples)
         stage = {name: getattr(cfg, name) for name in ("epochs", "lr", "warmup", "batch_size", "users")
                  if name in given and getattr(cfg, name) is not None}

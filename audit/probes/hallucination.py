@@ -201,7 +201,13 @@ class HallucinationProbe(Probe):
                     override = {j: item for j, (item, _d) in zip(unmatched, nearest)}
                 analyses.append(analyse_list(gen.items, cfg.k, catalog, set(seq.test_history), seq.test,
                                              matches=matches, grounded_override=override))
-        return self._result(analyses, cfg, ctx.seed, grounding_note, audited)
+        result = self._result(analyses, cfg, ctx.seed, grounding_note, audited)
+        if rec.closed_catalog:
+            result.details["closed_catalog"] = (
+                f"{rec.name} generates from a closed vocabulary of catalog items (one token per item): "
+                "it cannot name an item outside the catalog, so its hallucination rate is 0 by construction "
+                "(measured here all the same)")
+        return result
 
     @staticmethod
     def _embedding_index(rec: Recommender, cfg: HallucinationConfig,

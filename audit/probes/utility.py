@@ -1,7 +1,8 @@
 """Utility probe: leave-one-out ranking of the held-out item among sampled negatives.
 
 For each audited user the held-out (test) item is ranked among ``negatives``
-items the user never interacted with (uniform, seeded per user). Recommenders
+items the user never interacted with (seeded per user; ``sampling``: uniform, or in proportion
+to training popularity). Recommenders
 with ``score`` are ranked by their scores; generate-only recommenders rank the
 candidates through ``generate``: each returned slot is matched to the candidates with
 :class:`audit.catalog.Catalog` (exact, then fuzzy, never across a year more than one off,
@@ -14,7 +15,7 @@ the same candidates is reported beside it as ``popularity_*``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -64,10 +65,13 @@ def generated_rank(items: list[str], candidates: tuple[str, ...] | list[str], th
 
 class UtilityConfig(ProbeConfig):
     """``k``: cut-offs for HR/NDCG (each 1..negatives+1); ``negatives``: sampled per user;
-    ``batch_size``: requests per model call."""
+    ``sampling``: ``uniform`` (the usual protocol) or ``popularity`` (each unseen item with
+    probability proportional to its training interactions + 1: popular negatives, so popularity
+    alone no longer wins); ``batch_size``: requests per model call."""
 
     k: list[int] = [10]
     negatives: int = 99
+    sampling: Literal["uniform", "popularity"] = "uniform"
     batch_size: int = 64
 
 
@@ -87,7 +91,7 @@ class UtilityProbe(Probe):
             return ProbeResult.skipped("no users with a held-out item to evaluate")
         ds = ctx.dataset
         titles = ds.item_titles
-        cand_ids = [[ds.sequences[u].test, *ds.negatives(u, cfg.negatives, ctx.seed)] for u in users]
+        cand_ids = [[ds.sequences[u].test, *ds.negatives(u, cfg.negatives, ctx.seed, cfg.sampling)] for u in users]
         model_ranks = np.empty(len(users), dtype=int)
         for start in range(0, len(users), cfg.batch_size):
             chunk = range(start, min(start + cfg.batch_size, len(users)))
@@ -112,7 +116,9 @@ class UtilityProbe(Probe):
             metrics[f"{prefix}mrr"] = mean_metric(rr, seed=seed).with_units(users, rr)
         metrics = {name: m.declare(utility_spec(name, cfg.negatives)) for name, m in metrics.items()}
         details = {
-            "protocol": f"leave-one-out, test item vs {cfg.negatives} uniformly sampled unseen items",
+            "protocol": f"leave-one-out, test item vs {cfg.negatives} unseen items sampled "
+                        + ("uniformly" if cfg.sampling == "uniform" else "by training popularity (+1)"),
+            "sampling": cfg.sampling,
             "ranking": "score" if rec.has("score") else "generate",
             "ties": "counted against the held-out item",
             "rank_histogram": np.bincount(model_ranks, minlength=cfg.negatives + 2)[1:].tolist(),

@@ -42,6 +42,25 @@ def test_dp_lora_at_a_large_epsilon_learns_and_only_the_lora_weights_move(tiny_l
     assert result.status == "pass" and result.metrics["epsilon"].value == pytest.approx(account["epsilon"])
 
 
+def test_dp_with_item_tokens_learns_and_clips_lora_and_item_rows_per_user(tiny_llama_dir, tiny_dataset,
+                                                                           tmp_path) -> None:
+    """Opacus over LoRA and the item rows (opacus #820: the trained part must move and make the
+    training data likelier); the frozen base and its text embeddings never move."""
+    torch.set_num_threads(1)
+    lora = {"lora": {"epochs": 1, "layers": None, "lr": 1e-2, "batch_size": 8, "r": 4}}
+    dp = {"dp": {"epsilon": 1000.0, "epochs": 10, "batch_size": 8, "lr": 1e-2, "max_grad_norm": 5.0}}
+    zero = build(tiny_llama_dir, tiny_dataset, tmp_path, items="tokens")
+    private = build(tiny_llama_dir, tiny_dataset, tmp_path, [lora, dp], items="tokens")
+    stage = private.manifest["stages"][0]
+    assert stage["summary"]["trainer"] == "dp" and stage["summary"]["privacy"]["unit"] == "user"
+    base = dict(zero.item_lm.named_parameters())
+    moved = {n for n, p in private.item_lm.named_parameters() if not torch.equal(p, base[n])}
+    assert {"head.linear.weight", "head.linear.bias", "lm.model.embed_tokens.items.weight"} <= moved
+    assert not any("embed_tokens.base" in n or "norm" in n for n in moved)
+    users = stage["users"]
+    assert train_answers_logp(private, tiny_dataset, users) > train_answers_logp(zero, tiny_dataset, users) + 0.1
+
+
 def test_dp_on_hf_refuses_pretrain_epochs(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
     with pytest.raises(ConfigError, match="pretrain_epochs"):
         build(tiny_llama_dir, tiny_dataset, tmp_path, [LORA, {"dp": {"epsilon": 8.0, "pretrain_epochs": 2}}])

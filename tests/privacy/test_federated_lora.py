@@ -71,3 +71,29 @@ def test_federated_dp_lora_has_the_client_level_account_the_probe_reads(tiny_lla
                        recorder=OutputRecorder("llm", "privacy"))
     result = PrivacyAccountingProbe(PrivacyAccountingProbe.Config()).run(fed, ctx)
     assert result.status == "pass" and result.metrics["epsilon"].value == pytest.approx(account["epsilon"])
+
+
+def test_federated_item_tokens_exchange_only_lora_and_the_item_rows(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
+    """With ``items: tokens`` a message carries the LoRA weights, the item input rows and the item
+    head: the trained part, nothing of the frozen base; FedAvg makes the training data likelier."""
+    from audit.llm.item_training import ItemEntry
+
+    torch.set_num_threads(1)
+    lora = {"lora": {"epochs": 1, "layers": None, "lr": 1e-2, "batch_size": 8, "r": 4}}
+    zero = build(tiny_llama_dir, tiny_dataset, tmp_path, items="tokens")
+    fed = build(tiny_llama_dir, tiny_dataset, tmp_path, [lora, {"federated": FED}], items="tokens")
+    summary = fed.manifest["stages"][0]["summary"]
+    assert summary["trainer"] == "federated" and summary["rounds"] == 2
+    state = ItemEntry().read_state(Path(fed.info["lora_dir"]))
+    assert {"items.input", "items.output.weight", "items.output.bias"} <= set(state)
+    trained = sum(a.nbytes for a in state_arrays(state).values())
+    base_values = sum(p.numel() * p.element_size() for n, p in zero.item_lm.named_parameters()
+                      if not n.startswith("head.") and "embed_tokens.items" not in n)
+    assert summary["trained_state_bytes"] == trained < base_values / 2  # the base never travels
+    per_message = sum(len(Array(a).data) for a in state_arrays(state).values())
+    assert summary["bytes"]["total"] == FED["rounds"] * FED["clients_per_round"] * per_message * 2
+    base = dict(zero.item_lm.named_parameters())
+    moved = {n for n, p in fed.item_lm.named_parameters() if not torch.equal(p, base[n])}
+    assert {"head.linear.weight", "lm.model.embed_tokens.items.weight"} <= moved
+    users = fed.manifest["stages"][0]["users"]
+    assert train_answers_logp(fed, tiny_dataset, users) > train_answers_logp(zero, tiny_dataset, users) + 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import numpy as np
 import pytest
 
 from audit.data.dataset import Dataset
@@ -83,6 +84,20 @@ def test_negatives_are_seeded_per_user(tiny_dataset: Dataset) -> None:
     assert tiny_dataset.negatives("1", 10, seed=4) != tiny_dataset.negatives("1", 10, seed=5)
     with pytest.raises(ValueError, match="unseen items"):
         tiny_dataset.negatives("1", 19, seed=0)  # 30 items, 12 seen
+
+
+def test_popularity_sampled_negatives_favour_popular_unseen_items(tiny_dataset: Dataset) -> None:
+    pop = tiny_dataset.item_popularity
+    uniform, popular = [], []
+    for uid in tiny_dataset.user_ids():
+        negs = tiny_dataset.negatives(uid, 8, seed=0, sampling="popularity")
+        assert len(set(negs)) == 8 and not set(negs) & set(tiny_dataset.sequences[uid].full)
+        assert negs == tiny_dataset.negatives(uid, 8, seed=0, sampling="popularity")
+        popular += [pop[i] for i in negs]
+        uniform += [pop[i] for i in tiny_dataset.negatives(uid, 8, seed=0)]
+    assert np.mean(popular) > np.mean(uniform)
+    with pytest.raises(ValueError, match="uniform"):
+        tiny_dataset.negatives("1", 3, seed=0, sampling="loudest")
 
 
 def test_sample_users_is_seeded_sorted_and_drawn_from_evaluable_users(tiny_dataset: Dataset) -> None:

@@ -171,3 +171,18 @@ def test_bad_item_token_options_fail_at_build_with_one_message(tiny_llama_dir, t
         build_hf(tiny_llama_dir, tiny_dataset, tmp_path, items="tokens",
                  prompts={"generate": {"completion": "no history field here"}})
     assert not list(tmp_path.glob("item-lora/*"))  # nothing half-written in the model cache
+
+
+def test_the_hallucination_probe_reports_a_closed_catalog_by_construction(tiny_llama_dir, tiny_dataset,
+                                                                          tmp_path) -> None:
+    from audit.probes.base import OutputRecorder, ProbeContext
+    from audit.probes.hallucination import HallucinationConfig, HallucinationProbe
+
+    rec = build_hf(tiny_llama_dir, tiny_dataset, tmp_path, items="tokens")
+    ctx = ProbeContext(dataset=tiny_dataset, users=tiny_dataset.evaluable_users()[:10], seed=0,
+                       recorder=OutputRecorder("llm", "hallucination"))
+    result = HallucinationProbe(HallucinationConfig(k=5)).run(rec, ctx)
+    assert result.status == "pass"
+    assert result.metrics["hallucination_rate"].value == 0.0 and result.metrics["hallucination_rate"].n == 10
+    assert result.metrics["duplicate_rate"].value == 0.0 and result.metrics["consumed_rate"].value == 0.0
+    assert "by construction" in result.details["closed_catalog"]
