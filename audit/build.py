@@ -38,16 +38,20 @@ def make_variants(spec: Any, where: str) -> list[Variant]:
     return variants
 
 
-def supports(adapter_cls: Any, variant_cls: Any) -> bool:
-    """Whether an adapter declares every capability a variant requires."""
-    return variant_cls.required_capabilities() <= frozenset(adapter_cls.capabilities)
+def supports(adapter_cls: Any, variant_cls: Any, config: Any = None) -> bool:
+    """Whether an adapter (built from ``config``, when given) declares every capability a variant requires."""
+    declared = adapter_cls.capabilities if config is None else adapter_cls.capabilities_for(config)
+    return variant_cls.required_capabilities() <= frozenset(declared)
 
 
-def check_variants_supported(adapter_name: str, adapter_cls: Any, variants: list[Variant], where: str) -> None:
-    """ConfigError, at load time, for a variant the adapter cannot support, naming the adapters that can."""
+def check_variants_supported(adapter_name: str, adapter_cls: Any, variants: list[Variant], where: str,
+                             config: Any = None) -> None:
+    """ConfigError, at load time, for a variant the adapter (with ``config``) cannot support, naming the
+    adapters that can."""
     for v in variants:
-        if not supports(adapter_cls, type(v)):
-            missing = sorted(type(v).required_capabilities() - frozenset(adapter_cls.capabilities))
+        if not supports(adapter_cls, type(v), config):
+            declared = adapter_cls.capabilities if config is None else adapter_cls.capabilities_for(config)
+            missing = sorted(type(v).required_capabilities() - frozenset(declared))
             able = [n for n in ADAPTERS.names() if supports(ADAPTERS.get(n), type(v))]
             raise ConfigError(f"{where}: variant {v.name!r} needs {', '.join(missing)}, which adapter "
                               f"{adapter_name!r} does not declare; adapters that support it: "
@@ -80,7 +84,7 @@ def build_recommender(name: str, entry: dict[str, Any], ctx: BuildContext) -> Re
     variants = make_variants(entry.pop("variant", None), where)
     adapter_cls = adapter_class(adapter_name, where)
     config = validate_config(adapter_cls.Config, entry, f"{where} (adapter {adapter_name!r})")
-    check_variants_supported(adapter_name, adapter_cls, variants, where)
+    check_variants_supported(adapter_name, adapter_cls, variants, where, config)
     training = [v for v in variants if v.trains]
     rec = adapter_cls.build(config, ctx, training)
     for v in variants:

@@ -249,7 +249,7 @@ class Adapter(Recommender):
     """A recommender a suite entry names (``adapter: NAME``): ``Config`` (a pydantic model) validates
     the entry's options at load time, and ``build`` makes the recommender, applying the training
     variants listed before it (``training_variants``; an adapter that cannot train gets none, since
-    the suite checks ``Variant.requires`` against ``capabilities`` first). Built-in and plugin adapters
+    the suite checks ``Variant.requires`` against :meth:`capabilities_for` first). Built-in and plugin adapters
     subclass this; the runner uses nothing else of them before they are built."""
 
     Config: ClassVar[type[Any]]
@@ -258,4 +258,10 @@ class Adapter(Recommender):
     def build(cls, config: Any, ctx: Any, training_variants: Sequence[Any] = ()) -> "Adapter":
         """The recommender for a validated ``config`` in a ``BuildContext`` ``ctx``."""
         raise NotImplementedError(f"{cls.__name__}.build")
+
+    @classmethod
+    def capabilities_for(cls, config: Any) -> frozenset[str]:
+        """The capabilities a recommender built from ``config`` declares (what the suite checks
+        variants against at load time); the class's ``capabilities`` unless an option changes them."""
+        return frozenset(cls.capabilities)
 

@@ -280,8 +280,8 @@ def check_recommender_entry(name: str, entry: Any) -> None:
     adapter = adapter_class(str(entry["adapter"]), where)
     variants = make_variants(entry.get("variant"), where)
     options = {k: v for k, v in entry.items() if k not in ("adapter", "variant")}
-    validate_config(adapter.Config, options, f"{where} (adapter {entry['adapter']!r})")
-    check_variants_supported(str(entry["adapter"]), adapter, variants, where)
+    config = validate_config(adapter.Config, options, f"{where} (adapter {entry['adapter']!r})")
+    check_variants_supported(str(entry["adapter"]), adapter, variants, where, config)
 
 
 def _probe_spec(alias: str, options: dict[str, Any] | None) -> ProbeSpec:

@@ -1,21 +1,18 @@
 """The ``hf`` adapter: any local ``transformers`` causal-LM directory as a recommender.
 
-Suite entry: ``local-llm: {adapter: hf, path: models/my-llm, max_new_tokens: 160, batch_size: 8}``;
-``items: tokens`` gives every catalog item a token of its own (:mod:`audit.adapters.hf_items`).
-Glue over :mod:`audit.llm` (``loading``: local safetensors only, a relative ``path`` against the suite's
-directory, then the cwd; ``model``, ``encoding``: :mod:`audit.prompts` templates, chat-templated when the
-tokenizer has one and ``chat_template`` is not ``false``; ``decoding``, ``scoring``, ``soft_prompt``, ``training``).
+Suite entry: ``local-llm: {adapter: hf, path: models/my-llm, batch_size: 8}``; ``items: tokens``: one token per
+catalog item (:mod:`audit.adapters.hf_items`). Glue over :mod:`audit.llm` (local safetensors only, a relative ``path``
+against the suite's directory, then the cwd; :mod:`audit.prompts` templates, chat-templated when the tokenizer has one).
 
 - ``generate``: the ``generate`` (``rank``: with candidates) prompt decoded (greedy; ``temperature > 0``
   samples, seeded), at most ``k`` titles kept (:func:`audit.parsing.parse_item_list`);
 - ``score``: log p(title's continuation | generate prompt with ``k = score_k``, then ``"1."``),
   summed over its tokens (``score_mode``: ``shared`` prompt keys/values, or ``naive``: same numbers);
-- ``token-logprobs`` / ``token-stats``: log p of each token of a text, the first conditioned on
-  BOS (else EOS; NaN when neither), with the mean and spread of log p at each position;
+- ``token-logprobs`` / ``token-stats``: log p of each token of a text (the first given BOS, else EOS, else NaN), with
+  the mean and spread of log p at each position;
 - ``answer-logprobs`` / ``answer-generate``: log p of titles written as the model's numbered answer
   after a request's generate prompt (where a LoRA example's loss is), and the greedy answer there;
-- ``embed-user`` / ``embed``: the last layer's state at a prompt's / a title's final token;
-- ``complete``: greedy continuation of raw prompts (no template);
+- ``embed-user`` / ``embed``: the last state at a prompt's / a title's last token; ``complete``: greedy, raw prompts;
 - ``train*``: training variants LoRA-tune the model (:class:`audit.llm.training.LoraRecipe`), merged after;
 - ``constrain``: ``generate_detailed(..., generation_constraint=fn, logits_processors=[...])`` (or those
   attributes; they see generated tokens only); ``soft-prompt``: :meth:`HFAdapter.with_soft_prefix`.
@@ -146,6 +143,10 @@ class HFAdapter(Adapter):
                           "training": [s.get("summary") for s in manifest.get("stages", [])],
                           "trainable_parameters": manifest.get("trainable_parameters")})
 
+    @classmethod
+    def capabilities_for(cls, config: HFConfig) -> frozenset[str]:  # another items form declares its own
+        return HF_ITEM_FORMS.get(config.items).capabilities if config.items != "titles" else cls.capabilities
+
     def untrained(self, ctx: BuildContext) -> "HFAdapter | None":
         """The base checkpoint loaded again without the LoRA; None when this model was not fine-tuned here."""
         return None if self.manifest is None else type(self).build(self.config, ctx)
@@ -211,8 +212,7 @@ class HFAdapter(Adapter):
 
     def reserve_new_tokens(self, tokens: int) -> int | None:
         """Raise ``max_new_tokens`` to at least ``tokens`` (a list cut short ends in a partial title)."""
-        if self.config.max_new_tokens < tokens:
-            self.config = self.config.model_copy(update={"max_new_tokens": int(tokens)})
+        self.config = self.config.model_copy(update={"max_new_tokens": max(int(tokens), self.config.max_new_tokens)})
         return self.config.max_new_tokens
 
     def with_soft_prefix(self, prefix: "torch.Tensor | None") -> "HFAdapter":

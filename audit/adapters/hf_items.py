@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 #: history items per prompt and training window when ``history`` is not given
 ITEM_HISTORY = 100
+#: most catalog items that become tokens (each adds two rows of the model's width; DP keeps one
+#: gradient of every row per example of a batch)
+MAX_ITEM_TOKENS = 100_000
 _ITEM_RE = re.compile(r"<item_([^<>\s]+)>")
 
 
@@ -70,6 +73,10 @@ class ItemTokenAdapter(HFAdapter):
         if ctx is None:
             raise ConfigError("hf adapter with items: tokens needs the suite's data set (its catalog becomes "
                               "the model's item tokens); build it from a suite")
+        titles = ctx.dataset.item_titles
+        if len(titles) > MAX_ITEM_TOKENS:
+            raise ConfigError(f"hf adapter: items: tokens on a catalog of {len(titles)} items; at most "
+                              f"{MAX_ITEM_TOKENS} become tokens (use items: titles, or a smaller catalog)")
         if "history" not in config.model_fields_set:
             config = config.model_copy(update={"history": ITEM_HISTORY})
         directory = loading.model_dir(config.model, config.path, ctx.suite_dir)
@@ -79,7 +86,6 @@ class ItemTokenAdapter(HFAdapter):
         model, tokenizer = loading.load_local(directory, device, config.dtype)
         rec = cls(model, tokenizer, config, prompts, seed=ctx.seed)
         rec.directory, rec.progress = directory, bool(ctx.progress)
-        titles = ctx.dataset.item_titles
         rec.vocab = ItemVocabulary.for_model(list(titles), tokenizer, model.get_input_embeddings().weight.shape[0])
         rec._item_of_title = {}
         for item, title in titles.items():

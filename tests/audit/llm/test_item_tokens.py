@@ -186,3 +186,37 @@ def test_the_hallucination_probe_reports_a_closed_catalog_by_construction(tiny_l
     assert result.metrics["hallucination_rate"].value == 0.0 and result.metrics["hallucination_rate"].n == 10
     assert result.metrics["duplicate_rate"].value == 0.0 and result.metrics["consumed_rate"].value == 0.0
     assert "by construction" in result.details["closed_catalog"]
+
+
+def test_memorisation_scores_a_window_as_the_model_predicts_each_next_item(tiny_llama_dir, tiny_dataset,
+                                                                            tmp_path) -> None:
+    """The memorisation probes' ``tokens`` path on the model's own format (prefix text, then item
+    tokens) gives each item the log-probability ``score`` gives it as the next item."""
+    from audit.memorisation.sequences import score_sequences
+
+    rec = build_hf(tiny_llama_dir, tiny_dataset, tmp_path, items="tokens")
+    titles = tiny_dataset.item_titles
+    seq = list(tiny_dataset.sequences["3"].train[:6])
+    profile = dict(tiny_dataset.user_profiles["3"])
+    [scored], how, note = score_sequences(rec, [seq], [profile], titles)
+    assert how.startswith("tokens") and len(scored.logp) == len(seq) and "<item_" in scored.text
+    expected = [rec.score([RecRequest(history=tuple(titles[i] for i in seq[:t]), profile=profile)],
+                          [[titles[seq[t]]]])[0][0] for t in range(len(seq))]
+    np.testing.assert_allclose(scored.logp, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_variant_needing_title_text_is_refused_at_load_for_item_tokens(tiny_llama_dir, tmp_path) -> None:
+    """``fair-prompt`` trains a soft prompt against title answers (capability ``soft-prompt``), which an
+    item-token model does not declare: the suite is refused at load with exit 2, before any model loads."""
+    from audit.cli import main
+    from tests.audit.runner_testkit import write_suite
+
+    suite = {"name": "items-fair", "dataset": {"users": 6, "seed": 0},
+             "recommenders": {"llm": {"adapter": "hf", "path": str(tiny_llama_dir), "items": "tokens",
+                                      "variant": {"fair-prompt": {}}}},
+             "probes": {"utility": {"k": [5], "negatives": 5}}}
+    from tests.conftest import make_tiny_dataset
+
+    path = write_suite(tmp_path / "suite", suite, dataset=make_tiny_dataset())
+    assert main(["run", str(path), "--out", str(tmp_path / "report"), "--quiet"]) == 2
+    assert not (tmp_path / "report").exists() or not list((tmp_path / "report").glob("*.json"))
