@@ -84,8 +84,11 @@ class SeededFedAvg(FedAvg):
         return self._construct_messages(record, [self.node_of_partition[p] for p in parts], MessageType.TRAIN)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg's aggregation; under central DP a short round fails (see :func:`check_round`)."""
-        replies = list(replies)
+        """FedAvg's aggregation over the replies in partition order (arrival order would make the float
+        sums, and so the model, depend on which client finished first); under central DP a short
+        round fails (see :func:`check_round`)."""
+        partition_of = {node: p for p, node in self.node_of_partition.items()}
+        replies = sorted(replies, key=lambda r: partition_of.get(r.metadata.src_node_id, len(partition_of)))
         check_round(self.plan, server_round, sum(not r.has_error() for r in replies))
         return super().aggregate_train(server_round, replies)
 
