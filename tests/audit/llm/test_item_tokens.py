@@ -220,3 +220,28 @@ def test_a_variant_needing_title_text_is_refused_at_load_for_item_tokens(tiny_ll
     path = write_suite(tmp_path / "suite", suite, dataset=make_tiny_dataset())
     assert main(["run", str(path), "--out", str(tmp_path / "report"), "--quiet"]) == 2
     assert not (tmp_path / "report").exists() or not list((tmp_path / "report").glob("*.json"))
+
+
+def test_every_probe_runs_on_an_item_token_model_through_recaudit_run(tiny_llama_dir, tiny_dataset, recaudit_home,
+                                                                     tmp_path) -> None:
+    """``recaudit run`` on a LoRA-tuned item-token model with canaries: the probes that apply pass, none errors."""
+    import json
+
+    from audit.cli import main
+    from tests.audit.runner_testkit import write_suite
+
+    suite = {"name": "items-all", "dataset": {"seed": 0},
+             "recommenders": {"llm": {"adapter": "hf", "path": str(tiny_llama_dir), "items": "tokens", "history": 6,
+                                      "variant": [{"lora": {"epochs": 1, "r": 4, "layers": None}},
+                                                  {"canaries": {"repetitions": [1, 4], "per_repetition": 2, "length": 4, "audit_canaries": 8}}]}},
+             "probes": {"utility": {"k": [5], "negatives": 9}, "fairness": {"k": 5, "users": 6},
+                        "leakage": {}, "hallucination": {"k": 5, "users": 6}, "membership": {},
+                        "canary": {}, "extraction": {}, "ranking": {"users": 6, "candidates": 10}}}
+    path = write_suite(tmp_path / "suite", suite, dataset=tiny_dataset)
+    code = main(["run", str(path), "--out", str(tmp_path / "report"), "--quiet"])
+    report = json.loads(next((tmp_path / "report").glob("*.json")).read_text())
+    status = {r["probe"]: (r["status"], r.get("reason")) for r in report["results"]}
+    assert code in (0, 1), status
+    assert not [p for p, (s, _) in status.items() if s == "error"], status
+    assert status["utility"][0] == "pass" and status["hallucination"][0] == "pass"
+    assert status["membership"][0] == "pass" and status["canary"][0] == "pass"
