@@ -460,6 +460,10 @@ class ItemTextAttackVariant(Variant):
         if not (rec.has("score") or rec.has("generate")):
             raise ConfigError(f"variant 'item-text' needs a recommender with 'score' or 'generate'; "
                               f"{rec.name!r} has {sorted(rec.capabilities)}")
+        if not rec.reads_item_text:
+            raise ConfigError(f"variant 'item-text' rewrites item titles, but {rec.name!r} never reads them (each "
+                              "item is a token of its own, e.g. hf with items: tokens); audit the attack on a model "
+                              "that reads titles")
         return build_text_attack(rec, ctx.dataset, cfg, exclude=ctx.audit_users, progress=ctx.progress)
 
 

@@ -134,6 +134,9 @@ class Recommender:
     #: True where ``generate`` can only return catalog items (an item-token model's closed
     #: vocabulary): the hallucination probe still measures, and reports the rate as 0 by construction
     closed_catalog: bool = False
+    #: False where the model never reads item titles (an item-token model reads item ids): variants
+    #: that act by rewriting titles (``item-text``) refuse it instead of reporting a meaningless effect
+    reads_item_text: bool = True
     #: how many trailing items of a training window the model's fine-tune learnt to answer (an ``hf``
     #: LoRA's ``targets``); the memorisation probes' ``answers`` path splits each scored sequence
     #: the same way. None where the harness did not fine-tune the model

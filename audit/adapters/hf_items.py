@@ -60,6 +60,7 @@ class ItemTokenAdapter(HFAdapter):
          "train-federated", "train-transforms"})
     sequence_format = "item-tokens"
     closed_catalog = True  # generate returns catalog items only
+    reads_item_text = False  # history and candidates are item ids (titles only map to them)
 
     item_lm: "ItemTokenLM"
     vocab: "ItemVocabulary"

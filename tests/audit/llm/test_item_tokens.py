@@ -245,3 +245,8 @@ def test_every_probe_runs_on_an_item_token_model_through_recaudit_run(tiny_llama
     assert not [p for p, (s, _) in status.items() if s == "error"], status
     assert status["utility"][0] == "pass" and status["hallucination"][0] == "pass"
     assert status["membership"][0] == "pass" and status["canary"][0] == "pass"
+
+
+def test_the_item_text_attack_refuses_a_model_that_never_reads_titles(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="never reads them"):
+        build_hf(tiny_llama_dir, tiny_dataset, tmp_path, {"item-text": {}}, items="tokens")
