@@ -2,8 +2,8 @@
 
 Protocol: every evaluable user (943); the held-out test item (history = train + valid) ranked
 among 99 unseen items sampled either uniformly (``uniform``: what the utility probe does) or in
-proportion to their training popularity (``popularity``: popular negatives, so popularity alone
-no longer wins). HR@10 and NDCG@10 with 95% bootstrap CIs over users, and each model's paired
+proportion to their training popularity + 1 (``popularity``: popular negatives, so popularity
+alone no longer wins); both are :meth:`audit.data.dataset.Dataset.negatives`, as in the utility probe. HR@10 and NDCG@10 with 95% bootstrap CIs over users, and each model's paired
 difference from popularity and from item-kNN on the same users and candidates.
 
 Peers (all fitted on training data only: no test item is ever seen):
@@ -41,20 +41,10 @@ NEGATIVES = 99
 Scorer = Callable[[list[str], list[list[str]]], np.ndarray]
 
 
-def popularity_negatives(ds: Dataset, user: str, n: int, seed: int) -> list[str]:
-    """``n`` unseen items sampled without replacement with probability proportional to training popularity + 1."""
-    seen = set(ds.sequences[user].full)
-    pool = [i for i in ds.item_titles if i not in seen]
-    weights = np.array([ds.item_popularity.get(i, 0) + 1.0 for i in pool])
-    rng = np.random.default_rng([seed, int(user) if user.isdigit() else abs(hash(user)) % 2**31])
-    return [pool[j] for j in rng.choice(len(pool), size=n, replace=False, p=weights / weights.sum())]
-
-
 def candidates(ds: Dataset, users: list[str], protocol: str, seed: int) -> list[list[str]]:
     out = []
     for u in users:
-        negs = ds.negatives(u, NEGATIVES, seed) if protocol == "uniform" else popularity_negatives(ds, u, NEGATIVES, seed)
-        out.append([ds.sequences[u].test, *negs])
+        out.append([ds.sequences[u].test, *ds.negatives(u, NEGATIVES, seed, protocol)])
     return out
 
 

@@ -34,7 +34,6 @@ from audit.adapters.hf import HFAdapter, HFConfig
 from audit.errors import ConfigError
 from audit.interface import Generation, RecRequest
 from audit.llm import loading
-from audit.llm.model import position_ids
 from audit.prompts import load_prompt_set
 from audit.variants import BuildContext
 
@@ -91,6 +90,7 @@ class ItemTokenAdapter(HFAdapter):
         rec._item_of_title = {}
         for item, title in titles.items():
             rec._item_of_title.setdefault(title.strip(), item)
+        rec._titles_by_row = [titles[i] for i in rec.vocab.items]  # each item row's catalog title
         rec.info.update({"items": "tokens", "item_tokens": len(rec.vocab), "unknown_titles": 0})
         recipe = ItemRecipe(history=config.history, seed=ctx.seed)
         if training_variants:
@@ -155,11 +155,6 @@ class ItemTokenAdapter(HFAdapter):
     def request_item_ids(self, req: RecRequest) -> list[int]:
         return self.prefix_ids(req.profile) + self.vocab.token_ids(self.history_items(req))
 
-    score_prompt_ids = request_item_ids
-
-    def prompt_text(self, prompt: Any) -> str:
-        return prompt if isinstance(prompt, str) else super().prompt_text(prompt)
-
     def request_text(self, req: RecRequest) -> str:
         """The exact text the model reads for ``req`` (item tokens written ``<item_ID>``)."""
         return self.prompts.before_history(req.profile) + self.vocab.text(self.history_items(req))
@@ -174,16 +169,10 @@ class ItemTokenAdapter(HFAdapter):
         """(len(seqs), d) float32: the final state at each sequence's last token (soft prefix included)."""
         import torch
 
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(seqs), self.config.score_batch_size):
-                ids, mask = self.lm.pad(seqs[start:start + self.config.score_batch_size], "left")
-                inputs = self.lm.inputs(ids, mask)
-                hidden = self.item_lm.body(**inputs, position_ids=position_ids(inputs["attention_mask"]),
-                                           use_cache=False).last_hidden_state
-                out.append(hidden[:, -1, :].float())
-        width = int(self.lm.width)
-        return torch.cat(out) if out else torch.zeros((0, width))
+        from audit.llm import scoring
+
+        states = scoring.last_hidden(self.lm, seqs, batch_size=self.config.score_batch_size, prompts=True)
+        return torch.from_numpy(states).float()
 
     def item_logprobs(self, reqs: Sequence[RecRequest]) -> np.ndarray:
         """(len(reqs), n_items): log p of every catalog item as each request's next item."""
@@ -212,7 +201,7 @@ class ItemTokenAdapter(HFAdapter):
     def generate_detailed(self, reqs: Sequence[RecRequest], k: int, **_: Any) -> list[Generation]:
         """The ``k`` likeliest catalog items not in the history (candidates only, for a rank request)."""
         table = self.item_logprobs(reqs)
-        titles = self.vocab_titles()
+        titles = self._titles_by_row
         out = []
         for req, row in zip(reqs, table):
             row = row.copy()
@@ -230,38 +219,36 @@ class ItemTokenAdapter(HFAdapter):
             out.append(Generation(prompt=self.request_text(req), raw="\n".join(picked), items=picked))
         return out
 
-    def vocab_titles(self) -> list[str]:
-        """Each item row's catalog title."""
-        if not hasattr(self, "_titles_by_row"):
-            by_item = {item: title for title, item in self._item_of_title.items()}
-            self._titles_by_row = [by_item.get(i, i) for i in self.vocab.items]
-        return self._titles_by_row
-
     def embed_user(self, reqs: Sequence[RecRequest]) -> np.ndarray:
-        return self.last_states([self.request_item_ids(r) for r in reqs]).double().cpu().numpy()
+        """(len(reqs), d): the final state at the end of each prompt (what ``score`` reads the items from)."""
+        from audit.llm import scoring
+
+        return scoring.last_hidden(self.lm, [self.request_item_ids(r) for r in reqs],
+                                   batch_size=self.config.score_batch_size, prompts=True)
 
     def token_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Log p of each token after the start token of texts in the model's own format (``<item_ID>``
-        tokens recognised: scored by the item softmax; text tokens by the LM head)."""
+        tokens recognised: scored by the item softmax; text tokens by the LM head); right-padded
+        batches of ``score_batch_size`` texts, one forward each."""
         import torch
 
-        out = []
         head_text = self.item_lm.lm.get_output_embeddings()
-        for text in texts:
-            ids = self.text_item_ids(text)
+        seqs = [self.text_item_ids(t) for t in texts]
+        out: list[np.ndarray] = []
+        for start in range(0, len(seqs), self.config.score_batch_size):
+            part = seqs[start:start + self.config.score_batch_size]
+            ids, mask = self.lm.pad(part, "right")
             with torch.no_grad():
-                tensor = torch.tensor([ids], device=self.device)
-                hidden = self.item_lm.hidden(tensor)[0, :-1]
-                nxt = tensor[0, 1:]
-                is_item = nxt >= self.vocab.offset
-                logp = torch.zeros(len(nxt), dtype=torch.float32)
-                if bool(is_item.any()):
-                    lp = torch.log_softmax(self.item_lm.head(hidden[is_item]).float(), -1)
-                    logp[is_item.cpu()] = lp.gather(1, (nxt[is_item] - self.vocab.offset).unsqueeze(1))[:, 0].cpu()
-                if bool((~is_item).any()):
-                    lp = torch.log_softmax(head_text(hidden[~is_item]).float(), -1)
-                    logp[(~is_item).cpu()] = lp.gather(1, nxt[~is_item].unsqueeze(1))[:, 0].cpu()
-            out.append(logp.double().numpy())
+                hidden = self.item_lm.hidden(ids, mask)[:, :-1]
+                nxt, real = ids[:, 1:], mask[:, 1:].bool()
+                logp = torch.zeros(nxt.shape, dtype=torch.float32, device=ids.device)
+                for is_item, head, offset in ((nxt >= self.vocab.offset, self.item_lm.head, self.vocab.offset),
+                                              (nxt < self.vocab.offset, head_text, 0)):
+                    at = is_item & real
+                    if bool(at.any()):
+                        lp = torch.log_softmax(head(hidden[at]).float(), -1)
+                        logp[at] = lp.gather(1, (nxt[at] - offset).unsqueeze(1))[:, 0]
+            out += [logp[r, :len(s) - 1].double().cpu().numpy() for r, s in enumerate(part)]
         return out
 
     def text_item_ids(self, text: str) -> list[int]:

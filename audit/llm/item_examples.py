@@ -12,11 +12,11 @@ only when windows overlap, which they do not). Targets are item rows (0..n-1), n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
 
+from audit.llm.examples import LLMExample
 from audit.llm.item_tokens import ItemVocabulary
 from audit.training.data import IGNORE, TrainingData
 
@@ -24,17 +24,7 @@ from audit.training.data import IGNORE, TrainingData
 PrefixEncoder = Callable[[Mapping[str, str]], list[int]]
 
 
-@dataclass
-class ItemExample:
-    ids: np.ndarray
-    targets: np.ndarray
-    user: str | None = None
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-
-def sequence_example(prefix: list[int], items: list[str], vocab: ItemVocabulary, user: str | None) -> ItemExample:
+def sequence_example(prefix: list[int], items: list[str], vocab: ItemVocabulary, user: str | None) -> LLMExample:
     """``prefix`` + the items' tokens, each position's target the next item's row."""
     if not prefix:
         raise ValueError("an item-token example needs a non-empty text prefix (at least the start token)")
@@ -43,7 +33,7 @@ def sequence_example(prefix: list[int], items: list[str], vocab: ItemVocabulary,
     targets = np.full(len(ids), IGNORE, dtype=np.int64)
     start = len(prefix) - 1
     targets[start:start + len(rows)] = rows
-    return ItemExample(ids, targets, user)
+    return LLMExample(ids, targets, user)
 
 
 class ItemStageData(TrainingData):
@@ -64,7 +54,7 @@ class ItemStageData(TrainingData):
         """(start, end) of the windows of a sequence of ``n`` items, newest first."""
         return [(max(0, end - self.window), end) for end in range(n, 0, -self.window)]
 
-    def user_examples(self, user: str, rng: np.random.Generator) -> list[ItemExample]:
+    def user_examples(self, user: str, rng: np.random.Generator) -> list[LLMExample]:
         seq = list(self.sequences[user])
         return [sequence_example(self.encode_prefix(self.shown_profile(user, rng)), seq[a:b], self.vocab, user)
                 for a, b in self.windows(len(seq))]

@@ -16,7 +16,6 @@ atomically; a multi-stage recipe resumes from its longest cached prefix.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,15 +24,15 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
+from peft import PeftModel
 
 from audit.llm.item_examples import ItemStageData
 from audit.llm.item_tokens import ItemHead, ItemInit, ItemVocabulary, install_item_tokens
 from audit.llm.lora import attach_lora, load_lora_state, lora_state, resolve_options
-from audit.llm.training import LORA_STAGE, LoraRecipe
-from audit.training.data import IGNORE, target_positions
-from audit.training.identity import Resume, TrainedPartCache, train_cached
+from audit.llm.trainable import per_example_cross_entropy, target_cross_entropy
+from audit.llm.training import LORA_STAGE, LoraRecipe, TrainedStateEntry, training_manifest
+from audit.training.identity import Resume, TrainedPartCache, model_key, train_cached
 from audit.training.recipe import StageSpec
-from audit.training.stages import recipe_groups
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
@@ -76,7 +75,7 @@ class ItemTokenLM(torch.nn.Module):
     @property
     def body(self) -> torch.nn.Module:
         """The transformer without its text output head."""
-        lm = self.lm.get_base_model() if hasattr(self.lm, "peft_config") else self.lm
+        lm = self.lm.get_base_model() if isinstance(self.lm, PeftModel) else self.lm
         return lm.base_model
 
     @property
@@ -116,28 +115,20 @@ class ItemTrainable:
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-item cross-entropy (nats per target) over a right-padded batch."""
         input_ids, targets = self._device(input_ids, targets)
-        hidden = self.model.hidden(input_ids)
-        keep = targets != IGNORE
-        return torch.nn.functional.cross_entropy(self.model.head(hidden[keep]).float(), targets[keep])
+        return target_cross_entropy(self.model.hidden(input_ids), targets, self.model.head)
 
     def per_example_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Shape (B,): each example's mean next-item cross-entropy; the head sees (B, T, d)."""
         input_ids, targets = self._device(input_ids, targets)
-        hidden = self.model.hidden(input_ids)
-        positions, tgt = target_positions(targets)
-        picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        logits = self.model.head(picked).float()
-        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
-                                               ignore_index=IGNORE, reduction="none").view(tgt.shape)
-        m = (tgt != IGNORE).to(ce.dtype)
-        return (ce * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return per_example_cross_entropy(self.model.hidden(input_ids), targets, self.model.head)
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         """LoRA weights (``lora.`` + peft's names), item input rows, item head weight and bias."""
         def cpu(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to("cpu", torch.float32).contiguous()
 
-        out = {LORA_PREFIX + k: v for k, v in lora_state(self.model.lm).items()} if hasattr(self.model.lm, "peft_config") else {}
+        lora = isinstance(self.model.lm, PeftModel)
+        out = {LORA_PREFIX + k: v for k, v in lora_state(self.model.lm).items()} if lora else {}
         out[ITEM_INPUT] = cpu(self.model.embedding.items.weight)
         out[ITEM_OUTPUT] = cpu(self.model.head.linear.weight)
         out[ITEM_BIAS] = cpu(self.model.head.linear.bias)
@@ -181,8 +172,6 @@ def build_item_model(base: ItemBaseParts, recipe: ItemRecipe, *, lora: bool) -> 
     lm = attach_lora(base.model, recipe.lora, seed=recipe.seed) if lora else base.model
     model = ItemTokenLM(lm, head)
     model.embedding.items.weight.requires_grad_(recipe.train_item_inputs)
-    for p in head.parameters():
-        p.requires_grad_(True)
     return model
 
 
@@ -212,38 +201,12 @@ class ItemModel:
 
     def manifest(self, recipe: ItemRecipe, dataset: "Dataset", records: list[dict[str, Any]],
                  seconds: float) -> dict[str, Any]:
-        groups = recipe_groups(recipe, dataset)
-        n_trainable = sum(p.numel() for _, p in self._trainable.named_trainable())
-        return {"recipe": recipe.to_json(), "base": self.base.identity, "items": self.base.vocab.digest_data(),
-                "data": {"name": dataset.name, "fingerprint": dataset.fingerprint},
-                "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
-                           "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
-                "stages": [dict(r) for r in records], "trainable_parameters": int(n_trainable),
-                "train_seconds": round(seconds, 2), "threads": torch.get_num_threads()}
+        return training_manifest(recipe, dataset, self.base.identity, self._trainable, records, seconds,
+                                 items=self.base.vocab.digest_data())
 
 
-class ItemEntry:
-    """An item-token cache entry: ``trained.safetensors`` + ``manifest.json``."""
-
-    def is_complete(self, directory: Path) -> bool:
-        try:
-            return bool(self.read_manifest(directory).get("complete")) and (Path(directory) / TRAINED_FILE).is_file()
-        except (OSError, ValueError):
-            return False
-
-    def write(self, directory: Path, trainable: Any, manifest: Mapping[str, Any]) -> None:
-        from safetensors.torch import save_file
-
-        save_file(trainable.trained_state(), str(Path(directory) / TRAINED_FILE))
-        (Path(directory) / "manifest.json").write_text(json.dumps({**manifest, "complete": True}, indent=1))
-
-    def read_state(self, directory: Path) -> Mapping[str, Any]:
-        from safetensors.torch import load_file
-
-        return load_file(str(Path(directory) / TRAINED_FILE))
-
-    def read_manifest(self, directory: Path) -> dict[str, Any]:
-        return json.loads((Path(directory) / "manifest.json").read_text())
+#: an item-token entry: ``trained.safetensors`` (LoRA + item rows) + ``manifest.json``
+ItemEntry = TrainedStateEntry(TRAINED_FILE)
 
 
 def train_or_load_items(recipe: ItemRecipe, base: ItemBaseParts, dataset: "Dataset", cache_dir: Path, *,
@@ -252,10 +215,8 @@ def train_or_load_items(recipe: ItemRecipe, base: ItemBaseParts, dataset: "Datas
     ``cache_dir/item-lora/<key>`` or trained (resuming from a cached stage prefix) and published
     there. Returns (model in eval mode, LoRA still attached; manifest; directory; trained now?)."""
     recipe = dataclasses.replace(recipe, lora=resolve_options(base.model, recipe.lora))
-    cache = TrainedPartCache(Path(cache_dir) / "item-lora", ItemEntry())
+    cache = TrainedPartCache(Path(cache_dir) / "item-lora", ItemEntry)
     model = ItemModel(recipe, base)
-    from audit.training.identity import model_key
-
     key = model_key(recipe, model, dataset)
     directory = cache.directory(key)
     if cache.has(key):

@@ -160,12 +160,6 @@ def load_lora_state(peft_model: Any, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"LoRA weights do not fit the model: unexpected {unexpected[:3]}")
 
 
-def save_adapter(state: dict[str, torch.Tensor], directory: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file(state, str(Path(directory) / ADAPTER_FILE))
-
-
 def read_adapter(directory: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

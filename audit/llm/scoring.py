@@ -195,8 +195,10 @@ def last_hidden(lm: CausalLM, seqs: Sequence[Sequence[int]], *, batch_size: int,
         for start in range(0, len(seqs), batch_size):
             ids, mask = lm.pad(seqs[start:start + batch_size], "left")
             inputs = lm.inputs(ids, mask) if prompts else {"input_ids": ids, "attention_mask": mask}
-            out = lm.module(**inputs, position_ids=position_ids(inputs["attention_mask"]), output_hidden_states=True)
-            chunks.append(out.hidden_states[-1][:, -1, :].float().cpu().numpy())
+            # the transformer body only: its last state is the model's last hidden state, without the
+            # vocabulary projection of every position
+            out = lm.module.base_model(**inputs, position_ids=position_ids(inputs["attention_mask"]), use_cache=False)
+            chunks.append(out.last_hidden_state[:, -1, :].float().cpu().numpy())
     width = int(getattr(lm.module.config, "hidden_size", 0) or 0)
     return np.concatenate(chunks, 0).astype(np.float64) if chunks else np.zeros((0, width))
 

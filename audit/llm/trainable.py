@@ -14,6 +14,25 @@ from audit.llm.lora import load_lora_state, lora_state
 from audit.training.data import IGNORE, target_positions
 
 
+def target_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head: Any) -> torch.Tensor:
+    """Mean cross-entropy of ``head``'s logits at the target positions (``targets != -100``);
+    ``head`` runs on those positions only."""
+    keep = targets != IGNORE
+    return torch.nn.functional.cross_entropy(head(hidden[keep]).float(), targets[keep])
+
+
+def per_example_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head: Any) -> torch.Tensor:
+    """Shape (B,): each row's mean cross-entropy over its target positions; ``head`` sees the
+    gathered positions as (B, T, d), so Opacus hooks on it get one gradient per example."""
+    positions, tgt = target_positions(targets)
+    picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    logits = head(picked).float()
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                           ignore_index=IGNORE, reduction="none").view(tgt.shape)
+    m = (tgt != IGNORE).to(ce.dtype)
+    return (ce * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 class LoraTrainable:
     """``peft_model``: a peft LoRA model around a transformers causal LM (frozen base)."""
 
@@ -39,10 +58,8 @@ class LoraTrainable:
         """Mean cross-entropy over answer tokens of a right-padded batch (causal: no mask needed)."""
         device = next(self._head.parameters()).device
         input_ids, targets = input_ids.to(device), targets.to(device)
-        hidden = self._body(input_ids=input_ids, use_cache=False).last_hidden_state
-        keep = targets != IGNORE
-        logits = self._head(hidden[keep])
-        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+        return target_cross_entropy(self._body(input_ids=input_ids, use_cache=False).last_hidden_state, targets,
+                                    self._head)
 
     def per_example_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Shape (B,): each example's mean cross-entropy over its answer tokens. The LoRA layers
@@ -50,14 +67,8 @@ class LoraTrainable:
         projection runs on the gathered answer positions only."""
         device = next(self._head.parameters()).device
         input_ids, targets = input_ids.to(device), targets.to(device)
-        hidden = self._body(input_ids=input_ids, use_cache=False).last_hidden_state
-        positions, tgt = target_positions(targets)
-        picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        logits = self._head(picked).float()
-        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
-                                               ignore_index=IGNORE, reduction="none").view(tgt.shape)
-        m = (tgt != IGNORE).to(ce.dtype)
-        return (ce * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return per_example_cross_entropy(self._body(input_ids=input_ids, use_cache=False).last_hidden_state,
+                                         targets, self._head)
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         return lora_state(self.peft_model)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from audit.llm.examples import LLMStageData
-from audit.llm.lora import LoraOptions, attach_lora, load_lora_state, read_adapter, resolve_options, save_adapter
+from audit.llm.lora import ADAPTER_FILE, LoraOptions, attach_lora, load_lora_state, read_adapter, resolve_options
 from audit.llm.trainable import LoraTrainable
 from audit.training.identity import Resume, TrainedPartCache, train_cached, trained_key, training_code_version
 from audit.training.recipe import RecipeOps, SequenceTransform, StageSpec
@@ -177,37 +177,55 @@ class LoraModel:
 
     def manifest(self, recipe: LoraRecipe, dataset: "Dataset", records: list[dict[str, Any]],
                  seconds: float) -> dict[str, Any]:
-        import torch
-
-        groups = recipe_groups(recipe, dataset)
-        n_trainable = sum(p.numel() for _, p in self._trainable.named_trainable())
-        return {"recipe": recipe.to_json(), "base": self.base.identity,
-                "data": {"name": dataset.name, "fingerprint": dataset.fingerprint},
-                "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
-                           "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
-                "stages": [dict(r) for r in records], "trainable_parameters": int(n_trainable),
-                "train_seconds": round(seconds, 2), "threads": torch.get_num_threads()}
+        return training_manifest(recipe, dataset, self.base.identity, self._trainable, records, seconds)
 
 
-class LoraEntry:
-    """A LoRA cache entry: ``adapter.safetensors`` + ``manifest.json`` (an
-    :class:`~audit.training.identity.EntryLayout`)."""
+def training_manifest(recipe: LoraRecipe, dataset: "Dataset", base_identity: str, trainable: Any,
+                      records: list[dict[str, Any]], seconds: float, **extra: Any) -> dict[str, Any]:
+    """The manifest of an ``hf`` fine-tune (title LoRA or item tokens): recipe, base, data, user groups,
+    stage records, trained values, seconds and threads, plus ``extra`` fields."""
+    import torch
+
+    groups = recipe_groups(recipe, dataset)
+    n_trainable = sum(p.numel() for _, p in trainable.named_trainable())
+    return {"recipe": recipe.to_json(), "base": base_identity, **extra,
+            "data": {"name": dataset.name, "fingerprint": dataset.fingerprint},
+            "groups": {"seed": recipe.split_seed, "pretrain": len(groups.pretrain),
+                       "finetune": len(groups.finetune), "heldout": len(groups.heldout)},
+            "stages": [dict(r) for r in records], "trainable_parameters": int(n_trainable),
+            "train_seconds": round(seconds, 2), "threads": torch.get_num_threads()}
+
+
+@dataclass(frozen=True)
+class TrainedStateEntry:
+    """An ``hf`` fine-tune's cache entry (an :class:`~audit.training.identity.EntryLayout`): the
+    trained state as ``state_file`` (safetensors) + ``manifest.json``, complete once the manifest says so."""
+
+    state_file: str = ADAPTER_FILE
 
     def is_complete(self, directory: Path) -> bool:
         try:
-            return bool(self.read_manifest(directory).get("complete")) and (Path(directory) / "adapter.safetensors").is_file()
+            return bool(self.read_manifest(directory).get("complete")) and (Path(directory) / self.state_file).is_file()
         except (OSError, ValueError):
             return False
 
     def write(self, directory: Path, trainable: Any, manifest: Mapping[str, Any]) -> None:
-        save_adapter(trainable.trained_state(), directory)
+        from safetensors.torch import save_file
+
+        save_file(trainable.trained_state(), str(Path(directory) / self.state_file))
         (Path(directory) / "manifest.json").write_text(json.dumps({**manifest, "complete": True}, indent=1))
 
     def read_state(self, directory: Path) -> Mapping[str, Any]:
-        return read_adapter(directory)
+        from safetensors.torch import load_file
+
+        return load_file(str(Path(directory) / self.state_file))
 
     def read_manifest(self, directory: Path) -> dict[str, Any]:
         return json.loads((Path(directory) / "manifest.json").read_text())
+
+
+#: the title LoRA's entry: ``adapter.safetensors`` + ``manifest.json``
+LoraEntry = TrainedStateEntry(ADAPTER_FILE)
 
 
 def recipe_key(recipe: LoraRecipe, base: BaseModelParts, dataset: "Dataset") -> str:
@@ -224,7 +242,7 @@ def train_or_load_lora(recipe: LoraRecipe, base: BaseModelParts, dataset: "Datas
     (peft model in eval mode, manifest, directory, trained now?)."""
     recipe = dataclasses.replace(recipe, lora=resolve_options(base.model, recipe.lora))
     key = recipe_key(recipe, base, dataset)
-    cache = TrainedPartCache(Path(cache_dir) / "lora", LoraEntry())
+    cache = TrainedPartCache(Path(cache_dir) / "lora", LoraEntry)
     directory = cache.directory(key)
     if cache.has(key):
         t0 = time.perf_counter()

@@ -84,7 +84,7 @@ def test_federated_item_tokens_exchange_only_lora_and_the_item_rows(tiny_llama_d
     fed = build(tiny_llama_dir, tiny_dataset, tmp_path, [lora, {"federated": FED}], items="tokens")
     summary = fed.manifest["stages"][0]["summary"]
     assert summary["trainer"] == "federated" and summary["rounds"] == 2
-    state = ItemEntry().read_state(Path(fed.info["lora_dir"]))
+    state = ItemEntry.read_state(Path(fed.info["lora_dir"]))
     assert {"items.input", "items.output.weight", "items.output.bias"} <= set(state)
     trained = sum(a.nbytes for a in state_arrays(state).values())
     base_values = sum(p.numel() * p.element_size() for n, p in zero.item_lm.named_parameters()

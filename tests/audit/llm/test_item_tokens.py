@@ -109,7 +109,7 @@ def test_training_moves_only_lora_and_the_item_rows_and_learns(model_dir, tiny_d
     assert moved and not frozen, frozen
     assert {"head.linear.weight", "head.linear.bias"} <= moved and any(n.endswith("items.weight") for n in moved)
     entry = Path(tuned.info["lora_dir"])
-    state = ItemEntry().read_state(entry)
+    state = ItemEntry.read_state(entry)
     assert {ITEM_INPUT, ITEM_OUTPUT, ITEM_BIAS} <= set(state) and any(k.startswith("lora.") for k in state)
     users = tuned.manifest["stages"][0]["users"]
     assert train_next_logp(tuned, tiny_dataset, users) > train_next_logp(zero, tiny_dataset, users) + 0.1
@@ -250,3 +250,15 @@ def test_every_probe_runs_on_an_item_token_model_through_recaudit_run(tiny_llama
 def test_the_item_text_attack_refuses_a_model_that_never_reads_titles(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
     with pytest.raises(ConfigError, match="never reads them"):
         build_hf(tiny_llama_dir, tiny_dataset, tmp_path, {"item-text": {}}, items="tokens")
+
+
+def test_token_logprobs_of_a_padded_batch_equal_each_text_alone(tiny_llama_dir, tiny_dataset, tmp_path) -> None:
+    rec = build_hf(tiny_llama_dir, tiny_dataset, tmp_path, items="tokens")
+    titles = tiny_dataset.item_titles
+    texts = ["".join(rec.render_sequence(list(tiny_dataset.sequences[u].train[:n]), {}, titles))
+             for u, n in (("1", 2), ("2", 7), ("3", 4))] + ["plain words, no items"]
+    together = rec.token_logprobs(texts)
+    for text, lp in zip(texts, together):
+        [alone] = rec.token_logprobs([text])
+        assert len(lp) == len(alone) == len(rec.text_item_ids(text)) - 1
+        np.testing.assert_allclose(lp, alone, rtol=1e-5, atol=1e-5)
