@@ -119,6 +119,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "name": {"type": "string"}, "fingerprint": {"type": "string"},
                 "n_users": {"type": "integer", "minimum": 0}, "n_items": {"type": "integer", "minimum": 0},
                 "n_interactions": {"type": "integer", "minimum": 0}, "source": {"type": "string"},
+                "tied_next_share": {"type": "number", "minimum": 0, "maximum": 1},
                 "sampled_users": {"type": "integer", "minimum": 0}, "users_seed": {"type": "integer"},
                 "spec": {"type": "object"},
             },

@@ -318,7 +318,7 @@ def build_report(suite: Suite, dataset: Dataset, users: Sequence[str], outcomes:
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint,
                     "n_users": int(dataset.interactions["user_id"].nunique()),
                     "n_items": int(len(dataset.items)), "n_interactions": int(len(dataset.interactions)),
-                    "source": str(dataset.source), "sampled_users": len(users),
+                    "tied_next_share": round(dataset.tied_next_share, 6), "source": str(dataset.source), "sampled_users": len(users),
                     "users_seed": suite.users_seed, "spec": to_jsonable(suite.dataset)},
         "recommenders": [{"name": name, "variant": variant_label(entry), "config": to_jsonable(entry),
                           "info": info.get(name, {})} for name, entry in suite.recommenders.items()],

@@ -152,7 +152,9 @@ class Dataset:
     # -- identity -------------------------------------------------------------
     @cached_property
     def fingerprint(self) -> str:
-        """SHA-256 (hex, 16 chars) of the normalised content: equal data, equal fingerprint."""
+        """SHA-256 (hex, 16 chars) of the normalised content and of the leave-one-out split made
+        from it (each user's ordered train / validation / test items), so a change of the split
+        rule can never reuse a model or result cached under the old split."""
         h = hashlib.sha256(self.name.encode())
         for frame in (self.interactions, self.items, self.users):
             if frame is None:
@@ -160,6 +162,8 @@ class Dataset:
                 continue
             h.update(",".join(map(str, frame.columns)).encode())
             h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+        for uid, seq in sorted(self.sequences.items()):
+            h.update("\x1f".join((uid, *seq.train, "|", seq.valid or "", seq.test or "")).encode() + b"\x1e")
         return h.hexdigest()[:16]
 
     # -- lookups ----------------------------------------------------------------
@@ -194,8 +198,12 @@ class Dataset:
 
     @cached_property
     def sequences(self) -> dict[str, UserSequence]:
-        """Chronological leave-one-out split per user (ties broken by item id, stable)."""
-        df = self.interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+        """Chronological leave-one-out split per user. Interactions with the same timestamp are
+        ordered by item id in natural order (numerically where ids are numbers, so "9" < "10";
+        ids that are not numbers after all numeric ones, by string), never by string order of
+        numbers, which would put ids starting with "9" last; see ``tied_next_share``."""
+        df = self.interactions.assign(_order=self.interactions["item_id"].astype(str).map(_natural_key))
+        df = df.sort_values(["user_id", "timestamp", "_order"], kind="stable")
         out: dict[str, UserSequence] = {}
         for uid, items in df.groupby("user_id", sort=True)["item_id"]:
             seq = tuple(items.astype(str))
@@ -204,6 +212,17 @@ class Dataset:
             else:
                 out[str(uid)] = UserSequence(str(uid), seq, None, None)
         return out
+
+    @cached_property
+    def tied_next_share(self) -> float:
+        """Share (0-1) of users with a test item whose test interaction has the same timestamp as
+        their validation interaction, so that which one is held out rests on the tie rule alone."""
+        stamps = self.interactions.groupby(["user_id", "item_id"])["timestamp"].max()
+        held = [(u, s) for u, s in self.sequences.items() if s.test is not None]
+        if not held:
+            return 0.0
+        tied = sum(stamps[(u, s.valid)] == stamps[(u, s.test)] for u, s in held)
+        return float(tied) / len(held)
 
     @cached_property
     def item_popularity(self) -> dict[str, int]:

@@ -33,6 +33,42 @@ def test_timestamp_ties_are_broken_by_item_id(shuffled_dataset: Dataset) -> None
     assert b.full == ("1", "2", "4") and b.test == "4"
 
 
+def _tied_dataset(item_ids: list[str]) -> Dataset:
+    """User 'u': one early interaction, then every id in ``item_ids`` at the same timestamp."""
+    rows = [("u", "0", 1)] + [("u", i, 5) for i in item_ids]
+    interactions = pd.DataFrame([(u, i, 3.0, t) for u, i, t in rows],
+                                columns=["user_id", "item_id", "rating", "timestamp"])
+    ids = sorted({"0", *item_ids})
+    items = pd.DataFrame({"item_id": ids, "title": ids, "year": pd.array([None] * len(ids), dtype="Int64"),
+                          "genres": [""] * len(ids)})
+    return Dataset("tied", interactions, items)
+
+
+def test_numeric_item_ids_tied_in_time_are_ordered_by_number_not_by_string() -> None:
+    seq = _tied_dataset(["10", "9", "100"]).sequences["u"]
+    assert seq.full == ("0", "9", "10", "100")  # string order would hold out "9"
+
+
+def test_ids_that_are_not_numbers_follow_the_numeric_ones_in_string_order() -> None:
+    assert _tied_dataset(["b", "7", "a"]).sequences["u"].full == ("0", "7", "a", "b")
+
+
+def test_tied_next_share_counts_users_whose_test_and_valid_items_share_a_timestamp(
+        shuffled_dataset: Dataset) -> None:
+    # 'a' has distinct stamps (40, 50); 'b' holds out '4' at 9 after '2' at 5: no tie.
+    assert shuffled_dataset.tied_next_share == 0.0
+    assert _tied_dataset(["1", "2"]).tied_next_share == 1.0
+
+
+def test_the_fingerprint_changes_when_the_split_changes_though_the_rows_do_not(shuffled_dataset: Dataset) -> None:
+    assert Dataset("shuffled", shuffled_dataset.interactions, shuffled_dataset.items).fingerprint \
+        == shuffled_dataset.fingerprint
+    other = Dataset("shuffled", shuffled_dataset.interactions, shuffled_dataset.items)
+    other.__dict__["sequences"] = {**shuffled_dataset.sequences,
+                                   "a": shuffled_dataset.sequences["a"].__class__("a", ("2", "1", "3"), "4", "5")}
+    assert other.fingerprint != shuffled_dataset.fingerprint
+
+
 def test_users_with_fewer_than_three_interactions_have_no_valid_or_test_item(shuffled_dataset: Dataset) -> None:
     c, d = shuffled_dataset.sequences["c"], shuffled_dataset.sequences["d"]
     assert (c.train, c.valid, c.test) == (("2", "4"), None, None)
