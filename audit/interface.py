@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -261,6 +262,12 @@ class Adapter(Recommender):
     def build(cls, config: Any, ctx: Any, training_variants: Sequence[Any] = ()) -> "Adapter":
         """The recommender for a validated ``config`` in a ``BuildContext`` ``ctx``."""
         raise NotImplementedError(f"{cls.__name__}.build")
+
+    @classmethod
+    def check(cls, config: Any, suite_dir: Path | None = None) -> None:
+        """Resolve at load time what a validated ``config`` names outside the suite file (modules,
+        functions, files; ``suite_dir``: where relative names are looked up first), without building
+        anything heavy; raise ConfigError naming what to fix. The default checks nothing."""
 
     @classmethod
     def capabilities_for(cls, config: Any) -> frozenset[str]:

@@ -265,9 +265,11 @@ def check_names(model: SuiteFile) -> None:
     _registry_check(EXECUTORS, model.executor.get("type", "local"), "executor")
 
 
-def check_recommender_entry(name: str, entry: Any) -> None:
+def check_recommender_entry(name: str, entry: Any, base_dir: Path | None = None) -> None:
     """Validate one ``recommenders`` entry without building it: adapter and variant names,
-    their options, and that training variants go with a trainable adapter."""
+    their options, what the options name outside the suite (:meth:`Adapter.check`, e.g. the
+    ``python`` adapter imports its targets from ``base_dir`` or the working directory), and that
+    training variants go with a trainable adapter."""
     where = f"recommenders.{name}"
     if not re.match(NAME_PATTERN, name):
         raise ConfigError(f"{where}: a recommender name uses letters, digits and _ . + @ = - "
@@ -281,6 +283,10 @@ def check_recommender_entry(name: str, entry: Any) -> None:
     variants = make_variants(entry.get("variant"), where)
     options = {k: v for k, v in entry.items() if k not in ("adapter", "variant")}
     config = validate_config(adapter.Config, options, f"{where} (adapter {entry['adapter']!r})")
+    try:
+        adapter.check(config, base_dir)
+    except ConfigError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
     check_variants_supported(str(entry["adapter"]), adapter, variants, where, config)
 
 
@@ -310,8 +316,9 @@ def suite_from_mapping(data: Mapping[str, Any], *, path: Path | None = None,
     model = validate_config(SuiteFile, dict(data), where)
     check_names(model)
     dataset_spec = validate_dataset_spec(dict(model.dataset)) if validate_dataset else None
+    resolved_base = Path(base_dir) if base_dir is not None else (path.parent if path is not None else Path.cwd())
     for name, entry in model.recommenders.items():
-        check_recommender_entry(name, entry)
+        check_recommender_entry(name, entry, resolved_base)
     probes = [_probe_spec(alias, opts) for alias, opts in model.probes.items()]
     executor_options = dict(model.executor)
     executor_type = executor_options.pop("type", "local")
@@ -322,7 +329,7 @@ def suite_from_mapping(data: Mapping[str, Any], *, path: Path | None = None,
         recommenders={k: dict(v) for k, v in model.recommenders.items()}, probes=probes,
         gates=list(model.gates), seed=model.seed, executor_type=executor_type,
         executor_config=executor_config, cache=model.cache, path=path,
-        base_dir=Path(base_dir) if base_dir is not None else (path.parent if path is not None else Path.cwd()),
+        base_dir=resolved_base,
     )
     suite.check_gates(suite.gates)
     suite.check_probe_recommenders()

@@ -66,13 +66,14 @@ class PythonConfig(StrictConfig):
 
 
 def search_dirs(ctx: BuildContext | None) -> list[Path]:
-    """Directories a ``module:function`` target is looked up in, in order."""
-    dirs: list[Path] = []
-    suite_dir = ctx.suite_dir if ctx is not None else None
-    if suite_dir is not None:
-        dirs.append(Path(suite_dir).resolve())
-    dirs.append(Path.cwd().resolve())
-    return dirs
+    """Directories a ``module:function`` target is looked up in, in order (each once)."""
+    return dirs_for(ctx.suite_dir if ctx is not None else None)
+
+
+def dirs_for(suite_dir: Path | str | None) -> list[Path]:
+    """The suite file's directory (when given), then the working directory, without repeats."""
+    dirs = [Path(suite_dir).resolve()] if suite_dir is not None else []
+    return list(dict.fromkeys([*dirs, Path.cwd().resolve()]))
 
 
 def resolve_target(target: str, dirs: Sequence[Path] = (), role: str = "target") -> Callable[..., Any]:
@@ -91,8 +92,13 @@ def resolve_target(target: str, dirs: Sequence[Path] = (), role: str = "target")
     except ConfigError:
         raise
     except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing and not (module_name == missing or module_name.startswith(missing + ".")):
+            raise ConfigError(f"python adapter {role} {target!r}: importing {module_name!r} raised "
+                              f"{type(exc).__name__}: {exc} (a module it imports is missing)") from None
+        searched = ", ".join(str(d) for d in dict.fromkeys(dirs))
         raise ConfigError(f"python adapter {role} {target!r}: cannot import module {module_name!r} "
-                          f"({exc}); searched {', '.join(str(d) for d in dirs)} and sys.path") from None
+                          f"({exc}); searched {searched + ' and ' if searched else ''}sys.path") from None
     except Exception as exc:  # noqa: BLE001 - user module failed while importing
         raise ConfigError(f"python adapter {role} {target!r}: importing {module_name!r} raised "
                           f"{type(exc).__name__}: {exc}") from None
@@ -177,6 +183,17 @@ class PythonAdapter(Adapter):
         self.malformed: dict[str, int] = {"bad_results": 0, "missing_lists": 0, "extra_lists": 0,
                                           "non_string_items": 0, "truncated_lists": 0, "bad_scores": 0}
         self.info.update({"targets": dict(targets), "malformed": self.malformed})
+
+    @classmethod
+    def check(cls, config: PythonConfig, suite_dir: Path | None = None) -> None:
+        """Import the targets at load time: a missing module, attribute or file, a module whose own
+        import fails, or a signature that cannot take ``(requests, k)`` is a ConfigError (exit 2)."""
+        if config.generate is None and config.score is None:
+            raise ConfigError("python adapter: give 'generate' and/or 'score' (as 'module:function')")
+        dirs = dirs_for(suite_dir)
+        for role, target in (("generate", config.generate), ("score", config.score)):
+            if target:
+                check_signature(resolve_target(target, dirs, role), 2, dict(config.options), role, target)
 
     @classmethod
     def build(cls, config: PythonConfig, ctx: BuildContext | None = None,

@@ -1,0 +1,66 @@
+"""Mistakes in a suite file end at load, before any job runs, with exit 2 and one line per problem
+naming what to fix: python targets that do not import, misspelt keys at any depth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import runner_testkit as kit
+from audit.cli import main
+from audit.data.dataset import Dataset
+
+BROKEN_MODULE = "import numpy\nraise RuntimeError('planted failure while importing')\n"
+MISSING_DEP_MODULE = "import no_such_dependency_xyz\n\ndef popular(requests, k):\n    return []\n"
+
+
+def run_cli(path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["run", str(path), "--out", str(out), "--quiet"])
+    return code, capsys.readouterr().err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line]
+
+
+@pytest.mark.parametrize("target, message", [
+    ("myrecz:popular", "cannot import module 'myrecz'"),
+    ("myrecs.popular", "expected 'module:function'"),
+    ("myrecs:populr", "module 'myrecs' has no attribute 'populr'"),
+    ("brokenrecs:popular", "importing 'brokenrecs' raised RuntimeError: planted failure while importing"),
+    ("needsdep:popular", "importing 'needsdep' raised ModuleNotFoundError: No module named "
+                         "'no_such_dependency_xyz' (a module it imports is missing)"),
+])
+def test_python_target_that_does_not_load_exits_2_before_any_job(tmp_path: Path, tiny_dataset: Dataset,
+                                                                  recaudit_home: Path, target: str, message: str,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path / "s"))  # sys.path restored after the test
+    spec = kit.utility_suite()
+    spec["recommenders"]["mine"] = {"adapter": "python", "generate": target}
+    path = kit.write_suite(tmp_path / "s", spec, dataset=tiny_dataset)
+    (tmp_path / "s" / "myrecs.py").write_text("def popular(requests, k):\n    return []\n")
+    (tmp_path / "s" / "brokenrecs.py").write_text(BROKEN_MODULE)
+    (tmp_path / "s" / "needsdep.py").write_text(MISSING_DEP_MODULE)
+    monkeypatch.chdir(tmp_path / "s")  # suite dir == cwd: the searched directory is listed once
+    code, err = run_cli(path, tmp_path / "r", capsys)
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("recaudit: error: recommenders.mine: python adapter generate")
+    assert message in lines[0] and target in lines[0]
+    assert lines[0].count(str((tmp_path / "s").resolve())) <= 1
+    assert not (tmp_path / "r").exists(), "no job ran, no report was written"
+
+
+def test_missing_module_lists_the_searched_directory_once(tmp_path: Path, tiny_dataset: Dataset,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = kit.utility_suite()
+    spec["recommenders"]["mine"] = {"adapter": "python", "generate": "myrecz:popular"}
+    path = kit.write_suite(tmp_path / "s", spec, dataset=tiny_dataset)
+    monkeypatch.chdir(tmp_path / "s")
+    monkeypatch.syspath_prepend(str(tmp_path / "s"))
+    code, err = run_cli(path, tmp_path / "r", capsys)
+    assert code == 2
+    assert f"searched {(tmp_path / 's').resolve()} and sys.path" in err
