@@ -6,6 +6,12 @@ to compare: the point ``value``, the CI's lower bound ``ci_low`` or its upper
 bound ``ci_high``. ``use: ci_high`` with ``op: "<"`` reads "the whole CI must lie
 below the threshold". ``==`` compares with ``math.isclose`` (rel 1e-9, abs 1e-12).
 
+A gate may instead name a ``pair: [a, b]`` of the suite (see :mod:`audit.pairs`): it reads the
+paired difference ``b - a`` of the metric (value, ``ci_low``, ``ci_high``) from the report's
+``pairs`` list, e.g. non-inferiority ``{probe: utility, metric: hr@10, pair: [llm+lora, llm+lora+dp8],
+op: ">=", threshold: -0.05, on: ci_low}`` (``on`` is another spelling of ``use``); its message
+carries the difference's CI and n.
+
 A gate whose metric was not measured (job skipped or errored, metric absent,
 value or CI missing) fails, with the reason: a gate never passes silently.
 
@@ -22,6 +28,8 @@ import operator
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
+
+from pydantic import AliasChoices, Field, model_validator
 
 from audit.config import StrictConfig, validate_config
 from audit.errors import ConfigError
@@ -40,17 +48,28 @@ _FAIL_ON = re.compile(r"^\s*(?:(?P<recommender>[^:]+):)?(?P<probe>[^.:\s]+)\.(?P
 
 
 class GateSpec(StrictConfig):
-    """One gate as written in a suite file (``recommender: null`` = every recommender)."""
+    """One gate as written in a suite file (``recommender: null`` = every recommender; ``pair: [a, b]``
+    gates the paired difference b - a instead of one recommender's value)."""
 
     probe: str
     metric: str
     recommender: str | None = None
+    pair: tuple[str, str] | None = None
     op: Op
     threshold: float
-    use: Use = "value"
+    use: Use = Field("value", validation_alias=AliasChoices("use", "on"))
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "GateSpec":
+        if self.pair is not None and self.recommender is not None:
+            raise ValueError("a gate names either a recommender or a pair: [a, b], not both")
+        if self.pair is not None and self.pair[0] == self.pair[1]:
+            raise ValueError(f"a pair compares two different recommenders, got {self.pair[0]!r} twice")
+        return self
 
     def describe(self, recommender: str | None = None) -> str:
-        rec = recommender or self.recommender or "*"
+        rec = (f"[{self.pair[0]}, {self.pair[1]}]" if self.pair is not None
+               else recommender or self.recommender or "*")
         what = self.metric if self.use == "value" else f"{self.metric}.{self.use}"
         return f"{rec}:{self.probe}.{what} {self.op} {self.threshold:g}"
 
@@ -71,9 +90,12 @@ class GateOutcome:
         return f"{text}: {self.reason}" if self.reason else text
 
     def to_json(self) -> dict[str, Any]:
-        return {"probe": self.spec.probe, "metric": self.spec.metric, "recommender": self.recommender,
-                "op": self.spec.op, "threshold": self.spec.threshold, "use": self.spec.use,
-                "value": self.value, "passed": self.passed, "reason": self.reason}
+        out = {"probe": self.spec.probe, "metric": self.spec.metric, "recommender": self.recommender,
+               "op": self.spec.op, "threshold": self.spec.threshold, "use": self.spec.use,
+               "value": self.value, "passed": self.passed, "reason": self.reason}
+        if self.spec.pair is not None:
+            out["pair"] = list(self.spec.pair)
+        return out
 
 
 def parse_fail_on(text: str) -> GateSpec:
@@ -131,11 +153,33 @@ def declaration_note(result: ProbeResult, spec: GateSpec) -> str:
     return "; ".join(notes)
 
 
+def _pair_gate(spec: GateSpec, pairs: Sequence[Mapping[str, Any]]) -> GateOutcome:
+    a, b = spec.pair  # type: ignore[misc]
+    entry = next((e for e in pairs if (e["a"], e["b"], e["probe"], e["metric"]) == (a, b, spec.probe, spec.metric)),
+                 None)
+    if entry is None:
+        return GateOutcome(spec, b, None, False, f"no paired difference of {spec.metric!r} for [{a}, {b}] in "
+                                                 f"probe {spec.probe!r} (a job skipped or errored, the metric is "
+                                                 f"absent, or it carries no per-unit values)")
+    ci = entry.get("ci") or [None, None]
+    x = entry["value"] if spec.use == "value" else (ci[0] if spec.use == "ci_low" else ci[1])
+    lo, hi = (f"{c:.4g}" if isinstance(c, (int, float)) else "n/a" for c in ci)
+    text = (f"{b} - {a} = {entry['value']:.4g} [{lo}, {hi}] n={entry['n']} ({entry['method']}, "
+            f"p={entry['p_value'] if entry['p_value'] is not None else 'n/a'})")
+    if not isinstance(x, (int, float)) or not math.isfinite(x):
+        return GateOutcome(spec, b, None, False, f"{spec.use} of the difference is not a finite number: {text}")
+    return GateOutcome(spec, b, float(x), bool(OPERATORS[spec.op](float(x), spec.threshold)), text)
+
+
 def evaluate_gates(specs: Sequence[GateSpec], results: Mapping[tuple[str, str], ProbeResult],
-                   recommenders: Sequence[str]) -> list[GateOutcome]:
-    """Evaluate each gate on each recommender it names; ``results`` maps (recommender, probe)."""
+                   recommenders: Sequence[str], pairs: Sequence[Mapping[str, Any]] = ()) -> list[GateOutcome]:
+    """Evaluate each gate on each recommender it names; ``results`` maps (recommender, probe);
+    pair gates read the report's ``pairs`` entries (:func:`audit.pairs.pair_entries`)."""
     out: list[GateOutcome] = []
     for spec in specs:
+        if spec.pair is not None:
+            out.append(_pair_gate(spec, pairs))
+            continue
         for rec in ([spec.recommender] if spec.recommender else list(recommenders)):
             result = results.get((rec, spec.probe))
             if result is None:

@@ -96,7 +96,25 @@ _GATE = {
         "op": {"enum": ["<=", "<", ">=", ">", "=="]}, "threshold": {"type": "number"},
         "use": {"enum": ["value", "ci_low", "ci_high"]}, "value": _NUMBER_OR_NULL,
         "passed": {"type": "boolean"}, "reason": {"type": "string"},
+        "pair": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2,
+                 "description": "[a, b]: the gate reads the paired difference b - a"},
     },
+}
+_PAIR = {
+    "type": "object",
+    "description": "a paired difference b - a of one metric on the units both recommenders saw (audit.pairs)",
+    "required": ["a", "b", "origin", "probe", "metric", "method", "value", "ci", "n", "unit",
+                 "p_value", "p_holm", "p_bh", "mde", "better"],
+    "properties": {
+        "a": {"type": "string"}, "b": {"type": "string"}, "origin": {"enum": ["variant", "declared"]},
+        "probe": {"type": "string"}, "metric": {"type": "string"}, "method": {"type": "string"},
+        "value": {"type": "number"},
+        "ci": {"type": "array", "items": _NUMBER_OR_NULL, "minItems": 2, "maxItems": 2},
+        "n": {"type": "integer", "minimum": 0}, "unit": {"type": "string"},
+        "p_value": _NUMBER_OR_NULL, "p_holm": _NUMBER_OR_NULL, "p_bh": _NUMBER_OR_NULL, "mde": _NUMBER_OR_NULL,
+        "better": {"enum": ["a", "b", None]},
+    },
+    "additionalProperties": False,
 }
 #: JSON Schema (draft 2020-12) of ``report.json``, schema_version 2 (version 1 reports, whose
 #: metrics carry no ``spec``/``per_unit``, still validate).
@@ -140,6 +158,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                                      "config": {"type": "object"}, "description": {"type": "string"}}},
         },
         "results": {"type": "array", "items": _RESULT},
+        "pairs": {"type": "array", "items": _PAIR},
         "gates": {"type": "array", "items": _GATE},
         "gates_passed": {"type": "boolean"},
         "exit_code": {"type": "integer"},
@@ -254,7 +273,47 @@ def _md(text: Any) -> str:
 def gate_text(g: Mapping[str, Any]) -> str:
     use = g.get("use", "value")
     metric = g["metric"] if use == "value" else f"{g['metric']}.{use}"
-    return f"{g['recommender']}:{g['probe']}.{metric} {g['op']} {g['threshold']:g}"
+    who = f"[{g['pair'][0]}, {g['pair'][1]}]" if g.get("pair") else g["recommender"]
+    return f"{who}:{g['probe']}.{metric} {g['op']} {g['threshold']:g}"
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value for a table: ``<0.001`` below one in a thousand, ``n/a`` when absent."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def better_mark(entry: Mapping[str, Any]) -> str:
+    """Which side the metric's declared direction favours (CI excludes 0), else ``no difference``
+    (or ``undirected`` for a metric without a better direction)."""
+    better = entry.get("better")
+    if better == "b":
+        return f"better: {entry['b']}"
+    if better == "a":
+        return f"worse than {entry['a']}"
+    lo, hi = entry.get("ci") or (None, None)
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and (lo > 0 or hi < 0):
+        return "differs (undirected)"
+    return "no difference"
+
+
+def pair_rows(entries: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Rows ``b vs a | probe | metric | b - a [CI] n | p (Holm, BH) | MDE | verdict`` of the pairs."""
+    rows = []
+    for e in entries:
+        lo, hi = e["ci"]
+        rows.append([f"{e['b']} vs {e['a']}", e["probe"], e["metric"],
+                     f"{e['value']:+.3f} [{fmt_number(lo)}, {fmt_number(hi)}] n={e['n']}",
+                     f"{fmt_p(e['p_value'])} ({fmt_p(e['p_holm'])}, {fmt_p(e['p_bh'])})",
+                     fmt_number(e.get("mde")), better_mark(e)])
+    return rows
+
+
+def _headline_pairs(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The pairs entries of each result's headline metric (what the summary tables show first)."""
+    heads = {(r["recommender"], r["probe"]): r.get("headline") for r in report["results"]}
+    return [e for e in report.get("pairs", []) if heads.get((e["b"], e["probe"])) == e["metric"]]
 
 
 def render_summary_markdown(report: Mapping[str, Any]) -> str:
@@ -282,6 +341,21 @@ def render_summary_markdown(report: Mapping[str, Any]) -> str:
             verdict = "pass" if g["passed"] else "**FAIL**"
             why = f" ({_md(g['reason'])})" if g.get("reason") else ""
             lines.append(f"| `{_md(gate_text(g))}` | {fmt_number(g['value'])} | {verdict}{why} |")
+    pairs = report.get("pairs", [])
+    if pairs:
+        header = ["pair (b vs a)", "probe", "metric", "b - a [95% CI] n", "p (Holm, BH)", "MDE", "verdict"]
+        lines += ["", "### Paired differences", "",
+                  "Each variant against its parent (and the suite's `compare:` pairs) on the units both saw: "
+                  "the difference b - a with its 95% CI, p-value with Holm and Benjamini-Hochberg adjusted "
+                  "p-values across the run's pairs, and the minimum detectable effect (80% power, alpha 0.05). "
+                  "The verdict follows the metric's declared better direction. Headline metrics here; every "
+                  "metric below.", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in pair_rows(_headline_pairs(report))]
+        lines += ["", "<details><summary>All paired differences</summary>", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in pair_rows(pairs)]
+        lines += ["", "</details>"]
     unmeasured = [r for r in report["results"] if r["status"] in ("skip", "error")]
     if unmeasured:
         lines += ["", "### Not measured", ""]
@@ -315,6 +389,11 @@ def render_summary_text(report: Mapping[str, Any]) -> str:
     for r in report["results"]:
         if r["status"] in ("skip", "error"):
             lines.append(f"{r['status']}: {r['recommender']} x {r['probe']}: {r['reason'].splitlines()[0] if r['reason'] else ''}")
+    heads = _headline_pairs(report)
+    if heads:
+        lines += ["", "paired differences (b - a, headline metrics):"]
+        lines += _table(["pair", "probe", "metric", "b - a [95% CI] n", "p (Holm, BH)", "MDE", "verdict"],
+                        pair_rows(heads))
     if report["gates"]:
         lines.append("")
         lines += _table(["gate", "value", "result"],

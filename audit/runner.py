@@ -44,6 +44,7 @@ from audit.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, ConfigError, R
 from audit.executors import EXECUTORS, Job, JobOutcome, RunContext, error_outcome, skip_reason
 from audit.gates import GateOutcome, GateSpec, evaluate_gates, parse_fail_on
 from audit.interface import Recommender
+from audit.pairs import pair_entries
 from audit.junit import render_junit
 from audit.paths import models_dir, recaudit_home
 from audit.report import SCHEMA_VERSION, now_iso, render_summary_markdown, write_report_dir
@@ -222,8 +223,10 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
 
     outcomes = [state.outcomes[(j.recommender, j.probe.alias)] for j in jobs]
     results = {(o.recommender, o.probe): o.result for o in outcomes}
-    gate_outcomes = evaluate_gates(gates, results, list(suite.recommenders))
-    report = build_report(suite, dataset, users, outcomes, gate_outcomes, infos)
+    pairs = pair_entries([{"recommender": o.recommender, "probe": o.probe, **o.result.to_json()} for o in outcomes],
+                         suite.pairs, seed=suite.seed)
+    gate_outcomes = evaluate_gates(gates, results, list(suite.recommenders), pairs)
+    report = build_report(suite, dataset, users, outcomes, gate_outcomes, infos, pairs)
     files = write_report_dir(out, report, (r for o in outcomes for r in o.outputs),
                              junit_xml=render_junit(report), summary_md=render_summary_markdown(report))
     if junit is not None:
@@ -292,9 +295,11 @@ def _headline(outcome: JobOutcome, suite: Suite) -> str | None:
 
 
 def build_report(suite: Suite, dataset: Dataset, users: Sequence[str], outcomes: Sequence[JobOutcome],
-                 gates: Sequence[GateOutcome], built: dict[str, dict[str, Any]]) -> dict[str, Any]:
+                 gates: Sequence[GateOutcome], built: dict[str, dict[str, Any]],
+                 pairs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The ``report.json`` mapping (see :data:`audit.report.REPORT_SCHEMA`); ``built``: the
-    ``info`` of each recommender built in this run (the others' comes from their cached outcomes)."""
+    ``info`` of each recommender built in this run (the others' comes from their cached outcomes);
+    ``pairs``: the paired differences (:func:`audit.pairs.pair_entries`)."""
     info: dict[str, dict[str, Any]] = {}
     for o in outcomes:
         if o.recommender_info and o.recommender not in info:
@@ -325,6 +330,7 @@ def build_report(suite: Suite, dataset: Dataset, users: Sequence[str], outcomes:
         "probes": [{"name": p.alias, "probe": p.name, "config": p.config_json(),
                     "description": str(getattr(p.cls, "description", ""))} for p in suite.probes],
         "results": results,
+        "pairs": list(pairs),
         "gates": gates_json,
         "gates_passed": gates_passed,
         "exit_code": EXIT_GATE_FAILED if not gates_passed else (EXIT_RUNTIME if errors else EXIT_OK),

@@ -13,6 +13,8 @@ probes:
   fairness_age: {probe: fairness, attributes: [[age]]}   # alias: run one probe twice
 gates:
   - {probe: utility, metric: ndcg@10, recommender: reference, op: ">=", threshold: 0.05}
+  - {probe: utility, metric: hr@10, pair: [reference, reference+constrained], op: ">=", threshold: -0.05, on: ci_low}
+compare: [{a: reference, b: reference+constrained}]   # pairs beyond the variant-of-parent ones (audit.pairs)
 executor: {type: local}       # or {type: ray, address: "ray://head:10001", num_cpus: 2}
 cache: true
 ```
@@ -21,7 +23,8 @@ Everything is validated at load, before any model is built: YAML syntax (with
 file, line and column), the top-level keys (pydantic), adapter / variant / probe /
 executor names (registry messages with suggestions; checked before any of their
 modules is imported), adapter, variant and probe options, and the names gates
-refer to. The names and the data set spec are checked first, importing nothing they
+refer to (a gate's ``pair`` must be a pair of the suite; a ``compare:`` pair must name two
+recommenders some probe runs on). The names and the data set spec are checked first, importing nothing they
 name; the options then import the modules that declare them (adapter, variant and probe
 modules import no model library at module level).
 
@@ -48,6 +51,7 @@ from audit.config import StrictConfig, validate_config
 from audit.data.spec import DatasetSpec
 from audit.errors import ConfigError, RecauditError, UnknownNameError
 from audit.gates import GateSpec
+from audit.pairs import Pair, PairSpec, suite_pairs
 from audit.probes.base import ProbeConfig
 from audit.registry import ADAPTERS, EXECUTORS, PROBES, VARIANTS, Registry
 
@@ -66,6 +70,7 @@ class SuiteFile(StrictConfig):
     recommenders: dict[str, dict[str, Any]] = Field(min_length=1)
     probes: dict[str, dict[str, Any] | None] = Field(min_length=1)
     gates: list[GateSpec] = Field(default_factory=list)
+    compare: list[PairSpec] = Field(default_factory=list)
     executor: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
     cache: bool = True
 
@@ -101,6 +106,12 @@ class Suite:
     path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
     dataset_spec: DatasetSpec | None = None
+    #: pairs compared on the same units: variant-of-parent pairs and ``compare:`` (audit.pairs)
+    pairs: list[Pair] = field(default_factory=list)
+
+    def pair(self, a: str, b: str) -> Pair | None:
+        """The pair comparing ``b`` with ``a``, or None."""
+        return next((p for p in self.pairs if (p.a, p.b) == (a, b)), None)
 
     def probe(self, alias: str) -> ProbeSpec:
         for p in self.probes:
@@ -133,10 +144,24 @@ class Suite:
             if gate.probe not in probes:
                 raise ConfigError(f"{loc}: unknown probe {gate.probe!r}.{did_you_mean(gate.probe, probes)} "
                                   f"Probes of this suite: {', '.join(probes)}")
+            if gate.pair is not None:
+                self._check_gate_pair(gate, loc)
             if gate.recommender is not None and gate.recommender not in self.recommenders:
                 names = list(self.recommenders)
                 raise ConfigError(f"{loc}: unknown recommender {gate.recommender!r}."
                                   f"{did_you_mean(gate.recommender, names)} Recommenders of this suite: {', '.join(names)}")
+
+
+    def _check_gate_pair(self, gate: GateSpec, loc: str) -> None:
+        a, b = gate.pair  # type: ignore[misc]
+        if self.pair(a, b) is None:
+            known = ", ".join(f"[{p.a}, {p.b}]" for p in self.pairs) or "none"
+            reverse = " (the suite compares them the other way round: swap a and b)" if self.pair(b, a) else ""
+            raise ConfigError(f"{loc}: [{a}, {b}] is not a pair of this suite{reverse}; pairs: {known}. "
+                              f"Name it under 'compare: [{{a: {a}, b: {b}}}]' or build {b} as a variant of {a}")
+        probe = self.probe(gate.probe)
+        if probe.config.recommenders is not None and not {a, b} <= set(probe.config.recommenders):
+            raise ConfigError(f"{loc}: probe {gate.probe!r} does not run on both {a!r} and {b!r}")
 
 
 def did_you_mean(name: str, names: list[str]) -> str:
@@ -329,6 +354,7 @@ def suite_from_mapping(data: Mapping[str, Any], *, path: Path | None = None,
         recommenders={k: dict(v) for k, v in model.recommenders.items()}, probes=probes,
         gates=list(model.gates), seed=model.seed, executor_type=executor_type,
         executor_config=executor_config, cache=model.cache, path=path,
+        pairs=suite_pairs(model.recommenders, model.compare, probes),
         base_dir=resolved_base,
     )
     suite.check_gates(suite.gates)
