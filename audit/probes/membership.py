@@ -23,7 +23,9 @@ the last ``max_items`` of them, with their profile. Attacks (scores: higher = me
 
 Reported per attack: ``mia_auroc_<attack>``, ``tpr@1%fpr_<attack>`` and
 ``tpr@0.1%fpr_<attack>`` (95% bootstrap CIs over users; n = users scored) and the ROC
-curve in ``details["roc"][attack]``. A TPR@FPR is reported only where the n0 non-members
+curve in ``details["roc"][attack]``; ``details["unit_scores"][attack]`` holds each user's score and
+label and ``details["unit_statistics"]`` says which scores each AUROC / TPR@FPR is computed from, so
+pairs of recommenders get a paired bootstrap over the same users (:mod:`audit.pairs`). A TPR@FPR is reported only where the n0 non-members
 resolve it (n0 >= 10 / FPR); otherwise it is listed in ``details["not_estimable"]`` with
 the reason. When the recommender does not declare its training users, membership is
 assumed (the data set's default split) and the figures are renamed ``assumed_mia_auroc_*``
@@ -166,11 +168,12 @@ class MembershipInferenceProbe(Probe):
                                                           skipped, answer_items)
             self._record(ctx, users, labels, scored, per_user, path)
         scores = {a: (v, labels) for a, v in per_user.items()}
+        scored_users = {a: users for a in per_user}
         list_details: dict[str, object] = {}
         if "list" in wanted:
             found = self._list_scores(rec, members, nonmembers, ctx, cfg, seed, skipped, list_details)
             if found is not None:
-                scores["list"] = found
+                scores["list"], scored_users["list"] = found[:2], found[2]
         if not scores:
             return ProbeResult.skipped("no attack could run: " + "; ".join(f"{a}: {r}" for a, r in skipped.items()))
 
@@ -181,12 +184,19 @@ class MembershipInferenceProbe(Probe):
         # membership the recommender did not declare is an assumption: its AUROC is context, not a finding
         assumed = split.assumed and not cfg.control
         prefix = "assumed_" if assumed else ""
+        unit_scores: dict[str, dict[str, dict[str, float]]] = {}
+        unit_statistics: dict[str, dict[str, object]] = {}
         for attack in [a for a in ATTACKS if a in scores]:
             s, y = scores[attack]
             summary = attack_summary(s, y, fprs=cfg.fprs, seed=seed)
+            unit_scores[attack] = {"scores": {u: round(float(v), 6) for u, v in zip(scored_users[attack], s)},
+                                   "labels": {u: int(bool(v)) for u, v in zip(scored_users[attack], y)}}
             metrics[f"{prefix}mia_auroc_{attack}"] = summary.auroc.declare(SPECS[f"{prefix}mia_auroc"])
+            unit_statistics[f"{prefix}mia_auroc_{attack}"] = {"statistic": "auroc", "scores": attack}
             for f, m in summary.tpr.items():
                 metrics[f"{prefix}tpr@{fpr_label(f)}fpr_{attack}"] = m.declare(SPECS[f"{prefix}tpr"])
+                unit_statistics[f"{prefix}tpr@{fpr_label(f)}fpr_{attack}"] = {"statistic": "tpr", "fpr": f,
+                                                                              "scores": attack}
             for f, reason in summary.not_estimable.items():
                 not_estimable[f"tpr@{fpr_label(f)}fpr_{attack}"] = reason
             roc[attack] = summary.roc
@@ -199,6 +209,9 @@ class MembershipInferenceProbe(Probe):
             "users_per_attack": counts, "roc": roc, "skipped": skipped,
             "score_direction": "higher = member", "list_attack": list_details,
             "reference_scores": reference_source,
+            # per-user scores (higher = member) and labels (1 = member) behind each AUROC / TPR@FPR, so a
+            # pair of recommenders is compared on the same users by a paired bootstrap (audit.pairs)
+            "unit_scores": unit_scores, "unit_statistics": unit_statistics,
             "fpr_resolution": "with n0 non-members an attack can only show FPRs in steps of 1/n0; TPR at an FPR "
                               "below 1/n0 is the TPR with no false positive at all",
         }
@@ -268,8 +281,8 @@ class MembershipInferenceProbe(Probe):
     @staticmethod
     def _list_scores(rec: Recommender, members: list[str], nonmembers: list[str], ctx: ProbeContext,
                      cfg: MembershipConfig, seed: int, skipped: dict[str, str],
-                     details: dict[str, object]) -> tuple[np.ndarray, np.ndarray] | None:
-        """P(member) of the target-split users and their labels (None when it cannot run)."""
+                     details: dict[str, object]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """P(member) of the target-split users, their labels and ids (None when it cannot run)."""
         from audit.memorisation import list_attack  # scikit-learn: imported when run
 
         if not rec.has("generate"):
@@ -325,7 +338,7 @@ class MembershipInferenceProbe(Probe):
                         "target": {"members": len(tm), "nonmembers": len(tn)},
                         "catalog_matched_slots": matched, "slots": sum(len(g.items) for g in gens),
                         "users_left_out_failed_requests": len(failed)})
-        return prob, np.array([True] * len(tm) + [False] * len(tn))
+        return prob, np.array([True] * len(tm) + [False] * len(tn)), tm + tn
 
     # -- raw outputs ----------------------------------------------------------------------
     @staticmethod
