@@ -31,7 +31,10 @@ log = logging.getLogger("audit")
 
 
 def _err(message: str) -> None:
-    print(f"recaudit: error: {' '.join(str(message).split())}", file=sys.stderr)
+    """One ``recaudit: error:`` line per line of ``message`` (a message lists one problem a line)."""
+    lines = [" ".join(line.split()) for line in str(message).splitlines() if line.strip()]
+    for line in lines or ["(no message)"]:
+        print(f"recaudit: error: {line}", file=sys.stderr)
 
 
 def _progress_enabled(args: argparse.Namespace) -> bool:

@@ -64,3 +64,59 @@ def test_missing_module_lists_the_searched_directory_once(tmp_path: Path, tiny_d
     code, err = run_cli(path, tmp_path / "r", capsys)
     assert code == 2
     assert f"searched {(tmp_path / 's').resolve()} and sys.path" in err
+
+
+def write_raw_suite(tmp_path: Path, tiny_dataset: Dataset, text: str) -> Path:
+    """``text`` (the suite's keys as YAML, without ``dataset:``) with the tiny data set as CSV."""
+    path = kit.write_suite(tmp_path / "s", {"name": "x"}, dataset=tiny_dataset)
+    dataset_line = "dataset: " + __import__("json").dumps(kit.write_csv_dataset(tiny_dataset, tmp_path / "s" / "data"))
+    path.write_text(dataset_line + "\n" + text)
+    return path
+
+
+def test_misspelt_gate_key_lists_the_gate_keys_and_suggests_the_right_one(tmp_path: Path, tiny_dataset: Dataset,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_raw_suite(tmp_path, tiny_dataset, (
+        "name: x\nrecommenders: {oracle: {adapter: python, generate: 'recaudit_testrecs:oracle'}}\n"
+        "probes: {utility: {k: [5], negatives: 10}}\n"
+        "gates:\n  - {probe: utility, metric: hr@5, op: '>=', treshold: 0.1}\n"))
+    code, err = run_cli(path, tmp_path / "r", capsys)
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1, "the missing 'threshold' is the misspelt key, not a second problem"
+    assert "unknown option 'gates.0.treshold'" in lines[0] and "did you mean 'threshold'?" in lines[0]
+    allowed = lines[0].split("(allowed: ")[1].split(")")[0].split(", ")
+    assert "threshold" in allowed and "metric" in allowed and "recommenders" not in allowed
+
+
+def test_misspelt_top_level_key_is_one_line_without_the_parsed_suite(tmp_path: Path, tiny_dataset: Dataset,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_raw_suite(tmp_path, tiny_dataset, (
+        "name: x\nrecomenders: {oracle: {adapter: python, generate: 'recaudit_testrecs:oracle'}}\n"
+        "probes: {utility: {k: [5], negatives: 10}}\n"))
+    code, err = run_cli(path, tmp_path / "r", capsys)
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and "unknown option 'recomenders'" in lines[0]
+    assert "did you mean 'recommenders'?" in lines[0]
+    assert "{" not in lines[0] and "oracle" not in lines[0], "no dumped mapping"
+
+
+def test_several_problems_give_one_line_each(tmp_path: Path, tiny_dataset: Dataset,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_raw_suite(tmp_path, tiny_dataset, (
+        "name: x\nseed: many\ncolour: red\nrecommenders: {oracle: {adapter: python, generate: 'recaudit_testrecs:oracle'}}\n"
+        "probes: {utility: {k: [5], negatives: 10}}\n"))
+    code, err = run_cli(path, tmp_path / "r", capsys)
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 2 and all(line.startswith("recaudit: error: ") for line in lines)
+    assert any("unknown option 'colour'" in line for line in lines)
+    assert any("seed: Input should be a valid integer" in line and "(got 'many')" in line for line in lines)
+
+
+def test_long_values_are_shortened_in_messages() -> None:
+    from audit.config import SHOWN_VALUE_CHARS, short
+
+    assert short("x" * 500).endswith("...") and len(short("x" * 500)) == SHOWN_VALUE_CHARS
+    assert short(3) == "3"
