@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--init", default="titles", choices=["titles", "random"])
+    ap.add_argument("--layers", type=int, default=None, help="LoRA on the last N layers (default: the recipe's)")
+    ap.add_argument("--all-layers", action="store_true", help="LoRA on every layer")
+    ap.add_argument("--frozen-item-inputs", action="store_true", help="train the item head only, not the input rows")
+    ap.add_argument("--history", type=int, default=None, help="items per training window and prompt")
     ap.add_argument("--users", type=int, default=0, help="a seeded sample of users (0 = all)")
     ap.add_argument("--cache", default=None, help="model cache (default $RECAUDIT_HOME/models)")
     ap.add_argument("--seed", type=int, default=0)
@@ -156,8 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         info["reference"] = f"built in {time.perf_counter() - t0:.0f} s"
     if args.llm:
         lora = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
-                                  ("item_init", args.init)) if v is not None}
-        entry = {"adapter": "hf", "model": "smollm2-135m", "items": "tokens", "variant": {"lora": lora}}
+                                  ("item_init", args.init), ("layers", args.layers)) if v is not None}
+        if args.all_layers:
+            lora["layers"] = None
+        if args.frozen_item_inputs:
+            lora["train_item_inputs"] = False
+        entry = {"adapter": "hf", "model": "smollm2-135m", "items": "tokens", "variant": {"lora": lora},
+                 **({"history": args.history} if args.history else {})}
+        print(f"smollm2-items: {entry}")
         t0 = time.perf_counter()
         rec = build_recommender("smollm2-items", entry, ctx)
         summary = rec.info.get("training") or [{}]

@@ -18,6 +18,9 @@ title-embedding initialisation (the LLM's zero-shot reading of the titles).
 - ``embed-user``: the state at the prompt's last token; ``embed``: a title's text, as ``hf``;
 - ``token-logprobs``: texts in the model's own format (``render_sequence``: the prefix text,
   then ``<item_ID>`` tokens): text tokens scored by the LM head, item tokens by the item softmax;
+- ``soft-prompt``: the ``fair-prompt`` variant trains a prefix of input vectors against the item
+  model's own next-item loss (:class:`audit.llm.soft_prompt.ItemSoftPromptTarget`); ``score``,
+  ``generate``, ``embed_user`` and ``token_logprobs`` then read every prompt with it;
 - ``train*``: the training variants (``lora`` and everything that edits its recipe: ``dp``,
   ``federated``, ``fake-users``, ``backdoor``, ``canaries``, ...) train LoRA and the item rows.
 """
@@ -56,7 +59,7 @@ class ItemTokenAdapter(HFAdapter):
 
     capabilities: frozenset[str] = frozenset(
         {"generate", "score", "token-logprobs", "embed-user", "embed", "train", "train-lora", "train-private",
-         "train-federated", "train-transforms"})
+         "train-federated", "train-transforms", "soft-prompt"})
     sequence_format = "item-tokens"
     closed_catalog = True  # generate returns catalog items only
     reads_item_text = False  # history and candidates are item ids (titles only map to them)
@@ -140,6 +143,12 @@ class ItemTokenAdapter(HFAdapter):
         return loading.model_identity(f"{type(self).__module__}.{type(self).__qualname__}",
                                       self.config.model_dump(mode="json"), self.directory, str(trained),
                                       self.soft_prefix)
+
+    def soft_prompt_target(self, dataset: Any) -> Any:
+        """The frozen item model as the fair-prompt trainer sees it (:class:`audit.llm.soft_prompt.ItemSoftPromptTarget`)."""
+        from audit.llm.soft_prompt import ItemSoftPromptTarget
+
+        return ItemSoftPromptTarget(self.lm, self.item_lm, self.vocab, self.prefix_ids, history=self.config.history)
 
     # -- prompts ------------------------------------------------------------------------------
     def prefix_ids(self, profile: Mapping[str, str]) -> list[int]:
@@ -239,7 +248,10 @@ class ItemTokenAdapter(HFAdapter):
             part = seqs[start:start + self.config.score_batch_size]
             ids, mask = self.lm.pad(part, "right")
             with torch.no_grad():
-                hidden = self.item_lm.hidden(ids, mask)[:, :-1]
+                hidden = self.item_lm.body(**self.lm.inputs(ids, mask), use_cache=False).last_hidden_state
+                if self.lm.prefix_len:  # drop the soft prefix's positions (after the first token)
+                    hidden = torch.cat([hidden[:, :1], hidden[:, 1 + self.lm.prefix_len:]], dim=1)
+                hidden = hidden[:, :-1]
                 nxt, real = ids[:, 1:], mask[:, 1:].bool()
                 logp = torch.zeros(nxt.shape, dtype=torch.float32, device=ids.device)
                 for is_item, head, offset in ((nxt >= self.vocab.offset, self.item_lm.head, self.vocab.offset),

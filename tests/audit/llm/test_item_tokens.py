@@ -206,14 +206,14 @@ def test_memorisation_scores_a_window_as_the_model_predicts_each_next_item(tiny_
 
 
 def test_a_variant_needing_title_text_is_refused_at_load_for_item_tokens(tiny_llama_dir, tmp_path) -> None:
-    """``fair-prompt`` trains a soft prompt against title answers (capability ``soft-prompt``), which an
+    """``constrained-decoding`` constrains generated title text (capability ``constrain``), which an
     item-token model does not declare: the suite is refused at load with exit 2, before any model loads."""
     from audit.cli import main
     from tests.audit.runner_testkit import write_suite
 
     suite = {"name": "items-fair", "dataset": {"users": 6, "seed": 0},
              "recommenders": {"llm": {"adapter": "hf", "path": str(tiny_llama_dir), "items": "tokens",
-                                      "variant": {"fair-prompt": {}}}},
+                                      "variant": "constrained-decoding"}},
              "probes": {"utility": {"k": [5], "negatives": 5}}}
     from tests.conftest import make_tiny_dataset
 
