@@ -49,6 +49,13 @@ class CapabilityMissing(RecauditError, NotImplementedError):
     exit_code = EXIT_RUNTIME
 
 
+class OutputContractError(RecauditError, TypeError):
+    """A recommender returned something its interface does not allow (a ``generate`` that is not
+    a list of lists of strings, a ``score`` of the wrong shape): a runtime error, never repaired."""
+
+    exit_code = EXIT_RUNTIME
+
+
 class EndpointError(RecauditError, ConnectionError):
     """An HTTP endpoint could not be reached or kept failing after retries."""
 

@@ -18,16 +18,14 @@ Suite entry::
   (a named parameter or ``**kwargs``), else ConfigError. So is a missing module, a missing
   attribute, a non-callable, or a signature that cannot take ``(requests, k)``.
 
-Malformed output never crashes a run; it is repaired and counted in ``info["malformed"]``:
+Output contracts (checked on every call; a violation is an :class:`~audit.errors.OutputContractError`,
+a runtime error (exit 3) naming the callable and what it returned, never a silent repair):
 
-- a result that is not a list, or has the wrong number of lists: missing lists become ``[]``
-  (each counted in ``missing_lists``), extra lists are dropped (``extra_lists``); a result
-  that is not a sequence at all counts as ``bad_results``;
-- an entry that is not a string is kept as ``str(entry)`` (``non_string_items``), so probes
-  count it as a (non-catalog) slot instead of it silently vanishing;
-- a list longer than ``k`` is cut to ``k`` (``truncated_lists``); ``Generation.raw`` keeps
-  the full returned list as JSON.
-- ``score`` results: a missing or wrongly sized array is filled with NaN (``bad_scores``).
+- ``generate`` returns a list (or tuple) with one list of strings per request, in request order;
+  anything else (a string, a number, the wrong number of lists, a non-string entry) is an error;
+  a list longer than ``k`` is cut to ``k`` and counted in ``info["truncated_lists"]``
+  (``Generation.raw`` keeps the full returned list as JSON);
+- ``score`` returns one 1-D array-like of numbers per candidate list, each as long as its list.
 
 Exceptions raised inside the user's function propagate: the runner reports the job as an
 error with the message.
@@ -45,8 +43,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from audit.config import StrictConfig
-from audit.errors import ConfigError
+from audit.config import StrictConfig, short
+from audit.errors import ConfigError, OutputContractError
 from audit.interface import Adapter, Generation, RecRequest
 from audit.variants import BuildContext
 
@@ -180,9 +178,9 @@ class PythonAdapter(Adapter):
                 check_signature(fn, 2, self.options, role, targets.get(role, getattr(fn, "__name__", role)))
         self.capabilities = frozenset(c for c, fn in (("generate", generate), ("score", score))
                                       if fn is not None)
-        self.malformed: dict[str, int] = {"bad_results": 0, "missing_lists": 0, "extra_lists": 0,
-                                          "non_string_items": 0, "truncated_lists": 0, "bad_scores": 0}
-        self.info.update({"targets": dict(targets), "malformed": self.malformed})
+        self.info.update({"targets": dict(targets), "truncated_lists": 0})
+        self._targets = {role: targets.get(role, getattr(fn, "__qualname__", role))
+                         for role, fn in (("generate", generate), ("score", score)) if fn is not None}
 
     @classmethod
     def check(cls, config: PythonConfig, suite_dir: Path | None = None) -> None:
@@ -215,45 +213,37 @@ class PythonAdapter(Adapter):
         if self._generate is None:
             raise self._missing("generate")
         reqs = list(reqs)
-        result = self._generate(reqs, k, **self.options)
-        lists = self._repair_lists(result, len(reqs))
+        lists = self._checked_lists(self._generate(reqs, k, **self.options), len(reqs))
         out = []
         encode = _JSON.encode
-        for req, returned in zip(reqs, lists):
-            items = (returned if all(type(x) is str for x in returned)
-                     else [self._as_text(x) for x in returned])
+        for req, items in zip(reqs, lists):
             if len(items) > k:
-                self.malformed["truncated_lists"] += 1
+                self.info["truncated_lists"] += 1
             prompt = encode({"history": req.history, "profile": dict(req.profile),
                              "candidates": req.candidates, "user": req.user})
             out.append(Generation(prompt=prompt, raw=encode(items), items=tuple(items[: max(k, 0)])))
         return out
 
-    def _repair_lists(self, result: Any, n: int) -> list[list[Any]]:
-        if isinstance(result, (str, bytes)) or not _is_iterable(result):
-            self.malformed["bad_results"] += 1
-            self.malformed["missing_lists"] += n
-            return [[] for _ in range(n)]
-        lists = []
-        for entry in list(result):
-            if isinstance(entry, (str, bytes)) or not _is_iterable(entry):
-                self.malformed["bad_results"] += 1
-                lists.append([entry] if entry is not None else [])
-            else:
-                lists.append(list(entry))
-        if len(lists) < n:
-            self.malformed["missing_lists"] += n - len(lists)
-            lists += [[] for _ in range(n - len(lists))]
-        elif len(lists) > n:
-            self.malformed["extra_lists"] += len(lists) - n
-            lists = lists[:n]
-        return lists
+    def _violation(self, role: str, what: str, result: Any, expected: str) -> OutputContractError:
+        return OutputContractError(f"python adapter {role} {self._targets.get(role, role)!r} returned {what} "
+                                   f"({type(result).__name__} {short(result)}); expected {expected}")
 
-    def _as_text(self, x: Any) -> str:
-        if isinstance(x, str):
-            return x
-        self.malformed["non_string_items"] += 1
-        return x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x)
+    def _checked_lists(self, result: Any, n: int) -> list[list[str]]:
+        expected = f"a list of {n} list(s) of str, one per request, best first"
+        if not isinstance(result, (list, tuple)):
+            raise self._violation("generate", "no list", result, expected)
+        if len(result) != n:
+            raise self._violation("generate", f"{len(result)} list(s) for {n} request(s)", result, expected)
+        lists = []
+        for j, entry in enumerate(result):
+            if not isinstance(entry, (list, tuple)):
+                raise self._violation("generate", f"a {type(entry).__name__} for request {j}", entry, expected)
+            bad = next((x for x in entry if not isinstance(x, str)), _OK)
+            if bad is not _OK:
+                raise self._violation("generate", f"a {type(bad).__name__} item in the list for request {j}",
+                                      entry, expected)
+            lists.append([str(x) for x in entry])
+        return lists
 
     # -- score ---------------------------------------------------------------------------------
     def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -261,20 +251,27 @@ class PythonAdapter(Adapter):
             raise self._missing("score")
         reqs, items = list(reqs), [list(i) for i in items]
         result = self._score(reqs, items, **self.options)
-        rows = list(result) if _is_iterable(result) and not isinstance(result, (str, bytes)) else []
+        expected = f"{len(items)} 1-D array(s) of numbers, one per candidate list, each as long as its list"
+        if isinstance(result, (str, bytes)) or not _is_iterable(result):
+            raise self._violation("score", "no sequence", result, expected)
+        rows = list(result)
+        if len(rows) != len(items):
+            raise self._violation("score", f"{len(rows)} row(s) for {len(items)} candidate list(s)", result,
+                                  expected)
         out = []
-        for j, wanted in enumerate(items):
-            arr = None
-            if j < len(rows):
-                try:
-                    arr = np.asarray(rows[j], dtype=np.float64).reshape(-1)
-                except (TypeError, ValueError):
-                    arr = None
-            if arr is None or arr.shape[0] != len(wanted):
-                self.malformed["bad_scores"] += 1
-                arr = np.full(len(wanted), np.nan)
+        for j, (row, wanted) in enumerate(zip(rows, items)):
+            try:
+                arr = np.asarray(row, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise self._violation("score", f"non-numbers for list {j}", row, expected) from None
+            if arr.ndim != 1 or arr.shape[0] != len(wanted):
+                raise self._violation("score", f"shape {arr.shape} for list {j} of {len(wanted)} candidate(s)",
+                                      row, expected)
             out.append(arr)
         return out
+
+
+_OK = object()
 
 
 def _is_iterable(x: Any) -> bool:

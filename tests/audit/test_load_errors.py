@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import runner_testkit as kit
+from tests.audit import runner_testkit as kit
 from audit.cli import main
 from audit.data.dataset import Dataset
 

@@ -1,5 +1,6 @@
 """The python adapter: targets resolve from the suite dir / cwd, bad targets are ConfigErrors,
-malformed outputs are repaired and counted, and it works through build_recommender."""
+output that breaks the contract is an OutputContractError naming the callable and what it returned,
+and it works through build_recommender."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from audit.adapters.python import PythonAdapter, PythonConfig
 from audit.build import build_recommender
 from audit.config import validate_config
-from audit.errors import CapabilityMissing, ConfigError
+from audit.errors import EXIT_RUNTIME, CapabilityMissing, ConfigError, OutputContractError
 from audit.interface import RecRequest
 from audit.variants import BuildContext
 
@@ -47,6 +48,24 @@ def not_a_list(requests, k):
 
 def bad_scores(requests, items):
     return [[1.0]]
+
+def a_string(requests, k):
+    return "Toy Story (1995)"
+
+def flat_list(requests, k):
+    return ["Toy Story (1995)" for _ in requests]
+
+def numpy_strings(requests, k):
+    return [list(np.array(["A (1990)", "B (1991)"])) for _ in requests]
+
+def scores_2d(requests, items):
+    return [np.zeros((len(it), 1)) for it in items]
+
+def scores_text(requests, items):
+    return [["high"] * len(it) for it in items]
+
+def scores_too_few_rows(requests, items):
+    return [np.zeros(len(items[0]))]
 
 def boom(requests, k):
     raise RuntimeError("user code failed")
@@ -139,26 +158,32 @@ def test_nothing_given_is_a_config_error() -> None:
         build({}, None)
 
 
-def test_wrong_number_of_lists_is_repaired_and_counted(recs_pkg, monkeypatch) -> None:
+@pytest.mark.parametrize("function, message", [
+    ("not_a_list", "returned no list (int 42)"),
+    ("a_string", "returned no list (str 'Toy Story (1995)')"),
+    ("wrong_count", "returned 1 list(s) for 2 request(s)"),
+    ("flat_list", "returned a str for request 0 (str 'Toy Story (1995)')"),
+    ("non_strings", "returned a int item in the list for request 0"),
+])
+def test_generate_breaking_the_contract_is_a_runtime_error_naming_the_callable(recs_pkg, monkeypatch, function,
+                                                                               message) -> None:
     suite_dir, pkg = recs_pkg
     monkeypatch.chdir(suite_dir)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    rec = build({"generate": f"{pkg}.recs:wrong_count"}, None)
-    gens = rec.generate_detailed(REQS, 3)
-    assert [g.items for g in gens] == [("only one list",), ()]
-    assert rec.info["malformed"]["missing_lists"] == 1
-    bad = build({"generate": f"{pkg}.recs:not_a_list"}, None)
-    assert bad.generate(REQS, 3) == [[], []]
-    assert bad.info["malformed"]["bad_results"] == 1
+    rec = build({"generate": f"{pkg}.recs:{function}"}, None)
+    with pytest.raises(OutputContractError) as err:
+        rec.generate(REQS, 3)
+    assert err.value.exit_code == EXIT_RUNTIME
+    assert f"python adapter generate '{pkg}.recs:{function}' {message}" in str(err.value)
+    assert "expected a list of 2 list(s) of str" in str(err.value)
 
 
-def test_non_strings_are_kept_as_text_and_counted(recs_pkg, monkeypatch) -> None:
+def test_str_subclasses_are_accepted_as_plain_str(recs_pkg, monkeypatch) -> None:
     suite_dir, pkg = recs_pkg
     monkeypatch.chdir(suite_dir)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    rec = build({"generate": f"{pkg}.recs:non_strings"}, None)
-    assert rec.generate(REQS[:1], 10) == [["1", "None", "ok", "bytes"]]
-    assert rec.info["malformed"]["non_string_items"] == 3
+    out = build({"generate": f"{pkg}.recs:numpy_strings"}, None).generate(REQS, 2)
+    assert out == [["A (1990)", "B (1991)"]] * 2 and all(type(x) is str for x in out[0])
 
 
 def test_long_lists_are_cut_to_k_with_the_full_list_in_raw(recs_pkg, monkeypatch) -> None:
@@ -168,17 +193,24 @@ def test_long_lists_are_cut_to_k_with_the_full_list_in_raw(recs_pkg, monkeypatch
     rec = build({"generate": f"{pkg}.recs:too_long"}, None)
     gen = rec.generate_detailed(REQS[:1], 2)[0]
     assert gen.items == ("t0", "t1") and gen.raw.count('"t') == 7
-    assert rec.info["malformed"]["truncated_lists"] == 1
+    assert rec.info["truncated_lists"] == 1
 
 
-def test_bad_scores_become_nan_and_are_counted(recs_pkg, monkeypatch) -> None:
+@pytest.mark.parametrize("function, message", [
+    ("bad_scores", "returned 1 row(s) for 2 candidate list(s)"),
+    ("scores_too_few_rows", "returned 1 row(s) for 2 candidate list(s)"),
+    ("scores_2d", "returned shape (2, 1) for list 0 of 2 candidate(s)"),
+    ("scores_text", "returned non-numbers for list 0"),
+])
+def test_score_of_the_wrong_shape_is_a_runtime_error_naming_the_callable(recs_pkg, monkeypatch, function,
+                                                                         message) -> None:
     suite_dir, pkg = recs_pkg
     monkeypatch.chdir(suite_dir)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    rec = build({"score": f"{pkg}.recs:bad_scores"}, None)
-    out = rec.score(REQS, [["a", "b"], ["c"]])
-    assert np.isnan(out[0]).all() and len(out[0]) == 2 and np.isnan(out[1]).all()
-    assert rec.info["malformed"]["bad_scores"] == 2
+    rec = build({"score": f"{pkg}.recs:{function}"}, None)
+    with pytest.raises(OutputContractError) as err:
+        rec.score(REQS, [["a", "b"], ["c"]])
+    assert f"python adapter score '{pkg}.recs:{function}' {message}" in str(err.value)
 
 
 def test_exceptions_in_user_code_propagate(recs_pkg, monkeypatch) -> None:
@@ -205,3 +237,21 @@ def test_direct_construction_from_callables() -> None:
     assert rec.generate(REQS, 2) == [["X", "X"], ["X", "X"]]
     gen = rec.generate_detailed(REQS[:1], 1)[0]
     assert '"history"' in gen.prompt and gen.raw == '["X"]'
+
+
+def test_a_run_on_a_generate_returning_a_string_exits_3_naming_it(tmp_path, tiny_dataset, recaudit_home, capsys,
+                                                                  monkeypatch) -> None:
+    from tests.audit import runner_testkit as kit
+    from audit.cli import main
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = kit.utility_suite()
+    spec["probes"] = {"hallucination": {"k": 5}}
+    spec["recommenders"] = {"stringy": {"adapter": "python", "generate": "stringrecs:popular"}}
+    path = kit.write_suite(tmp_path / "s", spec, dataset=tiny_dataset)
+    (tmp_path / "s" / "stringrecs.py").write_text("def popular(requests, k):\n    return 'Film Number 1'\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet"]) == 3
+    out = capsys.readouterr().out
+    assert "1 job error(s)" in out
+    report = (tmp_path / "r" / "report.json").read_text()
+    assert "OutputContractError: python adapter generate 'stringrecs:popular' returned no list (str " in report
