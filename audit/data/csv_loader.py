@@ -16,10 +16,17 @@ Timestamps are integers (seconds) or dates/datetimes (converted to UTC seconds).
 the MovieLens normalisation (trailing year cut when it is the item's year). A numeric ``age``
 attribute is bucketed with :func:`audit.data.dataset.age_bucket`. Every user-caused problem
 raises :class:`~audit.errors.ConfigError` naming the file and, for columns, the columns found.
+
+Files are read exactly as written: a header naming a column twice is an error (never a silently
+renamed ``rating.1``), and so is a row with fewer fields than the header (with the file's line
+number; a row with more fields is one too). The data set's ``meta["reading"]`` records the column
+mapping, the delimiter and where the order came from (``timestamp`` column or ``file`` order); the
+data fingerprint covers it, so two files that load differently never share a cache entry.
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -50,19 +57,49 @@ def load_csv_dataset(interactions: Path, items: Path, users: Path | None = None,
         raise ConfigError(f"{interactions}: {len(unknown)} item ids are not in {items} "
                           f"(e.g. {', '.join(map(repr, unknown[:_SHOW]))}); add them to the items file")
     user_df = None if users is None else _users(_read(users, "users", delimiter), users, columns.users)
+    order = "timestamp" if _columns(inter_frame, interactions, "interactions", columns.interactions, ("user", "item"),
+                                    ("timestamp", "rating"))["timestamp"] else "file"
+    reading = {"columns": columns.model_dump(mode="json"), "delimiter": _delimiter(interactions, delimiter),
+               "order": order}
     return Dataset(name, inter_df, item_df, user_df, source=f"csv:{interactions}",
                    meta={"files": {"interactions": str(interactions), "items": str(items),
-                                   "users": None if users is None else str(users)}})
+                                   "users": None if users is None else str(users)}, "reading": reading})
+
+
+def _delimiter(path: Path, delimiter: str | None) -> str:
+    return delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+
+
+def _check_layout(path: Path, role: str, sep: str) -> None:
+    """ConfigError for a header naming a column twice or a row with fewer fields than the header
+    (with its line number in the file)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter=sep, skipinitialspace=True)
+        header = [c.strip() for c in next(reader, [])]
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise ConfigError(f"{role} file {path}: the header (line 1) names {', '.join(map(repr, twice))} more "
+                              "than once; give each column its own name")
+        short, first = 0, None
+        for row in reader:
+            if row and len(row) < len(header):
+                short += 1
+                if first is None:
+                    first = (reader.line_num, len(row))
+        if first is not None:
+            raise ConfigError(f"{role} file {path}: line {first[0]} has {first[1]} field(s), the header has "
+                              f"{len(header)} ({short} short row(s) in all); fill in the missing fields")
 
 
 def _read(path: Path, role: str, delimiter: str | None) -> pd.DataFrame:
     if not path.is_file():
         where = "not a file" if path.exists() else "not found"
         raise ConfigError(f"{role} file {path} {where} (relative paths in a suite are relative to the suite file)")
-    sep = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    sep = _delimiter(path, delimiter)
     try:
+        _check_layout(path, role, sep)
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"{role} file {path} cannot be read as CSV (delimiter {sep!r}): "
                           f"{str(exc).strip().splitlines()[0]}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]

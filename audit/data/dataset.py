@@ -11,6 +11,7 @@ Columns (all loaders normalise to these):
 
 from __future__ import annotations
 
+import json
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -154,7 +155,9 @@ class Dataset:
     def fingerprint(self) -> str:
         """SHA-256 (hex, 16 chars) of the normalised content and of the leave-one-out split made
         from it (each user's ordered train / validation / test items), so a change of the split
-        rule can never reuse a model or result cached under the old split."""
+        rule can never reuse a model or result cached under the old split; for a user's files also of
+        ``meta["reading"]`` (column mapping, delimiter, order source), so two files read differently never
+        share a cache entry."""
         h = hashlib.sha256(self.name.encode())
         for frame in (self.interactions, self.items, self.users):
             if frame is None:
@@ -164,6 +167,8 @@ class Dataset:
             h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
         for uid, seq in sorted(self.sequences.items()):
             h.update("\x1f".join((uid, *seq.train, "|", seq.valid or "", seq.test or "")).encode() + b"\x1e")
+        if self.meta.get("reading"):  # how a user's file was read (column mapping, delimiter, order source)
+            h.update(json.dumps(self.meta["reading"], sort_keys=True, default=str).encode())
         return h.hexdigest()[:16]
 
     # -- lookups ----------------------------------------------------------------

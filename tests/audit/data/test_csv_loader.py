@@ -143,3 +143,50 @@ def test_numeric_ages_are_bucketed_with_blanks_left_unknown_and_labels_kept(tmp_
     (tmp_path / "u.csv").write_text("user_id,age\na,-3\nb,20\nc,30\n")
     with pytest.raises(ConfigError, match=r"u\.csv: column 'age' holds ages outside 0\.\.200.*'-3'"):
         load_csv_dataset(tmp_path / "i.csv", tmp_path / "t.csv", tmp_path / "u.csv")
+
+
+def test_a_header_naming_a_column_twice_is_an_error(csv_files: dict[str, Path]) -> None:
+    csv_files["interactions"].write_text("uid,movie,stars,stars\nu1,m2,4,1000\nu1,m1,5,900\n")
+    with pytest.raises(ConfigError) as err:
+        load_csv_dataset(csv_files["interactions"], csv_files["items"], None, MAPPED)
+    assert "the header (line 1) names 'stars' more than once" in str(err.value)
+
+
+def test_a_short_row_is_reported_with_its_line_number(csv_files: dict[str, Path]) -> None:
+    csv_files["interactions"].write_text("uid,movie,stars,ts\nu1,m2,4,1000\nu1,m1,5,900\nu1,m3\nu2,m1\n")
+    with pytest.raises(ConfigError) as err:
+        load_csv_dataset(csv_files["interactions"], csv_files["items"], None, MAPPED)
+    assert "line 4 has 2 field(s), the header has 4 (2 short row(s) in all)" in str(err.value)
+
+
+def test_files_read_differently_never_share_a_fingerprint(csv_files: dict[str, Path], tmp_path: Path) -> None:
+    """Same parsed interactions, once ordered by a timestamp column and once by file order
+    (no timestamp column, rows already in time order): the fingerprints differ."""
+    with_ts = load_csv_dataset(csv_files["interactions"], csv_files["items"], None, MAPPED)
+    frame = pd.read_csv(csv_files["interactions"]).sort_values(["uid", "ts"])
+    no_ts = tmp_path / "no_ts.csv"
+    frame.drop(columns=["ts"]).to_csv(no_ts, index=False)
+    mapping = CsvColumns.model_validate({**MAPPED.model_dump(), "interactions": {"user": "uid", "item": "movie",
+                                                                                "rating": "stars"}})
+    by_file = load_csv_dataset(no_ts, csv_files["items"], None, mapping)
+    assert with_ts.meta["reading"]["order"] == "timestamp" and by_file.meta["reading"]["order"] == "file"
+    assert [s.test for _, s in sorted(with_ts.sequences.items())] == [s.test for _, s in sorted(by_file.sequences.items())]
+    assert with_ts.fingerprint != by_file.fingerprint
+    again = load_csv_dataset(csv_files["interactions"], csv_files["items"], None, MAPPED)
+    assert again.fingerprint == with_ts.fingerprint, "the same file read the same way keeps its fingerprint"
+
+
+def test_the_fingerprint_covers_the_column_mapping_beyond_the_parsed_content(csv_files: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    """Implicit feedback (no rating column: 1.0) and an explicit all-1 rating column parse to equal
+    frames; they were read differently, so they never share a cache entry."""
+    implicit = tmp_path / "implicit.csv"
+    implicit.write_text("uid,movie,ts\nu1,m2,1000\nu1,m1,900\nu1,m3,1100\n")
+    explicit = tmp_path / "explicit.csv"
+    explicit.write_text("uid,movie,stars,ts\nu1,m2,1,1000\nu1,m1,1,900\nu1,m3,1,1100\n")
+    cols = {"user": "uid", "item": "movie", "timestamp": "ts"}
+    a = load_csv_dataset(implicit, csv_files["items"], None, CsvColumns.model_validate({**MAPPED.model_dump(),
+                                                                                        "interactions": cols}))
+    b = load_csv_dataset(explicit, csv_files["items"], None, MAPPED)
+    pd.testing.assert_frame_equal(a.interactions, b.interactions)
+    assert a.fingerprint != b.fingerprint
