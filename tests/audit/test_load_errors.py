@@ -120,3 +120,18 @@ def test_long_values_are_shortened_in_messages() -> None:
 
     assert short("x" * 500).endswith("...") and len(short("x" * 500)) == SHOWN_VALUE_CHARS
     assert short(3) == "3"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("user_id,item_id,rating,rating\n1,1,4,5\n", "the header (line 1) names 'rating' more than once"),
+    ("user_id,item_id,rating,timestamp\n1,1,4,100\n1,2\n", "line 3 has 2 field(s), the header has 4"),
+])
+def test_a_csv_not_readable_as_written_exits_2(tmp_path: Path, tiny_dataset: Dataset, recaudit_home: Path,
+                                               content: str, message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = kit.write_suite(tmp_path / "s", kit.utility_suite(), dataset=tiny_dataset)
+    (tmp_path / "s" / "data" / "interactions.csv").write_text(content)
+    code, err = run_cli(path, tmp_path / "r", capsys)
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and message in lines[0] and "interactions file" in lines[0]
