@@ -329,7 +329,8 @@ def render_summary_markdown(report: Mapping[str, Any]) -> str:
     if gates:
         verdict = "all passed" if passed == len(gates) else f"**{len(gates) - passed} failed**"
         lines += [f"**Gates: {passed}/{len(gates)} passed** ({verdict})", ""]
-    lines += ["Headline metric per probe: value [95% bootstrap CI] n.", "",
+    lines += ["Headline metric per probe: value [95% CI] n (Wilson score intervals for shares of 0/1 outcomes, "
+              "bootstrap over users otherwise).", "",
               "| recommender | " + " | ".join(_md(p) for p in probes) + " |",
               "|---|" + "---|" * len(probes)]
     for rec in recs:

@@ -102,6 +102,8 @@ def test_summary_markdown_has_the_matrix_gates_and_reasons(mixed_run: RunOutcome
     md = (mixed_run.out / "summary.md").read_text()
     assert "| recommender | test-hit | test-needs-score | test-broken |" in md
     assert "| echo | hit 0.000 [0.000, 0.390] n=6 | skip | error |" in md
+    assert "95% bootstrap CI" not in md and "Wilson score intervals for shares" in md, \
+        "0 of 6 gives [0, 0.390]: a Wilson interval, not a bootstrap one"
     assert "**Gates: 2/3 passed**" in md
     assert "| `echo:test-hit.list_length >= 4` | 3.000 | **FAIL** |" in md
     assert "- error: down x test-hit: building recommender 'down' failed: EndpointError" in md
