@@ -610,6 +610,8 @@ def serve(recommender: Recommender, host: str = "127.0.0.1", port: int = 8000, *
     previous = signal.getsignal(signal.SIGTERM) if main else None
     if main:  # Uvicorn stops gracefully on SIGTERM, then raises it again: end here, not die
         signal.signal(signal.SIGTERM, _stop)
+    server = None
+    why = "shut down"
     try:
         server = build_server(recommender, host, port, **options)
         log.warning("recaudit serve: %r at %s (Ctrl-C to stop)", server.model_name, server.base_url)
@@ -617,12 +619,17 @@ def serve(recommender: Recommender, host: str = "127.0.0.1", port: int = 8000, *
             server.serve_forever()
         finally:
             server.server_close()
-    except (KeyboardInterrupt, _Stopped):
-        pass
+    except KeyboardInterrupt:
+        why = "interrupted"
+    except _Stopped:
+        why = "SIGTERM"
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
         recommender.close()
+    if server is not None:
+        log.warning("recaudit serve: stopped (%s) after %d request(s), %d error(s); recommender closed", why,
+                    server.stats["requests"], server.stats["errors"])
 
 
 class _Stopped(Exception):

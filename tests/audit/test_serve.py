@@ -400,7 +400,8 @@ def test_sigterm_stops_gracefully_and_closes_the_recommender(tmp_path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(script), str(port)], cwd=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], cwd=str(Path(__file__).resolve().parents[2]),
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -410,11 +411,13 @@ def test_sigterm_stops_gracefully_and_closes_the_recommender(tmp_path) -> None:
             except requests.ConnectionError:
                 time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        _, stderr = proc.communicate(timeout=20)
+        assert proc.returncode == 0
     finally:
         if proc.poll() is None:
             proc.kill()
     assert marker.read_text() == "closed"
+    assert "recaudit serve: stopped (SIGTERM) after" in stderr and "recommender closed" in stderr
 
 
 # -- against a server nobody here wrote: `transformers serve` -----------------------------------
