@@ -9,7 +9,7 @@ Exposure per (user, target), over the audited users who never interacted with th
 
 - with ``score`` and ``protocol: full``: the target is ranked among every catalog item the user
   has not interacted with (other targets compete; the target's same-title aliases do not);
-  ties count against the target;
+  ties follow :mod:`audit.metrics`' one rule (random order; HR/NDCG/percentile are expectations);
 - with ``score`` and ``protocol: sampled``: the target is ranked among ``negatives`` items the
   user never interacted with, sampled uniformly per user (seeded), none of them a target;
 - generate-only recommenders: open generation of the top max(K) items; a hit is the target's
@@ -53,7 +53,7 @@ from attacks.targets import TargetSpec, select_targets
 from audit.catalog import Catalog
 from audit.errors import ConfigError
 from audit.interface import Recommender
-from audit.metrics import ndcg_at_k
+from audit.metrics import hit_at_k, ndcg_at_k
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.results import Metric, MetricSpec, ProbeResult
@@ -86,24 +86,30 @@ class Exposure:
 
     users: list[str]
     targets: tuple[str, ...]
-    ranks: np.ndarray          # 1-based rank (inf when a generated list misses the target)
+    ranks: np.ndarray          # 1-based first position (inf when a generated list misses the target)
     competitors: np.ndarray    # items the target competed with
     scores: np.ndarray         # target score (NaN for generate-only)
     eligible: np.ndarray       # bool: the user never interacted with the target
     by: str = "score"
     protocol: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: competitors scored exactly as the target (placed in random order: :mod:`audit.metrics`); None = none
+    tied: np.ndarray | None = None
+
+    def _tied(self) -> np.ndarray:
+        return np.zeros_like(self.ranks) if self.tied is None else np.nan_to_num(self.tied)
 
     def hits(self, k: int) -> np.ndarray:
-        return np.where(self.eligible, (self.ranks <= k).astype(float), np.nan)
+        r = np.where(np.isfinite(self.ranks), self.ranks, 1e12)
+        return np.where(self.eligible, hit_at_k(r, k, self._tied()), np.nan)
 
     def ndcg(self, k: int) -> np.ndarray:
         r = np.where(np.isfinite(self.ranks), self.ranks, 1e12)
-        return np.where(self.eligible, ndcg_at_k(r, k), np.nan)
+        return np.where(self.eligible, ndcg_at_k(r, k, self._tied()), np.nan)
 
     def percentile(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
-            p = 1.0 - (self.ranks - 1.0) / np.maximum(self.competitors, 1.0)
+            p = 1.0 - (self.ranks + self._tied() / 2 - 1.0) / np.maximum(self.competitors, 1.0)
         return np.where(self.eligible & np.isfinite(self.ranks), p, np.nan)
 
     def target_scores(self) -> np.ndarray:
@@ -166,7 +172,7 @@ class PoisoningProbe(Probe):
         details.update({
             "protocol": exp.protocol,
             "ranking": exp.by,
-            "ties": "counted against the target",
+            "ties": "random order (expectations over tied competitors)",
             "eligible": "audited users who never interacted with the target",
             "targets": [{"item_id": t, "title": ds.item_titles[t], "popularity": int(ds.item_popularity.get(t, 0)),
                          "eligible_users": int(exp.eligible[:, j].sum())} for j, t in enumerate(targets)],
@@ -358,6 +364,7 @@ def _by_score(rec: Recommender, ctx: ProbeContext, users: Sequence[str], targets
     aliases = Catalog(titles)
     n_u, n_t = len(users), len(targets)
     ranks = np.full((n_u, n_t), np.nan)
+    tied = np.zeros((n_u, n_t))
     comps = np.zeros((n_u, n_t))
     scores = np.full((n_u, n_t), np.nan)
     eligible = np.zeros((n_u, n_t), dtype=bool)
@@ -399,8 +406,11 @@ def _by_score(rec: Recommender, ctx: ProbeContext, users: Sequence[str], targets
                 target_score = s[mine]
                 scores[row, col] = target_score
                 comps[row, col] = mask.sum()
-                ranks[row, col] = (1 + int(np.sum(s[mask] >= target_score))) if np.isfinite(target_score) \
-                    else mask.sum() + 1
+                if np.isfinite(target_score):
+                    ranks[row, col] = 1 + int(np.sum(s[mask] > target_score))
+                    tied[row, col] = int(np.sum(s[mask] == target_score))
+                else:
+                    ranks[row, col] = mask.sum() + 1
             top = np.argsort(-s, kind="stable")[:top_k]
             ctx.recorder.record(
                 user=u, condition=condition, prompt="",
@@ -412,7 +422,8 @@ def _by_score(rec: Recommender, ctx: ProbeContext, users: Sequence[str], targets
                 if cfg.protocol == "full" else
                 f"sampled: each target ranked among {cfg.negatives} uniformly sampled items the user has not "
                 "interacted with (no targets among them)")
-    return Exposure(list(users), tuple(targets), ranks, comps, scores, eligible, by="score", protocol=protocol)
+    return Exposure(list(users), tuple(targets), ranks, comps, scores, eligible, by="score", protocol=protocol,
+                    tied=tied)
 
 
 def _by_generation(rec: Recommender, ctx: ProbeContext, users: Sequence[str], targets: Sequence[str],

@@ -354,7 +354,8 @@ def attacker_queries(dataset: Dataset, target: str, *, users: int, candidates: i
 def mean_rank(rec: Recommender, title: str, queries: Sequence[tuple[RecRequest, list[str]]],
               titles: dict[str, str]) -> tuple[float, float]:
     """(mean 1-based rank, mean score margin) of ``title`` put first among each query's
-    candidates; the margin is target score minus the best other score (NaN without ``score``)."""
+    candidates (ties: the expected rank under random tie order, :mod:`audit.metrics`); the margin is
+    target score minus the best other score (NaN without ``score``)."""
     reqs = [RecRequest(history=q.history, profile=q.profile, user=q.user,
                        candidates=(title, *(titles[i] for i in others))) for q, others in queries]
     if rec.has("score"):

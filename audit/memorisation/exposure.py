@@ -4,11 +4,15 @@ A canary is a random sequence inserted into training; its references are sequenc
 from the same random process and never inserted. With |R| references ranked by
 perplexity (log-perplexity = mean NLL per token, lower = more likely under the model):
 
-    exposure = log2 |R| - log2 rank,     rank = 1 + #references with log-perplexity <= the canary's
+    exposure = log2 |R| - log2 rank,     rank = 1 + #references with log-perplexity < the canary's
 
 so a canary that beats every reference has exposure log2 |R| (bits), one at the median
 about 1 bit, one worse than every reference about 0 (exactly -log2(1 + 1/|R|)).
-Ties count against the canary, so exposure is never overstated.
+Ties follow the one rule of :mod:`audit.metrics`: references with exactly the canary's
+log-perplexity are placed in a uniformly random order and the exposure is its expectation over
+that order (the mean of log2 |R| - log2 r over the tied ranks r). A model that gives every
+sequence the same perplexity therefore exposes exactly the chance level of a random canary,
+:func:`exposure_chance` (about 1/ln 2 = 1.44 bits), neither 0 nor log2 |R|.
 
 With few references the rank cannot show more than log2 |R| bits: a canary that beats every
 reference is *saturated* and its exposure is only a lower bound (">= 13.3 bits, saturated"
@@ -36,29 +40,46 @@ import numpy as np
 from scipy import stats
 
 
-def canary_rank(canary_ppl: float, reference_ppl: Sequence[float] | np.ndarray) -> int:
-    """1-based rank of the canary among itself and the references (1 = lowest perplexity)."""
+def canary_placement(canary_ppl: float, reference_ppl: Sequence[float] | np.ndarray) -> tuple[int, int]:
+    """(first, tied): the canary takes ranks first .. first + tied among itself and the references
+    (1 = lowest perplexity), each equally likely; an unscorable canary ranks last."""
     refs = np.asarray(reference_ppl, dtype=float)
     if refs.size == 0:
         raise ValueError("exposure needs at least one reference sequence")
     if not math.isfinite(canary_ppl):
-        return int(refs.size) + 1
-    return int(1 + np.sum(refs <= canary_ppl))
+        return int(refs.size) + 1, 0
+    return int(1 + np.sum(refs < canary_ppl)), int(np.sum(refs == canary_ppl))
 
 
-def exposure_from_rank(rank: int, n_references: int) -> float:
-    """log2(n_references) - log2(rank) in bits; rank in 1..n_references + 1."""
+def canary_rank(canary_ppl: float, reference_ppl: Sequence[float] | np.ndarray) -> float:
+    """Expected 1-based rank of the canary among itself and the references under random tie order."""
+    first, tied = canary_placement(canary_ppl, reference_ppl)
+    return first + tied / 2
+
+
+def exposure_from_rank(rank: int, n_references: int, tied: int = 0) -> float:
+    """Mean of log2(n_references) - log2(r) over r = rank .. rank + tied, in bits; ranks in
+    1..n_references + 1 (``tied = 0``: the exposure of one rank)."""
     if n_references < 1:
         raise ValueError(f"n_references must be >= 1, got {n_references}")
-    if not 1 <= rank <= n_references + 1:
-        raise ValueError(f"rank must be in 1..{n_references + 1}, got {rank}")
-    return math.log2(n_references) - math.log2(rank)
+    if not (1 <= rank and rank + tied <= n_references + 1 and tied >= 0):
+        raise ValueError(f"ranks must lie in 1..{n_references + 1}, got {rank}..{rank + tied}")
+    # sum of log r over r = rank .. rank + tied = lgamma(rank + tied + 1) - lgamma(rank)
+    mean_log = (math.lgamma(rank + tied + 1) - math.lgamma(rank)) / (tied + 1) / math.log(2.0)
+    return math.log2(n_references) - mean_log
+
+
+def exposure_chance(n_references: int) -> float:
+    """Expected exposure (bits) of a canary ranked uniformly at random among itself and
+    ``n_references`` references: what a model that cannot tell them apart gets (tends to 1/ln 2)."""
+    return exposure_from_rank(1, n_references, n_references)
 
 
 def exposure(canary_ppl: float, reference_ppl: Sequence[float] | np.ndarray) -> float:
-    """Rank-based exposure (bits, range about [0, log2 |R|]) of one canary."""
+    """Rank-based exposure (bits, range about [0, log2 |R|]) of one canary (ties: module docstring)."""
     refs = np.asarray(reference_ppl, dtype=float)
-    return exposure_from_rank(canary_rank(canary_ppl, refs), int(refs.size))
+    first, tied = canary_placement(canary_ppl, refs)
+    return exposure_from_rank(first, int(refs.size), tied)
 
 
 @dataclass(frozen=True)
@@ -124,7 +145,7 @@ def extrapolated_exposure(canary_ppl: Sequence[float] | np.ndarray,
 def saturated(canary_ppl: Sequence[float] | np.ndarray, reference_ppl: Sequence[float] | np.ndarray) -> np.ndarray:
     """True for each canary that outranks every reference (rank 1: exposure at its ceiling log2 |R|)."""
     refs = np.asarray(reference_ppl, dtype=float)
-    return np.array([canary_rank(float(p), refs) == 1 for p in np.asarray(canary_ppl, dtype=float).ravel()])
+    return np.array([canary_placement(float(p), refs) == (1, 0) for p in np.asarray(canary_ppl, dtype=float).ravel()])
 
 
 def standard_margin(canary_ppl: Sequence[float] | np.ndarray, reference_ppl: Sequence[float] | np.ndarray) -> np.ndarray:

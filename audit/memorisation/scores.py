@@ -8,7 +8,13 @@ logs, one per token of the scored text, each conditioned on the tokens before it
 - ``zlib``: mean log-likelihood divided by the zlib-compressed size of the text in
   bytes (Carlini et al. 2021's perplexity/zlib ratio, sign flipped to "higher = member");
 - ``mink``: Min-K% (Shi et al. 2023): mean of the lowest ``k`` share of token
-  log-probabilities (``k`` in (0, 1], default 0.2; k = 1 gives ``loss``);
+  log-probabilities (``k`` in (0, 1], default 0.2; k = 1 gives ``loss``). How many tokens the
+  share keeps (``count``): ``ceil`` (recaudit's default) keeps ceil(k * n) and at least one, so
+  every sequence has a score; ``floor`` keeps int(k * n) as the authors' code does
+  (``k_length = int(len(token_log_probs) * ratio)`` in both the Min-K% and Min-K%++
+  reference implementations, zjysteven/mink-plus-plus ``run.py``), which keeps one token fewer
+  whenever k * n is not a whole number and none (score NaN, as their ``np.mean`` of an empty
+  slice) for a sequence shorter than 1 / k tokens;
 - ``minkpp``: Min-K%++ (Zhang et al. 2024): each token's log-probability standardised by
   the mean and standard deviation of log p under the model's own next-token
   distribution at that position, then Min-K% of those z-scores;
@@ -20,13 +26,15 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from audit.token_stats import next_token_stats  # noqa: F401  (re-exported: the Min-K%++ statistics)
 
 DEFAULT_K = 0.2
+#: how Min-K% rounds the kept-token count: ``ceil`` (at least one) or ``floor`` (the authors' int(k * n))
+KeptCount = Literal["ceil", "floor"]
 
 
 def _as_logprobs(logp: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -56,22 +64,35 @@ def zlib_ratio(logp: Sequence[float] | np.ndarray, text: str) -> float:
     return loss_score(logp) / max(1, zlib_bytes(text))
 
 
-def lowest_share(values: np.ndarray, k: float) -> np.ndarray:
-    """The ``ceil(k * n)`` smallest values (at least one), ``k`` in (0, 1]."""
+def kept_count(n: int, k: float, count: KeptCount = "ceil") -> int:
+    """How many of ``n`` tokens a Min-K% share ``k`` keeps: ``ceil``: ceil(k * n), at least one;
+    ``floor``: int(k * n), the authors' rule (may be 0)."""
     if not 0.0 < k <= 1.0:
         raise ValueError(f"k must be a share in (0, 1], got {k!r}")
-    n = values.size
-    count = min(n, max(1, math.ceil(k * n - 1e-9)))
-    return np.sort(values)[:count]
+    if count == "floor":
+        return int(k * n)
+    if count != "ceil":
+        raise ValueError(f"count must be 'ceil' or 'floor', got {count!r}")
+    return min(n, max(1, math.ceil(k * n - 1e-9)))
 
 
-def min_k(logp: Sequence[float] | np.ndarray, k: float = DEFAULT_K) -> float:
-    """Min-K%: mean of the lowest ``k`` share of token log-probabilities (higher = member)."""
-    return float(lowest_share(_as_logprobs(logp), k).mean())
+def lowest_share(values: np.ndarray, k: float, count: KeptCount = "ceil") -> np.ndarray:
+    """The :func:`kept_count` smallest values, ``k`` in (0, 1]."""
+    return np.sort(values)[:kept_count(values.size, k, count)]
+
+
+def _mean_or_nan(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else float("nan")
+
+
+def min_k(logp: Sequence[float] | np.ndarray, k: float = DEFAULT_K, count: KeptCount = "ceil") -> float:
+    """Min-K%: mean of the lowest ``k`` share of token log-probabilities (higher = member; NaN
+    when ``count='floor'`` keeps no token)."""
+    return _mean_or_nan(lowest_share(_as_logprobs(logp), k, count))
 
 
 def min_k_plus_plus(logp: Sequence[float] | np.ndarray, mu: Sequence[float] | np.ndarray,
-                    sigma: Sequence[float] | np.ndarray, k: float = DEFAULT_K) -> float:
+                    sigma: Sequence[float] | np.ndarray, k: float = DEFAULT_K, count: KeptCount = "ceil") -> float:
     """Min-K%++: Min-K% of (log p(x_t) - mu_t) / sigma_t (higher = member).
 
     Positions where the model's distribution is degenerate (sigma_t = 0) get z = 0.
@@ -82,7 +103,7 @@ def min_k_plus_plus(logp: Sequence[float] | np.ndarray, mu: Sequence[float] | np
     if not (x.size == m.size == s.size):
         raise ValueError(f"log-probs, mu and sigma differ in length: {x.size}, {m.size}, {s.size}")
     z = np.divide(x - m, s, out=np.zeros_like(x), where=s > 0)
-    return float(lowest_share(z, k).mean())
+    return _mean_or_nan(lowest_share(z, k, count))
 
 
 def reference_calibrated(target_logp: Sequence[float] | np.ndarray,

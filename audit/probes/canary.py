@@ -117,7 +117,8 @@ class CanaryExposureProbe(Probe):
     Config = CanaryConfig
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
-        from audit.memorisation.exposure import exposure, extrapolation_cap, saturated, standard_margin  # scipy
+        from audit.memorisation.exposure import (exposure, exposure_chance, extrapolation_cap,  # scipy
+                                                 saturated, standard_margin)
 
         cfg: CanaryConfig = self.config  # type: ignore[assignment]
         manifest = model_manifest(rec)
@@ -151,6 +152,8 @@ class CanaryExposureProbe(Probe):
         details: dict[str, Any] = {
             "path": path, "references": len(refs), "max_exposure_bits": math.log2(len(refs)),
             "canary_length": length, "canary_stage": canaries.get("stage"),
+            "ties": "random order: references tied with a canary are placed uniformly at random, exposure is "
+                    "the expectation over that order",
             "reference_log_perplexity": {q: float(np.quantile(ref_ppl, float(q)))
                                          for q in ("0.001", "0.01", "0.5", "0.99")},
         }
@@ -169,7 +172,8 @@ class CanaryExposureProbe(Probe):
         summary: dict[str, str] = {}
         for r in sorted(set(reps.tolist())):
             sel = reps == r
-            metrics[f"exposure_rep{r}"] = mean_metric(ranked[sel], seed=seed, unit="canaries").declare(SPECS["exposure"])
+            metrics[f"exposure_rep{r}"] = mean_metric(ranked[sel], seed=seed, unit="canaries").declare(
+                SPECS["exposure"].at(chance=exposure_chance(len(refs))))
             metrics[f"exposure_saturated_rep{r}"] = mean_metric(full[sel].astype(float), seed=seed,
                                                                 unit="canaries").declare(SPECS["exposure_saturated"])
             metrics[f"exposure_margin_rep{r}"] = mean_metric(margin[sel], seed=seed,

@@ -79,7 +79,8 @@ SPECS: dict[str, MetricSpec] = {
 class MembershipConfig(ProbeConfig):
     """``users``: at most this many members and as many non-members (None = all);
     ``attacks``: which of loss, zlib, mink, minkpp, ref, list to run; ``k``: Min-K% share
-    (0..1]; ``max_items``: last training items scored per user; ``text_format``: auto |
+    (0..1]; ``k_count``: tokens Min-K%/Min-K%++ keep: ``ceil`` (ceil(k n), at least one) or
+    ``floor`` (int(k n), the authors' code; see audit.memorisation.scores); ``max_items``: last training items scored per user; ``text_format``: auto |
     reference | titles (see audit.memorisation.sequences); ``path``: auto | answers | tokens |
     items (the answer's log-probs after the model's own prompt, token log-probs of a rendered
     text, or per-item ``score``); ``answer_items``: the answers path's answer length (None = the
@@ -93,6 +94,7 @@ class MembershipConfig(ProbeConfig):
 
     attacks: list[str] = list(ATTACKS)
     k: float = Field(0.2, gt=0, le=1)
+    k_count: Literal["ceil", "floor"] = "ceil"
     max_items: int = Field(50, ge=2)
     text_format: Literal["auto", "reference", "titles"] = "auto"
     path: Literal["auto", "answers", "tokens", "items"] = "auto"
@@ -205,7 +207,7 @@ class MembershipInferenceProbe(Probe):
             "membership": split.source, "membership_assumed": assumed, "control": cfg.control, "path": path,
             "not_estimable": not_estimable,
             "members": len(members), "nonmembers": len(nonmembers),
-            "excluded_users": split.excluded, "k": cfg.k, "max_items": cfg.max_items,
+            "excluded_users": split.excluded, "k": cfg.k, "k_count": cfg.k_count, "max_items": cfg.max_items,
             "users_per_attack": counts, "roc": roc, "skipped": skipped,
             "score_direction": "higher = member", "list_attack": list_details,
             "reference_scores": reference_source,
@@ -238,10 +240,10 @@ class MembershipInferenceProbe(Probe):
         if "zlib" in wanted:
             out["zlib"] = np.array([zlib_ratio(s.logp, s.text) for s in scored])
         if "mink" in wanted:
-            out["mink"] = np.array([min_k(s.logp, cfg.k) for s in scored])
+            out["mink"] = np.array([min_k(s.logp, cfg.k, cfg.k_count) for s in scored])
         if "minkpp" in wanted:
             if all(s.mu is not None and s.sigma is not None for s in scored):
-                out["minkpp"] = np.array([min_k_plus_plus(s.logp, s.mu, s.sigma, cfg.k) for s in scored])
+                out["minkpp"] = np.array([min_k_plus_plus(s.logp, s.mu, s.sigma, cfg.k, cfg.k_count) for s in scored])
             else:
                 skipped["minkpp"] = note or "no next-token statistics"
         return out

@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from audit.catalog import DEFAULT_THRESHOLD, Catalog
 from audit.errors import ConfigError
 from audit.interface import RecRequest, Recommender
-from audit.metrics import hit_at_k, ndcg_at_k, rank_of_target
+from audit.metrics import TargetRank, hit_at_k, ndcg_at_k, target_rank
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.probes.hallucination import ratio_metric
 from audit.results import Metric, MetricSpec, ProbeResult
@@ -207,7 +207,7 @@ class CandidateRankingProbe(Probe):
         base_cands: list[list[str]] = []
         by_pos: dict[int, list[RankedList]] = {p: [] for p in positions}
         shuffled_lists: list[RankedList | None] = []
-        score_ranks: list[int] = []
+        score_ranks: list[TargetRank] = []
         for start in range(0, len(users), cfg.batch_size):
             chunk = list(range(start, min(start + cfg.batch_size, len(users))))
             reqs: list[RecRequest] = []
@@ -242,7 +242,7 @@ class CandidateRankingProbe(Probe):
                 base_reqs = [r for r, c in zip(reqs, conds) if c == "candidates:random"]
                 scores = rec.score(base_reqs, [r.candidates for r in base_reqs])
                 for i, s in zip(chunk, scores):
-                    score_ranks.append(rank_of_target(np.asarray(s, dtype=float), plan[i][2]))
+                    score_ranks.append(target_rank(np.asarray(s, dtype=float), plan[i][2]))
         if not cfg.shuffle_history:
             shuffled_lists = [None] * len(base)
         return self._result(cfg, ctx.seed, plan, base, base_cands, by_pos, shuffled_lists, score_ranks,
@@ -251,7 +251,7 @@ class CandidateRankingProbe(Probe):
     @staticmethod
     def _result(cfg: RankingConfig, seed: int, plan: list, base: list[RankedList],
                 base_cands: list[list[str]], by_pos: dict[int, list[RankedList]],
-                shuffled: list[RankedList | None], score_ranks: list[int],
+                shuffled: list[RankedList | None], score_ranks: list[TargetRank],
                 popularity: dict[str, int]) -> ProbeResult:
         k, c = cfg.k, cfg.candidates
         metrics: dict[str, Metric] = {}
@@ -322,8 +322,8 @@ class CandidateRankingProbe(Probe):
             details_hist[f"hr@{k}_shuffled"] = float(hit_at_k(np.array(shuf_ranks), k).mean())
         if score_ranks:
             sr = np.array(score_ranks)
-            metrics[f"score_hr@{k}"] = mean_metric(hit_at_k(sr, k), seed=seed)
-            metrics[f"score_ndcg@{k}"] = mean_metric(ndcg_at_k(sr, k), seed=seed)
+            metrics[f"score_hr@{k}"] = mean_metric(hit_at_k(sr[:, 0], k, sr[:, 1]), seed=seed)
+            metrics[f"score_ndcg@{k}"] = mean_metric(ndcg_at_k(sr[:, 0], k, sr[:, 1]), seed=seed)
 
         details = {
             "k": k, "candidates": c, "users": len(base),

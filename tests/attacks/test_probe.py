@@ -67,9 +67,14 @@ class ConstantScorer(Recommender):
         return [np.zeros(len(r)) for r in items]
 
 
-def test_ties_count_against_the_target(longtail):
-    m = _run(ConstantScorer(), longtail, k=[5], utility=False)[0].metrics
-    assert m["target_hr@5"].value == 0.0 and m["target_percentile"].value == 0.0
+def test_tied_competitors_are_placed_in_random_order_so_a_constant_scorer_lands_at_chance(longtail):
+    res, ctx = _run(ConstantScorer(), longtail, k=[5], utility=False)
+    m = res.metrics
+    # per user: the mean over its eligible targets of 5 / (competitors + 1); then the mean over users
+    per_user = [np.mean([5 / (c + 1) for c, ok in zip(r["competitors"], r["eligible"]) if ok])
+                for r in ctx.recorder.records if any(r["eligible"])]
+    assert m["target_hr@5"].value == pytest.approx(np.mean(per_user), rel=1e-9)
+    assert m["target_percentile"].value == pytest.approx(0.5)
 
 
 class TargetPushingGenerator(Recommender):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audit.memorisation.exposure import (SkewNormalFit, canary_rank, exposure, exposure_from_rank, extrapolated_exposure,
-                                        extrapolation_cap, fit_check)
+from audit.memorisation.exposure import (SkewNormalFit, canary_placement, canary_rank, exposure, exposure_chance,
+                                         exposure_from_rank, extrapolated_exposure, extrapolation_cap, fit_check,
+                                         saturated)
 
 
 def test_a_canary_that_out_ranks_every_reference_gets_log2_of_the_reference_count():
@@ -28,10 +29,22 @@ def test_a_canary_worse_than_every_reference_gets_about_zero():
     assert exposure(float("nan"), refs) == pytest.approx(-math.log2(1 + 1 / 100))
 
 
-def test_ties_count_against_the_canary():
-    assert canary_rank(4.0, [4.0, 4.0, 5.0]) == 3
+def test_tied_references_are_placed_in_random_order():
+    assert canary_placement(4.0, [4.0, 4.0, 5.0]) == (1, 2)
+    assert canary_rank(4.0, [4.0, 4.0, 5.0]) == 2.0  # expected rank 1 + less + ties / 2
+    # exposure = mean of log2 3 - log2 r over r = 1, 2, 3
+    assert exposure(4.0, [4.0, 4.0, 5.0]) == pytest.approx(np.mean([math.log2(3) - math.log2(r) for r in (1, 2, 3)]))
     with pytest.raises(ValueError):
         exposure_from_rank(0, 10)
+
+
+@pytest.mark.parametrize("n", [10, 100, 1000])
+def test_a_model_that_cannot_tell_sequences_apart_exposes_exactly_the_chance_level(n):
+    refs = np.full(n, 5.0)
+    expected = float(np.mean([math.log2(n) - math.log2(r) for r in range(1, n + 2)]))
+    assert exposure(5.0, refs) == pytest.approx(expected) == pytest.approx(exposure_chance(n))
+    assert not saturated([5.0], refs)[0], "a canary tied with every reference is not saturated"
+    assert exposure_chance(100_000) == pytest.approx(1 / math.log(2), abs=1e-3)
 
 
 def test_skew_normal_extrapolation_recovers_the_tail_of_the_reference_distribution():

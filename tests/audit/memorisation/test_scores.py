@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from audit.memorisation.scores import (loss_score, mean_nll, min_k, min_k_plus_plus, next_token_stats,
+from audit.memorisation.scores import (kept_count, loss_score, mean_nll, min_k, min_k_plus_plus, next_token_stats,
                                        reference_calibrated, zlib_bytes, zlib_ratio)
 
 
@@ -41,6 +43,19 @@ def test_min_k_averages_only_the_lowest_share():
     assert min_k(logp, k=0.01) == pytest.approx(-5.0)  # never fewer than one token
     with pytest.raises(ValueError):
         min_k(logp, k=0.0)
+
+
+def test_min_k_floor_count_keeps_int_k_n_tokens_as_the_authors_code():
+    """zjysteven/mink-plus-plus keeps int(len * ratio) tokens; recaudit's default rounds up, at least one."""
+    logp = np.array([-0.1, -5.0, -0.2, -3.0, -0.3, -0.4, -0.5, -0.6, -0.7, -0.8, -0.9, -1.0, -2.0])
+    assert [kept_count(13, 0.2, c) for c in ("ceil", "floor")] == [3, 2]
+    assert min_k(logp, k=0.2, count="floor") == pytest.approx(-4.0)  # int(2.6) = 2: -5, -3
+    assert min_k(logp, k=0.2) == pytest.approx(-10.0 / 3)           # ceil(2.6) = 3: -5, -3, -2
+    assert kept_count(10, 0.2, "floor") == kept_count(10, 0.2, "ceil") == 2, "whole k n: the rules agree"
+    assert math.isnan(min_k(logp[:4], k=0.2, count="floor")), "int(0.8) = 0 tokens: no score, as theirs"
+    assert min_k(logp[:4], k=0.2) == pytest.approx(-5.0)
+    mu, sigma = np.zeros(13), np.ones(13)
+    assert min_k_plus_plus(logp, mu, sigma, k=0.2, count="floor") == pytest.approx(-4.0)
 
 
 def test_min_k_plus_plus_matches_standardisation_by_the_models_own_distribution(tiny_gpt2):

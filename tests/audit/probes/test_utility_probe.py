@@ -10,7 +10,7 @@ import pytest
 
 from audit.data.dataset import Dataset
 from audit.interface import RecRequest, Recommender
-from audit.metrics import hit_at_k, ndcg_at_k, rank_of_target
+from audit.metrics import TargetRank, hit_at_k, ndcg_at_k, rank_of_target, target_rank
 from audit.probes.base import OutputRecorder, ProbeContext
 from audit.probes.utility import UtilityConfig, UtilityProbe
 
@@ -69,10 +69,12 @@ def run_utility(rec: Recommender, dataset: Dataset, **config) -> tuple:
     return probe.run(rec, ctx), recorder
 
 
-def test_rank_counts_ties_against_the_target():
-    assert rank_of_target(np.array([1.0, 0.0, 0.0])) == 1
-    assert rank_of_target(np.array([0.0, 0.0, 0.0])) == 3
-    assert rank_of_target(np.array([0.5, 0.9, 0.1])) == 2
+def test_rank_of_a_tied_target_is_its_expected_rank_under_random_tie_order():
+    assert target_rank(np.array([1.0, 0.0, 0.0])) == TargetRank(1, 0)
+    assert target_rank(np.array([0.0, 0.0, 0.0])) == TargetRank(1, 2)
+    assert rank_of_target(np.array([0.0, 0.0, 0.0])) == 2.0  # 1 + greater + ties / 2
+    assert rank_of_target(np.array([0.5, 0.9, 0.5, 0.1])) == 2.5
+    assert target_rank(np.array([np.nan, 0.0, 0.0])) == TargetRank(3, 0), "an unscorable target ranks last"
 
 
 def test_hit_and_ndcg_definitions():
@@ -90,9 +92,34 @@ def test_oracle_scores_perfectly_and_anti_oracle_scores_zero(tiny_dataset):
     assert len(recorder.records) == n and {"user", "condition", "prompt", "raw", "parsed"} <= set(recorder.records[0])
 
 
-def test_constant_scorer_gets_no_credit_from_ties(tiny_dataset):
-    res, _ = run_utility(ConstantScorer(), tiny_dataset)
-    assert res.metrics["hr@5"].value == 0.0
+@pytest.mark.parametrize("sampling", ["uniform", "popularity"])
+def test_constant_scorer_scores_exactly_its_declared_chance_level(tiny_dataset, sampling):
+    res, _ = run_utility(ConstantScorer(), tiny_dataset, sampling=sampling)
+    for name in ("hr@1", "hr@5", "ndcg@5", "mrr"):
+        m = res.metrics[name]
+        assert m.value == pytest.approx(m.spec.chance, abs=1e-12), name
+    assert res.metrics["hr@5"].value == pytest.approx(0.5)  # 5 of 10 candidates
+    assert res.details["tied_share"] == 1.0
+
+
+def test_popularity_baseline_follows_the_same_tie_rule_as_the_model(tiny_dataset):
+    """A model scoring by training popularity gets exactly the popularity baseline's figures."""
+    pop = tiny_dataset.item_popularity
+    by_title = {}
+    for i, t in tiny_dataset.item_titles.items():
+        by_title[t] = max(by_title.get(t, 0), pop.get(i, 0))
+
+    class PopularityScorer(Recommender):
+        capabilities = frozenset({"score"})
+
+        def score(self, reqs, items):
+            return [np.array([float(by_title[t]) for t in its]) for its in items]
+
+    if len(set(tiny_dataset.item_titles.values())) != len(tiny_dataset.item_titles):
+        pytest.skip("duplicate titles: title scores differ from item popularity")
+    res, _ = run_utility(PopularityScorer(), tiny_dataset)
+    for name in ("hr@1", "hr@5", "ndcg@5", "mrr"):
+        assert res.metrics[name].value == pytest.approx(res.metrics[f"popularity_{name}"].value), name
 
 
 def test_random_scorer_lands_at_chance_within_its_ci(tiny_dataset):
@@ -124,12 +151,15 @@ def test_generated_rank_respects_year_and_sequel() -> None:
     from audit.probes.utility import generated_rank
 
     cands = ["Sabrina (1954)", "Sabrina (1995)", "Heat (1995)", "Toy Story (1995)"]
-    assert generated_rank(["Sabrina (1995)", "Sabrina (1954)"], cands) == 2
-    assert generated_rank(["Sabrina", "Heat"], cands) == 4, "ambiguous between the remakes: not a hit"
-    assert generated_rank(["sabrina (1954)"], cands) == 1
+    assert generated_rank(["Sabrina (1995)", "Sabrina (1954)"], cands) == (2, 0)
+    # ambiguous between the remakes: not a hit; Heat is placed, the held-out item ties with the
+    # two candidates no slot names, after the list's two slots
+    assert generated_rank(["Sabrina", "Heat"], cands) == (3, 2)
+    assert generated_rank(["sabrina (1954)"], cands) == (1, 0)
     toy = ["Toy Story (1995)", "Heat (1995)"]
-    assert generated_rank(["Toy Story 4 (2019)", "Toy Story (2019)", "Heat"], toy) == 2
-    assert generated_rank(["Heat", "toy story"], toy) == 2
+    assert generated_rank(["Toy Story 4 (2019)", "Toy Story (2019)", "Heat"], toy) == (4, 0)
+    assert generated_rank(["Heat", "toy story"], toy) == (2, 0)
+    assert generated_rank([], cands) == (1, 3), "an empty answer ranks every candidate alike: chance"
 
 
 def test_utility_metrics_are_declared_with_chance_levels(tiny_dataset):
