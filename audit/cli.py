@@ -137,6 +137,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_GATE_FAILED if args.fail_on_regression and cmp.regressions else EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from audit.suite import load_suite
+
+    suite = load_suite(args.suite, validate_dataset=False)
+    from audit.plan import check_report, parse_targets, plan_rows, render_plan
+    from audit.report import load_report
+
+    halfwidth, halfwidths = parse_targets(args.halfwidth, "halfwidth", 0.03)
+    mde, mdes = parse_targets(args.mde, "mde", None)
+    source = args.from_report if args.from_report is not None else Path("reports") / suite.name
+    report = load_report(source)
+    check_report(report, suite.name, str(source))
+    print(render_plan(plan_rows(report, halfwidth=halfwidth, halfwidths=halfwidths, mde=mde, mdes=mdes,
+                                all_metrics=args.all), report))
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from audit.errors import ConfigError
     from audit.suite import did_you_mean, load_suite
@@ -232,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 1 when a metric gets worse beyond its confidence interval")
     p.add_argument("--format", choices=("text", "markdown"), default="text")
     p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("plan", parents=[common],
+                       help="users needed per probe and pair for a target CI half-width or MDE, from a pilot report")
+    p.add_argument("suite", type=Path, metavar="SUITE.yaml")
+    p.add_argument("--from", dest="from_report", type=Path, metavar="REPORT",
+                   help="a report directory of this suite (default: reports/<suite name>)")
+    p.add_argument("--halfwidth", action="append", metavar="[PROBE=]H",
+                   help="target 95%% CI half-width (default 0.03; repeatable per probe, e.g. membership=0.05)")
+    p.add_argument("--mde", action="append", metavar="[PROBE=]M",
+                   help="target minimum detectable effect at 80%% power (repeatable per probe)")
+    p.add_argument("--all", action="store_true", help="every paired metric, not only each probe's headline")
+    p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("serve", parents=[common], help="serve one recommender of a suite over an OpenAI-compatible API")
     p.add_argument("--recommender", required=True, metavar="NAME")
