@@ -60,3 +60,11 @@ class EndpointError(RecauditError, ConnectionError):
     """An HTTP endpoint could not be reached or kept failing after retries."""
 
     exit_code = EXIT_RUNTIME
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """`` Did you mean 'x'?`` for close matches of ``name`` among ``names``, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

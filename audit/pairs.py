@@ -30,7 +30,7 @@ from pydantic import model_validator
 
 from audit.build import parse_variants
 from audit.config import StrictConfig
-from audit.errors import ConfigError
+from audit.errors import ConfigError, did_you_mean
 from audit.paired import (Paired, adjust_pvalues, auroc_statistic, better_side, paired_auroc, paired_units,
                           tpr_statistic)
 
@@ -110,8 +110,6 @@ def suite_pairs(recommenders: Mapping[str, Mapping[str, Any]], declared: Sequenc
     """Variant pairs (where a probe runs on both) then declared pairs, each (a, b) once.
 
     ConfigError when a declared pair names a recommender not in the suite or no probe runs on both."""
-    from audit.suite import did_you_mean
-
     out: dict[tuple[str, str], Pair] = {}
     for name in recommenders:
         parent = variant_parent(name, recommenders)

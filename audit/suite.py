@@ -37,7 +37,6 @@ modules) are resolved against the directory of the top-level suite file.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from audit.config import StrictConfig, validate_config
 from audit.data.spec import DatasetSpec
 from audit.errors import ConfigError, RecauditError, UnknownNameError
 from audit.gates import GateSpec
+from audit.errors import did_you_mean  # noqa: F401  (re-exported: callers import it from here)
 from audit.pairs import Pair, PairSpec, suite_pairs
 from audit.probes.base import ProbeConfig
 from audit.registry import ADAPTERS, EXECUTORS, PROBES, VARIANTS, Registry
@@ -162,12 +162,6 @@ class Suite:
         probe = self.probe(gate.probe)
         if probe.config.recommenders is not None and not {a, b} <= set(probe.config.recommenders):
             raise ConfigError(f"{loc}: probe {gate.probe!r} does not run on both {a!r} and {b!r}")
-
-
-def did_you_mean(name: str, names: list[str]) -> str:
-    """`` Did you mean 'x'?`` for close matches of ``name`` among ``names``, else ''."""
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 # -- YAML ----------------------------------------------------------------------------
