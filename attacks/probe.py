@@ -125,12 +125,49 @@ def _row_mean(values: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+_HIT = "share of users"
+#: declared meanings per metric family (the part of the name before ``@``/``=``; see poisoning_spec)
+POISONING_SPECS: dict[str, MetricSpec] = {
+    "target_hr": MetricSpec("lower", unit=_HIT, meaning="attacked target items in the users' top K (exposure)"),
+    "target_ndcg": MetricSpec("lower", unit="NDCG", meaning="NDCG@K of the attacked targets"),
+    "target_score": MetricSpec("lower", range=(None, None), unit="model score", meaning="mean target score"),
+    "target_percentile": MetricSpec("lower", chance=0.5, unit="percentile among items",
+                                    meaning="share of catalog items the target outscores"),
+    "baseline_target_hr": MetricSpec(None, unit=_HIT, meaning="target exposure of the unattacked baseline"),
+    "exposure_ratio": MetricSpec("lower", range=(0.0, None), chance=1.0, unit="ratio",
+                                 meaning="target HR attacked / baseline (1 = no effect)"),
+    "exposure_gain": MetricSpec("lower", range=(-1.0, 1.0), chance=0.0, unit="difference of shares",
+                                meaning="target HR attacked minus baseline"),
+    "score_shift": MetricSpec("lower", range=(None, None), chance=0.0, unit="model score",
+                              meaning="target score attacked minus baseline"),
+    "hr": MetricSpec("higher", unit=_HIT, meaning="clean HR@K (stealth: utility kept by the attack)"),
+    "ndcg": MetricSpec("higher", unit="NDCG", meaning="clean NDCG@K (stealth)"),
+    "fake_share": MetricSpec(None, range=(0.0, None), unit="fake / real users", sampled=False,
+                             meaning="attack budget: fake users per real user"),
+    "fake_users": MetricSpec(None, range=(0.0, None), unit="users", sampled=False, meaning="fake users injected"),
+    "backdoor_rate": MetricSpec(None, unit="share of labels", sampled=False, meaning="attack budget: labels replaced"),
+    "replaced_labels": MetricSpec(None, range=(0.0, None), unit="labels", sampled=False,
+                                  meaning="pre-training labels replaced"),
+    "flagged_users": MetricSpec(None, range=(0.0, None), unit="users", sampled=False,
+                                meaning="users the fake-user detector removed"),
+    "detector_precision": MetricSpec("higher", unit="share of flagged users", meaning="flagged users that are fake"),
+    "detector_recall": MetricSpec("higher", unit="share of fake users", meaning="fake users flagged"),
+    "fake_base_rate": MetricSpec(None, unit="share of users", sampled=False,
+                                 meaning="fake users among the stage's users (precision's chance level)"),
+    "edit_cost": MetricSpec(None, range=(0.0, None), unit="edits per target", meaning="item-text attack edits"),
+    "max_edits": MetricSpec(None, range=(0.0, None), unit="edits", sampled=False, meaning="edit budget"),
+    "budget": MetricSpec(None, range=(0.0, None), unit="attack budget", sampled=False,
+                         meaning="the single attack's budget (its unit names it)"),
+}
+
+
 class PoisoningProbe(Probe):
     name: ClassVar[str] = "poisoning"
     description: ClassVar[str] = ("target-item exposure (HR/NDCG@K over the full catalog or sampled, per "
                                   "target and group), attack budget, stealth (clean HR/NDCG), detector "
                                   "precision/recall and text-attack edit cost")
     requires: ClassVar[frozenset[str]] = frozenset()
+    metric_specs: ClassVar[dict[str, MetricSpec]] = POISONING_SPECS
     headline: ClassVar[str] = "target_hr@10"
     Config = PoisoningConfig
 
@@ -284,42 +321,6 @@ class PoisoningProbe(Probe):
             metrics["budget"] = Metric(value, n=1, unit=label)
             return value
         return None
-
-
-_HIT = "share of users"
-#: declared meanings per metric family (the part of the name before ``@``/``=``; see poisoning_spec)
-POISONING_SPECS: dict[str, MetricSpec] = {
-    "target_hr": MetricSpec("lower", unit=_HIT, meaning="attacked target items in the users' top K (exposure)"),
-    "target_ndcg": MetricSpec("lower", unit="NDCG", meaning="NDCG@K of the attacked targets"),
-    "target_score": MetricSpec("lower", range=(None, None), unit="model score", meaning="mean target score"),
-    "target_percentile": MetricSpec("lower", chance=0.5, unit="percentile among items",
-                                    meaning="share of catalog items the target outscores"),
-    "baseline_target_hr": MetricSpec(None, unit=_HIT, meaning="target exposure of the unattacked baseline"),
-    "exposure_ratio": MetricSpec("lower", range=(0.0, None), chance=1.0, unit="ratio",
-                                 meaning="target HR attacked / baseline (1 = no effect)"),
-    "exposure_gain": MetricSpec("lower", range=(-1.0, 1.0), chance=0.0, unit="difference of shares",
-                                meaning="target HR attacked minus baseline"),
-    "score_shift": MetricSpec("lower", range=(None, None), chance=0.0, unit="model score",
-                              meaning="target score attacked minus baseline"),
-    "hr": MetricSpec("higher", unit=_HIT, meaning="clean HR@K (stealth: utility kept by the attack)"),
-    "ndcg": MetricSpec("higher", unit="NDCG", meaning="clean NDCG@K (stealth)"),
-    "fake_share": MetricSpec(None, range=(0.0, None), unit="fake / real users", sampled=False,
-                             meaning="attack budget: fake users per real user"),
-    "fake_users": MetricSpec(None, range=(0.0, None), unit="users", sampled=False, meaning="fake users injected"),
-    "backdoor_rate": MetricSpec(None, unit="share of labels", sampled=False, meaning="attack budget: labels replaced"),
-    "replaced_labels": MetricSpec(None, range=(0.0, None), unit="labels", sampled=False,
-                                  meaning="pre-training labels replaced"),
-    "flagged_users": MetricSpec(None, range=(0.0, None), unit="users", sampled=False,
-                                meaning="users the fake-user detector removed"),
-    "detector_precision": MetricSpec("higher", unit="share of flagged users", meaning="flagged users that are fake"),
-    "detector_recall": MetricSpec("higher", unit="share of fake users", meaning="fake users flagged"),
-    "fake_base_rate": MetricSpec(None, unit="share of users", sampled=False,
-                                 meaning="fake users among the stage's users (precision's chance level)"),
-    "edit_cost": MetricSpec(None, range=(0.0, None), unit="edits per target", meaning="item-text attack edits"),
-    "max_edits": MetricSpec(None, range=(0.0, None), unit="edits", sampled=False, meaning="edit budget"),
-    "budget": MetricSpec(None, range=(0.0, None), unit="attack budget", sampled=False,
-                         meaning="the single attack's budget (its unit names it)"),
-}
 
 
 def poisoning_spec(name: str) -> MetricSpec:

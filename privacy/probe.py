@@ -53,6 +53,7 @@ class PrivacyAccountingProbe(Probe):
     description: ClassVar[str] = "accounted (epsilon, delta) of DP training, from the training manifest"
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = ProbeConfig
+    metric_specs: ClassVar[dict[str, MetricSpec]] = PRIVACY_SPECS
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         accounts = privacy_accounts(rec.info)

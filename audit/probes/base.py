@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from audit.config import StrictConfig
 from audit.interface import Generation, RecRequest, Recommender
-from audit.results import ProbeResult
+from audit.results import MetricSpec, ProbeResult
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
@@ -107,6 +107,10 @@ class Probe:
     description: ClassVar[str] = ""
     #: capabilities of which the recommender needs all ...
     requires: ClassVar[frozenset[str]] = frozenset({"generate"})
+    #: the declared meaning of every metric (family) this probe emits, keyed by family name
+    #: (``hr@K``: one entry for every cut-off; the probe's module doc says how emitted names are
+    #: formed); docs/metrics.md is generated from these
+    metric_specs: ClassVar[Mapping[str, MetricSpec]] = {}
     Config: ClassVar[type[ProbeConfig]] = ProbeConfig
 
     def __init__(self, config: ProbeConfig) -> None:

@@ -115,6 +115,7 @@ class CanaryExposureProbe(Probe):
                                   "Clopper-Pearson epsilon lower bounds from randomly included canaries")
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = CanaryConfig
+    metric_specs: ClassVar[dict[str, MetricSpec]] = SPECS
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         from audit.memorisation.exposure import (exposure, exposure_chance, extrapolation_cap,  # scipy

@@ -98,12 +98,28 @@ def title_similarity(a: str, b: str) -> float:
     return float(fuzz.ratio(normalize_title(a), normalize_title(b)))
 
 
+#: declared meanings; ``_members`` figures are findings (lower is better), ``_heldout`` ones the
+#: same measure on users the model never trained on (context: the chance level of extraction).
+EXTRACTION_SPECS: dict[str, MetricSpec] = {
+    "extraction_exact": MetricSpec("lower", unit="share of users",
+                                   meaning="next training items reproduced exactly, in order"),
+    "extraction_fuzzy": MetricSpec("lower", unit="share of users",
+                                   meaning="next training items reproduced (fuzzy titles), in order"),
+    "extraction_items": MetricSpec("lower", unit="share of items",
+                                   meaning="mean share of the next training items named"),
+    "recall_rate": MetricSpec("lower", unit="share of items", meaning="catalog titles recalled from the item id"),
+    "recall_exact_rate": MetricSpec("lower", unit="share of items",
+                                    meaning="catalog titles recalled exactly from the item id"),
+}
+
+
 class ExtractionProbe(Probe):
     name: ClassVar[str] = "extraction"
     description: ClassVar[str] = ("history extraction from a profile and a prefix (members vs held-out, exact "
                                   "and fuzzy) and few-shot ID::Title data-set recall")
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = ExtractionConfig
+    metric_specs: ClassVar[dict[str, MetricSpec]] = EXTRACTION_SPECS
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: ExtractionConfig = self.config  # type: ignore[assignment]
@@ -280,21 +296,6 @@ class ExtractionProbe(Probe):
                              "scorer": "rapidfuzz ratio on normalised titles",
                              "mean_similarity": float(np.mean(sims)) if sims else None}
         return ""
-
-
-#: declared meanings; ``_members`` figures are findings (lower is better), ``_heldout`` ones the
-#: same measure on users the model never trained on (context: the chance level of extraction).
-EXTRACTION_SPECS: dict[str, MetricSpec] = {
-    "extraction_exact": MetricSpec("lower", unit="share of users",
-                                   meaning="next training items reproduced exactly, in order"),
-    "extraction_fuzzy": MetricSpec("lower", unit="share of users",
-                                   meaning="next training items reproduced (fuzzy titles), in order"),
-    "extraction_items": MetricSpec("lower", unit="share of items",
-                                   meaning="mean share of the next training items named"),
-    "recall_rate": MetricSpec("lower", unit="share of items", meaning="catalog titles recalled from the item id"),
-    "recall_exact_rate": MetricSpec("lower", unit="share of items",
-                                    meaning="catalog titles recalled exactly from the item id"),
-}
 
 
 def extraction_spec(name: str) -> MetricSpec:

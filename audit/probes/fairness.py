@@ -161,6 +161,7 @@ class CounterfactualFairnessProbe(Probe):
     description: ClassVar[str] = ("counterfactual prompts per selected attribute value: Jaccard, SERP*, PRAG* "
                                   "to the neutral list -> SNSR/SNSV, HR/NDCG per value, group utility gap")
     requires: ClassVar[frozenset[str]] = frozenset({"generate"})
+    metric_specs: ClassVar[dict[str, MetricSpec]] = SPECS
     #: summaries show the first attribute set's SNSR of Jaccard@K (a prefix: see the runner)
     headline: ClassVar[str] = "snsr_jaccard_"
     Config = FairnessConfig

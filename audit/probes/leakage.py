@@ -85,6 +85,7 @@ class AttributeLeakageProbe(Probe):
     #: either capability is enough; run() says which source it could not use
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = LeakageConfig
+    metric_specs: ClassVar[dict[str, MetricSpec]] = LEAKAGE_SPECS
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         from audit.fairness.attacker import attack, bag_of_items  # scikit-learn: imported when run

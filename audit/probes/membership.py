@@ -130,6 +130,7 @@ class MembershipInferenceProbe(Probe):
                                   "reference-calibrated and black-box list attacks -> AUROC, TPR@low FPR")
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = MembershipConfig
+    metric_specs: ClassVar[dict[str, MetricSpec]] = SPECS
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         from audit.memorisation.roc import attack_summary, fpr_label  # scikit-learn: imported when run

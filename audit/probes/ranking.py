@@ -178,6 +178,7 @@ class CandidateRankingProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset({"generate"})
     headline: ClassVar[str] = "out_of_candidate_rate"
     Config = RankingConfig
+    metric_specs: ClassVar[dict[str, MetricSpec]] = METRIC_SPECS
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: RankingConfig = self.config  # type: ignore[assignment]

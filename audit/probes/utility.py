@@ -101,6 +101,7 @@ class UtilityProbe(Probe):
                                   "with a popularity baseline")
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = UtilityConfig
+    metric_specs: ClassVar[dict[str, MetricSpec]] = METRIC_SPECS
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: UtilityConfig = self.config  # type: ignore[assignment]

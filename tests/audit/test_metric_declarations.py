@@ -44,3 +44,17 @@ def test_extraction_leakage_and_privacy_names_resolve_to_declarations() -> None:
     assert extraction_spec("recall_rate").direction == "lower"
     assert leakage_spec("auc_embed_gender").chance == 0.5 and leakage_spec("f1_list_age").direction == "lower"
     assert PRIVACY_SPECS["epsilon"].sampled is False and PRIVACY_SPECS["epsilon"].range == (0.0, None)
+
+
+def test_every_builtin_probe_declares_the_metrics_it_emits() -> None:
+    """Probe.metric_specs is the declaration gates, compare and docs/metrics.md read: no built-in
+    probe leaves it empty, and every entry is a MetricSpec with a meaning."""
+    from audit.registry import PROBES
+
+    for name in PROBES.names():
+        if PROBES.origin(name) != "recaudit":
+            continue
+        specs = PROBES.get(name).metric_specs
+        assert specs, f"probe {name!r} declares no metric_specs"
+        for family, spec in specs.items():
+            assert isinstance(spec, MetricSpec) and spec.meaning, f"{name}.{family}: no declared meaning"
