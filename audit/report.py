@@ -138,6 +138,11 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "n_users": {"type": "integer", "minimum": 0}, "n_items": {"type": "integer", "minimum": 0},
                 "n_interactions": {"type": "integer", "minimum": 0}, "source": {"type": "string"},
                 "tied_next_share": {"type": "number", "minimum": 0, "maximum": 1},
+                "order": {"enum": ["timestamp", "file"]},
+                "duplicates": {"type": "object", "required": ["rule", "repeated", "dropped"],
+                               "properties": {"rule": {"enum": ["first", "last", "keep", "error"]},
+                                              "repeated": {"type": "integer", "minimum": 0},
+                                              "dropped": {"type": "integer", "minimum": 0}}},
                 "sampled_users": {"type": "integer", "minimum": 0}, "users_seed": {"type": "integer"},
                 "spec": {"type": "object"},
             },
@@ -316,6 +321,18 @@ def _headline_pairs(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [e for e in report.get("pairs", []) if heads.get((e["b"], e["probe"])) == e["metric"]]
 
 
+def _reading_notes(ds: Mapping[str, Any]) -> str:
+    """How the interactions were read, when it is not the default (file order, repeated pairs)."""
+    notes = []
+    if ds.get("order") == "file":
+        notes.append("Each user's interactions are taken in file order (`order: file`).")
+    dup = ds.get("duplicates") or {}
+    if dup.get("repeated"):
+        notes.append(f"{dup['repeated']} interaction(s) repeat a user-item pair (`duplicates: {dup['rule']}`: "
+                     f"{dup['dropped']} dropped).")
+    return " ".join(notes)
+
+
 def render_summary_markdown(report: Mapping[str, Any]) -> str:
     """Markdown summary: headline matrix, gates, unmeasured jobs, and every metric (collapsed)."""
     recs, probes, cells = _matrix(report)
@@ -326,6 +343,9 @@ def render_summary_markdown(report: Mapping[str, Any]) -> str:
              f"Data set `{_md(ds['name'])}` (fingerprint `{ds['fingerprint']}`): {ds['n_users']} users, "
              f"{ds['n_items']} items; {ds['sampled_users']} users audited; seed {report.get('seed', 0)}; "
              f"created {report['created']}.", ""]
+    reading = _reading_notes(ds)
+    if reading:
+        lines[-2] += " " + reading
     if gates:
         verdict = "all passed" if passed == len(gates) else f"**{len(gates) - passed} failed**"
         lines += [f"**Gates: {passed}/{len(gates)} passed** ({verdict})", ""]

@@ -324,6 +324,8 @@ def build_report(suite: Suite, dataset: Dataset, users: Sequence[str], outcomes:
                     "n_users": int(dataset.interactions["user_id"].nunique()),
                     "n_items": int(len(dataset.items)), "n_interactions": int(len(dataset.interactions)),
                     "tied_next_share": round(dataset.tied_next_share, 6), "source": str(dataset.source), "sampled_users": len(users),
+                    "order": dataset.meta.get("reading", {}).get("order", "timestamp"),
+                    **({"duplicates": dataset.meta["duplicates"]} if "duplicates" in dataset.meta else {}),
                     "users_seed": suite.users_seed, "spec": to_jsonable(suite.dataset)},
         "recommenders": [{"name": name, "variant": variant_label(entry), "config": to_jsonable(entry),
                           "info": info.get(name, {})} for name, entry in suite.recommenders.items()],

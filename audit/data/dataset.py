@@ -80,6 +80,17 @@ def normalise_items(item_ids: Iterable[object], titles: Iterable[object], years:
     })
 
 
+def drop_repeated_pairs(interactions: pd.DataFrame, keep: str) -> pd.DataFrame:
+    """``interactions`` with one row per (user, item) pair: ``keep="first"`` keeps the pair's
+    earliest row in the split's order (``timestamp``, then row order), ``"last"`` its latest; the
+    kept rows stay in their original order (index reset)."""
+    if keep not in ("first", "last"):
+        raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
+    ordered = interactions.sort_values("timestamp", kind="stable")
+    drop = ordered.duplicated(["user_id", "item_id"], keep=keep).reindex(interactions.index)
+    return interactions.loc[~drop].reset_index(drop=True)
+
+
 def _as_year(value: object) -> int | None:
     text = "" if value is None else str(value).strip()
     return int(text) if re.fullmatch(r"\d{4}", text) else None
@@ -156,8 +167,9 @@ class Dataset:
         """SHA-256 (hex, 16 chars) of the normalised content and of the leave-one-out split made
         from it (each user's ordered train / validation / test items), so a change of the split
         rule can never reuse a model or result cached under the old split; for a user's files also of
-        ``meta["reading"]`` (column mapping, delimiter, order source), so two files read differently never
-        share a cache entry."""
+        ``meta["reading"]`` (column mapping, delimiter, declared order, and the duplicates rule with its
+        counts when the file repeats a user-item pair), so two files read differently never share a
+        cache entry."""
         h = hashlib.sha256(self.name.encode())
         for frame in (self.interactions, self.items, self.users):
             if frame is None:
@@ -167,7 +179,7 @@ class Dataset:
             h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
         for uid, seq in sorted(self.sequences.items()):
             h.update("\x1f".join((uid, *seq.train, "|", seq.valid or "", seq.test or "")).encode() + b"\x1e")
-        if self.meta.get("reading"):  # how a user's file was read (column mapping, delimiter, order source)
+        if self.meta.get("reading"):  # how a user's file was read (mapping, delimiter, order, duplicates)
             h.update(json.dumps(self.meta["reading"], sort_keys=True, default=str).encode())
         return h.hexdigest()[:16]
 

@@ -50,7 +50,8 @@ class CsvDatasetKind:
         return load_csv_dataset(
             interactions=_resolve(spec.interactions, base_dir), items=_resolve(spec.items, base_dir),
             users=None if spec.users_file is None else _resolve(spec.users_file, base_dir),
-            columns=spec.columns or CsvColumns(), delimiter=spec.delimiter, name=spec.label or CSV)
+            columns=spec.columns or CsvColumns(), delimiter=spec.delimiter, name=spec.label or CSV,
+            order=spec.order, duplicates=spec.duplicates)
 
 
 #: the ``csv`` entry of :data:`DATASETS`

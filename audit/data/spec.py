@@ -11,7 +11,7 @@ is checked without importing pandas or a loader. Loading lives in :mod:`audit.da
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -22,11 +22,29 @@ from audit.registry import Registry
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
 
-__all__ = ["CSV", "CSV_DESCRIPTION", "DATASETS", "CsvColumns", "DatasetSpec", "InteractionColumns",
-           "ItemColumns", "UserColumns"]
+__all__ = ["CSV", "CSV_DESCRIPTION", "DATASETS", "DUPLICATE_RULES", "INTERACTION_ORDERS", "CsvColumns",
+           "DatasetSpec", "InteractionColumns", "ItemColumns", "UserColumns"]
 
 CSV = "csv"
 CSV_DESCRIPTION = "your own interactions / items / users CSV files with a column mapping"
+
+#: how each user's interactions are ordered for the leave-last-out split (``dataset.order``)
+INTERACTION_ORDERS = ("timestamp", "file")
+#: what happens to a user-item pair that occurs more than once (``dataset.duplicates``)
+DUPLICATE_RULES = ("first", "last", "keep", "error")
+
+ORDER_DESCRIPTION = (
+    "how each user's interactions are ordered; the order matters because the leave-last-out split holds out "
+    "each user's last interaction as the test item and the one before as the validation item. 'timestamp' "
+    "(default): by the timestamp column (ties by item id), which must exist and hold a value on every row; "
+    "the row order of the file is irrelevant. 'file': each user's rows in the order they appear in the "
+    "file (an explicit opt-in, for files without time stamps); a timestamp column the file also has must "
+    "then not decrease within a user (map columns.interactions.timestamp: null to ignore it)")
+DUPLICATES_DESCRIPTION = (
+    "a user-item pair present more than once: 'first' (default) keeps its earliest interaction in the "
+    "split's order, so every held-out item is new to the user; 'last' keeps its latest; 'keep' keeps every "
+    "repeat (a held-out item may then be in the history); 'error' refuses the file, naming the first "
+    "repeat's lines. The report's dataset entry gives the rule and how many were repeated and dropped")
 
 DATASETS: Registry[Any] = Registry("data set")
 DATASETS.register("ml-100k", "audit.data.movielens:ML_100K",
@@ -75,7 +93,9 @@ class DatasetSpec(StrictConfig):
 
     ``users``: how many users the probes audit (seeded sample of users with a test item;
     None = all). ``seed``: the sample's seed. The CSV fields apply to ``name: csv`` only;
-    their paths are relative to the suite file's directory."""
+    their paths are relative to the suite file's directory. ``order`` and ``duplicates`` say how a
+    CSV is turned into each user's sequence (see their descriptions; ML-100k has a timestamp on
+    every rating and no user-item pair twice, so neither applies to it)."""
 
     name: str
     users: int | None = Field(default=None, ge=1)
@@ -87,6 +107,9 @@ class DatasetSpec(StrictConfig):
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     label: str | None = Field(default=None, min_length=1,
                               description="name shown in reports for a csv data set (default 'csv')")
+    order: Literal["timestamp", "file"] = Field(default="timestamp", description=ORDER_DESCRIPTION)
+    duplicates: Literal["first", "last", "keep", "error"] = Field(default="first",
+                                                                  description=DUPLICATES_DESCRIPTION)
 
     @field_validator("name")
     @classmethod
@@ -100,14 +123,14 @@ class DatasetSpec(StrictConfig):
 
     @model_validator(mode="after")
     def _fields_fit_name(self) -> "DatasetSpec":
-        csv_fields = ("interactions", "items", "users_file", "columns", "delimiter", "label")
+        csv_fields = ("interactions", "items", "users_file", "columns", "delimiter", "label", "order", "duplicates")
         if self.name == CSV:
             missing = [f for f in ("interactions", "items") if getattr(self, f) is None]
             if missing:
                 raise PydanticCustomError("csv_files", "name: csv needs {missing} (paths to CSV files, relative "
                                           "to the suite file)", {"missing": " and ".join(missing)})
         else:
-            given = [f for f in csv_fields if getattr(self, f) is not None]
+            given = [f for f in csv_fields if getattr(self, f) is not None and f in self.model_fields_set]
             if given:
                 raise PydanticCustomError("csv_only", "{given} only apply to name: csv, not {name}",
                                           {"given": ", ".join(given), "name": self.name})

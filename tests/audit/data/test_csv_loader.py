@@ -52,10 +52,10 @@ def test_a_column_mapping_loads_into_the_dataset_contract(csv_files: dict[str, P
 def test_default_names_need_no_mapping_and_optional_columns_may_be_absent(tmp_path: Path) -> None:
     (tmp_path / "i.csv").write_text("user_id,item_id\na,x\na,y\na,z\n")
     (tmp_path / "t.csv").write_text("item_id,title\nx,Alpha (2001)\ny,Beta\nz,Gamma\n")
-    ds = load_csv_dataset(tmp_path / "i.csv", tmp_path / "t.csv")
+    ds = load_csv_dataset(tmp_path / "i.csv", tmp_path / "t.csv", order="file")
     assert ds.users is None and ds.attributes == ()
     assert ds.interactions["rating"].tolist() == [1.0, 1.0, 1.0]  # implicit feedback
-    assert ds.sequences["a"].test == "z"  # no timestamp: file order is time order
+    assert ds.sequences["a"].test == "z"  # order: file: file order is time order
     assert ds.item_titles["x"] == "Alpha (2001)"
 
 
@@ -132,7 +132,7 @@ def test_an_empty_file_is_a_config_error(csv_files: dict[str, Path]) -> None:
 
 
 def test_numeric_ages_are_bucketed_with_blanks_left_unknown_and_labels_kept(tmp_path: Path) -> None:
-    (tmp_path / "i.csv").write_text("user_id,item_id\na,x\nb,x\nc,x\n")
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\na,x,1\nb,x,1\nc,x,1\n")
     (tmp_path / "t.csv").write_text("item_id,title\nx,X\n")
     (tmp_path / "u.csv").write_text("user_id,age\na,17\nb,\nc,44\n")
     ds = load_csv_dataset(tmp_path / "i.csv", tmp_path / "t.csv", tmp_path / "u.csv")
@@ -168,7 +168,7 @@ def test_files_read_differently_never_share_a_fingerprint(csv_files: dict[str, P
     frame.drop(columns=["ts"]).to_csv(no_ts, index=False)
     mapping = CsvColumns.model_validate({**MAPPED.model_dump(), "interactions": {"user": "uid", "item": "movie",
                                                                                 "rating": "stars"}})
-    by_file = load_csv_dataset(no_ts, csv_files["items"], None, mapping)
+    by_file = load_csv_dataset(no_ts, csv_files["items"], None, mapping, order="file")
     assert with_ts.meta["reading"]["order"] == "timestamp" and by_file.meta["reading"]["order"] == "file"
     assert [s.test for _, s in sorted(with_ts.sequences.items())] == [s.test for _, s in sorted(by_file.sequences.items())]
     assert with_ts.fingerprint != by_file.fingerprint
@@ -190,3 +190,121 @@ def test_the_fingerprint_covers_the_column_mapping_beyond_the_parsed_content(csv
     b = load_csv_dataset(explicit, csv_files["items"], None, MAPPED)
     pd.testing.assert_frame_equal(a.interactions, b.interactions)
     assert a.fingerprint != b.fingerprint
+
+
+# -- order: the leave-last-out split holds out each user's last interaction -----------------------
+
+def _titles(tmp_path: Path, ids: str = "xyz") -> Path:
+    path = tmp_path / "t.csv"
+    path.write_text("item_id,title\n" + "".join(f"{i},{i.upper()}\n" for i in ids))
+    return path
+
+
+def test_no_timestamp_column_is_an_error_unless_order_file_is_declared(tmp_path: Path) -> None:
+    """The issue's case: without a timestamp the held-out item silently became the last row of
+    the file. Now the default order (timestamp) refuses, naming the file and the way out."""
+    (tmp_path / "i.csv").write_text("user_id,item_id\na,x\na,y\na,z\n")
+    with pytest.raises(ConfigError) as err:
+        load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path))
+    message = str(err.value)
+    assert "i.csv: no timestamp column (no column 'timestamp'; columns found: 'user_id', 'item_id')" in message
+    assert "order: file" in message
+    unmapped = CsvColumns.model_validate({"interactions": {"timestamp": None}})
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\na,x,3\na,y,2\na,z,1\n")
+    with pytest.raises(ConfigError, match=r"columns\.interactions\.timestamp is null"):
+        load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path), columns=unmapped)
+    by_file = load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path), columns=unmapped, order="file")
+    assert by_file.sequences["a"].full == ("x", "y", "z") and by_file.meta["reading"]["order"] == "file"
+
+
+def test_order_file_keeps_the_file_order_where_timestamps_tie(tmp_path: Path) -> None:
+    """Equal timestamps: the timestamp order breaks ties by item id, order: file keeps the rows'
+    order (the timestamp becomes the row position)."""
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\na,z,5\nb,x,1\na,y,5\na,x,5\n")
+    by_time = load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path))
+    by_file = load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path), order="file")
+    assert by_time.sequences["a"].full == ("x", "y", "z")
+    assert by_file.sequences["a"].full == ("z", "y", "x")
+    assert by_file.interactions["timestamp"].tolist() == [0, 1, 2, 3]
+    assert by_time.fingerprint != by_file.fingerprint
+
+
+def test_order_file_refuses_timestamps_that_go_back_within_a_user(tmp_path: Path) -> None:
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\n"
+                                    "a,x,1\nb,x,9\nb,y,9\na,y,3\nb,z,4\na,z,2\n")
+    with pytest.raises(ConfigError) as err:
+        load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path), order="file")
+    message = str(err.value)
+    assert "i.csv: order: file takes each user's rows in file order" in message
+    assert "goes back in time for 2 user(s): user 'b' has '4' on line 6 after '9' on line 4" in message
+    assert "columns.interactions.timestamp: null" in message
+    assert load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path)).sequences["b"].full == ("z", "x", "y")
+
+
+def test_a_missing_timestamp_value_names_its_line_and_user(tmp_path: Path) -> None:
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\na,x,1\n\na,y,2\nb,z,\nb,x,\n")
+    with pytest.raises(ConfigError) as err:
+        load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path))
+    message = str(err.value)
+    assert "column 'timestamp' must hold integers (seconds) or dates; 2 values do not" in message
+    assert "first on line 5, user 'b'" in message, "the blank line 3 counts: lines are the file's own"
+    assert "order: file" in message
+
+
+def test_line_numbers_follow_quoted_fields_that_span_lines(tmp_path: Path) -> None:
+    (tmp_path / "i.csv").write_text('user_id,item_id,note,timestamp\na,x,"two\nlines",1\na,y,ok,\n')
+    with pytest.raises(ConfigError, match=r"first on line 4, user 'a'"):
+        load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path))
+
+
+# -- duplicates: a user-item pair more than once -----------------------------------------------------
+
+REPEATS = ("user_id,item_id,rating,timestamp\n"
+           "a,x,1,10\na,y,2,20\na,x,3,30\na,z,4,25\na,y,5,5\nb,x,1,1\nb,y,1,2\nb,z,1,3\n")
+
+
+def test_repeats_keep_the_earliest_interaction_by_default_counted_in_meta(tmp_path: Path) -> None:
+    """'first' keeps each pair's earliest row by time (a,y at t=5 on the last line, not t=20),
+    with its rating; every held-out item is new to the user."""
+    (tmp_path / "i.csv").write_text(REPEATS)
+    ds = load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path))
+    assert ds.sequences["a"].full == ("y", "x", "z")
+    kept = ds.interactions[ds.interactions["user_id"] == "a"].set_index("item_id")
+    assert kept.loc["y", "rating"] == 5.0 and kept.loc["x", "rating"] == 1.0
+    assert ds.meta["duplicates"] == {"rule": "first", "repeated": 2, "dropped": 2}
+    assert ds.meta["reading"]["duplicates"] == ds.meta["duplicates"], "the fingerprint covers the counts"
+    assert len(ds.interactions) == 6
+    assert ds.sequences["a"].test not in ds.sequences["a"].test_history
+
+
+def test_last_keep_and_error_rules(tmp_path: Path) -> None:
+    (tmp_path / "i.csv").write_text(REPEATS)
+    last = load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path), duplicates="last")
+    a_last = last.interactions[last.interactions["user_id"] == "a"].set_index("item_id")
+    assert a_last.loc["x", "timestamp"] == 30 and a_last.loc["y", "timestamp"] == 20
+    assert last.sequences["a"].full == ("y", "z", "x"), "the re-consumed x moves to its latest time"
+    keep = load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path), duplicates="keep")
+    assert keep.sequences["a"].full == ("y", "x", "y", "z", "x") and len(keep.interactions) == 8
+    assert keep.meta["duplicates"] == {"rule": "keep", "repeated": 2, "dropped": 0}
+    first = load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path))
+    assert len({first.fingerprint, last.fingerprint, keep.fingerprint}) == 3
+    with pytest.raises(ConfigError) as err:
+        load_csv_dataset(tmp_path / "i.csv", _titles(tmp_path), duplicates="error")
+    message = str(err.value)
+    assert "i.csv: user 'a' has item 'x' more than once (line 2 and line 4; 2 repeated interaction(s) of " \
+           "2 user-item pair(s) in all)" in message
+    assert "duplicates: first" in message
+
+
+def test_without_repeats_the_rule_changes_nothing_not_even_the_fingerprint(csv_files: dict[str, Path]) -> None:
+    loaded = [load_csv_dataset(csv_files["interactions"], csv_files["items"], None, MAPPED, duplicates=rule)
+              for rule in ("first", "last", "keep", "error")]
+    assert len({ds.fingerprint for ds in loaded}) == 1
+    assert all(ds.meta["duplicates"]["repeated"] == 0 and "duplicates" not in ds.meta["reading"] for ds in loaded)
+
+
+def test_unknown_order_or_duplicates_rule_is_a_config_error(csv_files: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match=r"order must be one of timestamp, file, not 'time'"):
+        load_csv_dataset(csv_files["interactions"], csv_files["items"], None, MAPPED, order="time")
+    with pytest.raises(ConfigError, match=r"duplicates must be one of first, last, keep, error, not 'drop'"):
+        load_csv_dataset(csv_files["interactions"], csv_files["items"], None, MAPPED, duplicates="drop")

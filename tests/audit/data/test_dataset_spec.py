@@ -77,6 +77,11 @@ def test_an_unknown_name_suggests_close_ones_and_lists_all(recaudit_home: Path) 
     ({"name": "csv", "items": "f.csv"}, "name: csv needs interactions"),
     ({"name": "csv"}, "needs interactions and items"),
     ({"name": "ml-100k", "interactions": "r.csv"}, "interactions only apply to name: csv, not ml-100k"),
+    ({"name": "ml-100k", "order": "file"}, "order only apply to name: csv, not ml-100k"),
+    ({"name": "ml-100k", "duplicates": "keep"}, "duplicates only apply to name: csv, not ml-100k"),
+    ({"name": "csv", "interactions": "a", "items": "b", "order": "time"}, r"order: .*'timestamp' or 'file'"),
+    ({"name": "csv", "interactions": "a", "items": "b", "duplicates": "drop"},
+     r"duplicates: .*'first', 'last', 'keep' or 'error'"),
     ({"name": "ml-100k", "users": 0}, r"users: Input should be greater than or equal to 1"),
     ({"name": "ml-100k", "user": 10}, r"unknown option 'user'"),
     ({"name": "csv", "interactions": "a", "items": "b", "columns": {"interactions": {"usr": "x"}}},
@@ -85,6 +90,23 @@ def test_an_unknown_name_suggests_close_ones_and_lists_all(recaudit_home: Path) 
 def test_invalid_specs_are_config_errors_saying_what_to_fix(data: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         validate_config(DatasetSpec, data, "dataset")
+
+
+def test_order_and_duplicates_reach_the_loader_and_its_memo(suite_dir: Path) -> None:
+    """The spec's order and duplicates rule are how the files are read: two specs that differ in
+    them load separately (the memo keys on the spec) and differ in the fingerprint."""
+    clear_memo()
+    with open(suite_dir / "data" / "ratings.csv", "a") as fh:
+        fh.write("u1,m1,5,50\n")  # u1 already has m1 (at 101), now also earlier, at 50
+    first = load_dataset(CSV_SPEC, base_dir=suite_dir)
+    assert first.meta["duplicates"] == {"rule": "first", "repeated": 1, "dropped": 1}
+    keep = load_dataset({**CSV_SPEC, "duplicates": "keep"}, base_dir=suite_dir)
+    assert keep is not first and len(keep.interactions) == len(first.interactions) + 1
+    assert keep.fingerprint != first.fingerprint
+    with pytest.raises(ConfigError, match="user 'u1' has item 'm1' more than once"):
+        load_dataset({**CSV_SPEC, "duplicates": "error"}, base_dir=suite_dir)
+    with pytest.raises(ConfigError, match="order: file takes each user's rows in file order"):
+        load_dataset({**CSV_SPEC, "order": "file"}, base_dir=suite_dir)
 
 
 def test_a_csv_spec_with_a_wrong_path_names_the_file(suite_dir: Path) -> None:

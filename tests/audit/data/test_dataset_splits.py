@@ -152,3 +152,11 @@ def test_real_ml100k_splits_cover_every_rating(ml100k: Dataset) -> None:
     groups = ml100k.user_groups(seed=0)
     assert len(groups.pretrain) + len(groups.finetune) + len(groups.heldout) == 943
     assert not set(ml100k.negatives("1", 99, seed=0)) & set(ml100k.sequences["1"].full)
+
+
+@pytest.mark.slow
+def test_real_ml100k_has_no_repeated_user_item_pair(ml100k: Dataset) -> None:
+    """So the CSV loader's duplicates rule has nothing to decide on ML-100k, and its data
+    fingerprint does not carry one."""
+    assert not ml100k.interactions.duplicated(["user_id", "item_id"]).any()
+    assert "duplicates" not in ml100k.meta and "reading" not in ml100k.meta
