@@ -67,7 +67,8 @@ class PoisoningConfig(ProbeConfig):
     model call; ``groups``: user attributes to break target HR down by; ``profile``: show each
     user's attributes in the prompt (as a platform would; a group-targeted backdoor keys on
     them) or a neutral prompt; ``utility``: also measure stealth (held-out HR/NDCG among
-    ``utility_negatives`` sampled items, the utility probe's neutral prompts)."""
+    ``utility_negatives`` sampled items, the utility probe's neutral prompts); ``utility_negatives``:
+    sampled negatives per user for that stealth measure."""
 
     targets: TargetSpec = TargetSpec()
     k: list[int] = Field(default_factory=lambda: [10], min_length=1)

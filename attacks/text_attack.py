@@ -374,7 +374,7 @@ class ItemTextAttackConfig(StrictConfig):
     edit budget in word edits; ``operations``: the kinds of word edit (substitute a synonym,
     append a mark, delete the word); ``max_candidates``: rewrites tried per target;
     ``search_users``: attacker queries per rewrite; ``search_candidates``: other items in each
-    query; ``seed``."""
+    query; ``seed``: seeds the rewrites and the search's queries."""
 
     targets: TargetSpec = TargetSpec()
     max_edits: int = Field(2, ge=1, le=5)

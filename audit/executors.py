@@ -264,7 +264,9 @@ class RayExecutor(Executor):
     in_process = False
 
     class Config(StrictConfig):
+        #: a running cluster to join (``HOST:PORT`` or ``ray://HOST:PORT``); None = start a Ray instance in the run
         address: str | None = None
+        #: CPUs of the instance the run starts (None = Ray's default: every CPU; ignored with ``address``)
         num_cpus: int | None = Field(default=None, ge=1)
         #: CPUs each job task reserves
         cpus_per_job: float = Field(default=1.0, gt=0)

@@ -51,12 +51,19 @@ class GateSpec(StrictConfig):
     """One gate as written in a suite file (``recommender: null`` = every recommender; ``pair: [a, b]``
     gates the paired difference b - a instead of one recommender's value)."""
 
+    #: the probe's key in the suite's ``probes:``
     probe: str
+    #: an emitted metric name (``hr@10``, ``snsr_jaccard_gender``; docs/metrics.md lists the families)
     metric: str
+    #: the recommender whose value is gated (null = every recommender the probe runs on)
     recommender: str | None = None
+    #: ``[a, b]``: gate the paired difference b - a of two recommenders of the suite instead
     pair: tuple[str, str] | None = None
+    #: the comparison the number must pass: ``number op threshold``
     op: Op
+    #: the bound the number is compared with
     threshold: float
+    #: which number: the point ``value``, or the 95% CI's ``ci_low`` / ``ci_high``
     use: Use = Field("value", validation_alias=AliasChoices("use", "on"))
 
     @model_validator(mode="after")

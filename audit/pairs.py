@@ -43,7 +43,9 @@ PAIR_FIELDS: tuple[str, ...] = ("a", "b", "origin", "probe", "metric", "method",
 class PairSpec(StrictConfig):
     """One ``compare:`` entry of a suite: ``b`` is compared with ``a`` (differences are ``b - a``)."""
 
+    #: the baseline recommender
     a: str
+    #: the recommender compared with it (differences are ``b - a``)
     b: str
 
     @model_validator(mode="after")

@@ -51,14 +51,15 @@ def _bound(x: float | None, inf: str) -> str:
 
 def spec_table_markdown(specs: Mapping[str, MetricSpec]) -> str:
     """A Markdown table of declared metrics: name, better, range, chance, unit, sampled, meaning
-    (the README's metric tables are rendered with this)."""
+    (docs/metrics.md's tables are rendered with this; '|' escaped)."""
     lines = ["| metric | better | range | chance | unit | sampled | meaning |", "|---|---|---|---|---|---|---|"]
     for name, s in specs.items():
         better = {"higher": "higher", "lower": "lower", None: "– (context)"}[s.direction]
         rng = f"[{_bound(s.range[0], '-inf')}, {_bound(s.range[1], 'inf')}]"
         chance = "–" if s.chance is None else f"{s.chance:.3g}"
-        lines.append(f"| `{name}` | {better} | {rng} | {chance} | {s.unit} | {'yes' if s.sampled else 'no'} "
-                     f"| {s.meaning} |")
+        unit, meaning = (" ".join(x.split()).replace("|", "\\|") for x in (s.unit, s.meaning))
+        lines.append(f"| `{name}` | {better} | {rng} | {chance} | {unit} | {'yes' if s.sampled else 'no'} "
+                     f"| {meaning} |")
     return "\n".join(lines)
 
 

@@ -63,15 +63,25 @@ _MERGED_SECTIONS = ("dataset", "recommenders", "probes", "executor")
 class SuiteFile(StrictConfig):
     """The top-level keys of a suite file (after ``include`` is merged)."""
 
+    #: the suite's name (the default report directory is ``reports/<name>``)
     name: str = Field(pattern=NAME_PATTERN)
+    #: free text shown in the report
     description: str = ""
+    #: the data set and the users audited (see ``dataset:`` below)
     dataset: dict[str, Any]
+    #: the run's seed: model training and every probe's sampling (each probe adds its own ``seed``)
     seed: int = 0
+    #: ``NAME: {adapter: ..., variant: ..., ...options}`` per recommender (see ``recommenders:`` below)
     recommenders: dict[str, dict[str, Any]] = Field(min_length=1)
+    #: ``KEY: {options}`` per probe job (see ``probes:`` below)
     probes: dict[str, dict[str, Any] | None] = Field(min_length=1)
+    #: thresholds that decide the exit code (1 when one fails)
     gates: list[GateSpec] = Field(default_factory=list)
+    #: pairs of recommenders compared on the same users, beyond each variant's pair with its parent
     compare: list[PairSpec] = Field(default_factory=list)
+    #: where jobs run: ``{type: local}`` or ``{type: ray, ...}`` (see ``executor:`` below)
     executor: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
+    #: read and write the shared result cache (false: recompute, but the run directory still resumes)
     cache: bool = True
 
 

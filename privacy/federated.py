@@ -53,10 +53,10 @@ Partition = Literal["iid", "attribute"]
 
 
 class FederatedDPConfig(StrictConfig):
-    """Central DP for FL: target ``epsilon`` (noise calibrated by recaudit) or a fixed
-    ``noise_multiplier`` z (epsilon then accounted, not targeted) -- exactly one of them;
-    ``clipping_norm`` C of each client's model update (L2, in weight units); ``delta``:
-    None = 1 / n_private users rounded down to a power of ten."""
+    """Central DP for FL, exactly one of ``epsilon`` / ``noise_multiplier``. ``epsilon``: the target
+    epsilon (noise calibrated by recaudit); ``noise_multiplier``: a fixed noise multiplier z (epsilon then
+    accounted, not targeted); ``clipping_norm``: C, the L2 bound of each client's model update (in weight
+    units); ``delta``: None = 1 / n_private users rounded down to a power of ten."""
 
     epsilon: float | None = Field(default=None, gt=0)
     noise_multiplier: float | None = Field(default=None, ge=0)
@@ -116,9 +116,12 @@ class FederatedConfig(StrictConfig):
     """The ``federated`` variant. ``clients``: how many simulated clients share the private
     users (or ``users``: one client per user); ``clients_per_round``: drawn without
     replacement each round; ``local_epochs``: plain-trainer passes over a client's windows
-    per round; ``partition``: ``iid`` or ``attribute`` (non-IID by ``attribute``);
-    ``lr`` / ``batch_size``: local AdamW settings (None = the recipe's); ``pretrain_epochs``:
-    the public stage (None = the recipe's); ``dp``: central DP (see FederatedDPConfig)."""
+    per round; ``rounds``: FedAvg rounds; ``partition``: ``iid`` or ``attribute`` (non-IID by
+    ``attribute``); ``attribute``: the user attribute a non-IID partition splits by (each value
+    wholly in one client); ``lr`` / ``batch_size``: local AdamW settings (None = the recipe's);
+    ``pretrain_epochs``: the public stage (None = the recipe's); ``client_threads``: torch threads
+    each client trains with; ``ray_cpus``: CPUs of the simulation's Ray instance (one per client, so
+    at most this many clients train at once); ``dp``: central DP (see FederatedDPConfig)."""
 
     clients: Clients = 10
     clients_per_round: int = Field(default=5, ge=1)

@@ -48,27 +48,39 @@ if TYPE_CHECKING:
 
 
 class HFConfig(StrictConfig):
-    """Options (token counts are model tokens). ``model``: a fetched model (``recaudit fetch smollm2-135m``) or
-    ``path``: a local Hugging Face directory (exactly one). ``history``: the last history items each prompt shows
+    """Options (token counts are model tokens). ``model``: a fetched model (``recaudit fetch smollm2-135m``;
+    give ``model`` or ``path``, exactly one); ``path``: a local Hugging Face directory (relative to the suite's
+    directory, then the working directory). ``history``: the last history items each prompt shows
     (LLMRank and TALLRec use 10-20; ``items: tokens``: 100 unless given). ``items``: ``titles`` or ``tokens``."""
 
     path: str | None = None
     model: str | None = None
     history: int = Field(10, ge=1, le=1000)
+    #: prompt templates: a YAML file (relative to the suite), a mapping of overrides, or ``{file: ..., **overrides}``
+    #: (None = the packaged defaults, audit/prompts/default.yaml)
     prompts: str | dict[str, Any] | None = None
     #: None: use the tokenizer's chat template when it has one; False: never; True: require one
     chat_template: bool | None = None
+    #: longest generated answer (constrained decoding raises it to what its k titles need)
     max_new_tokens: int = Field(160, ge=1, le=8192)
+    #: 0 = greedy decoding; above 0 samples (seeded)
     temperature: float = Field(0.0, ge=0.0, le=10.0)
+    #: nucleus-sampling share when sampling (1 = off)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     #: requests per generation batch (16: 1.52x the throughput of 8 for SmolLM2 on 2 cores, BENCHMARKS.md)
     batch_size: int = Field(16, ge=1)
+    #: candidate titles (or texts) scored per forward pass
     score_batch_size: int = Field(64, ge=1)
+    #: ``shared``: the prompt runs once and the candidates are scored side by side under a block-diagonal
+    #: mask; ``naive``: one prompt + candidate sequence each (same numbers, slower)
     score_mode: Literal["shared", "naive"] = "shared"
     #: the k written into the generate prompt that ``score`` and ``embed_user`` condition on
     score_k: int = Field(10, ge=1)
+    #: torch device (``cpu``, ``cuda``, ``cuda:1``); a missing CUDA device is a config error
     device: str = "cpu"
+    #: weights' dtype on load
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    #: sampling seed (None = the suite's seed)
     seed: int | None = None
     items: Literal["titles", "tokens"] = "titles"
 

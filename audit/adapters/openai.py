@@ -76,27 +76,50 @@ FAILED_PREFIX = "[request failed]"
 class OpenAIConfig(StrictConfig):
     """Options of the ``openai`` adapter (times in seconds)."""
 
+    #: the API root, e.g. ``http://127.0.0.1:8000/v1`` (requests go to ``/chat/completions`` or ``/completions`` under it)
     base_url: str
+    #: the model id the server expects in every request
     model: str
+    #: the environment variable holding the API key (sent as ``Authorization: Bearer``); None = no key
     api_key_env: str | None = None
+    #: ``chat``: the chat form of the prompt to ``/chat/completions``; ``completions``: the plain form to ``/completions``
     mode: Literal["chat", "completions"] = "chat"
+    #: requests in flight at most
     max_concurrency: int = Field(4, ge=1, le=256)
+    #: seconds a request may take (a read time-out fails the request; it is not resent)
     timeout: float = Field(60.0, gt=0)
+    #: seconds to open a connection
     connect_timeout: float = Field(10.0, gt=0)
+    #: retries of a request after HTTP 408/409/425/429, 5xx or a connection error
     max_retries: int = Field(4, ge=0, le=50)
+    #: also resend a request whose reply timed out (off: the server keeps working on the abandoned one)
     retry_read_timeouts: bool = False
+    #: seconds of the first retry's back-off (doubled each attempt, times a random factor in [0.5, 1])
     backoff: float = Field(0.5, ge=0)
+    #: longest back-off, and the longest ``Retry-After`` honoured, in seconds
     backoff_max: float = Field(20.0, ge=0)
+    #: the call (and its job) fails when more than this share of one batch's requests failed
     max_failure_share: float = Field(0.1, ge=0.0, le=1.0)
+    #: sampling temperature sent with every request (0 = greedy where the server honours it)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    #: longest answer in tokens (None = ``tokens_per_title * k + 32``)
     max_tokens: int | None = Field(None, ge=1)
+    #: tokens budgeted per title when ``max_tokens`` is None
     tokens_per_title: int = Field(24, ge=1)
+    #: declare ``token-logprobs`` (``/completions`` with ``echo: true, max_tokens: 0, logprobs: 0``; the server must support it)
     logprobs: bool = False
+    #: add the structured ``recaudit`` request field that ``recaudit serve`` reads (hosted APIs reject it)
     send_request: bool = False
+    #: merged into every request body (e.g. ``{seed: 0}``)
     extra_body: dict[str, Any] = {}
+    #: extra HTTP headers sent with every request
     headers: dict[str, str] = {}
+    #: prompt templates: a YAML file (relative to the suite), a mapping of overrides, or ``{file: ..., **overrides}``
+    #: (None = the packaged defaults)
     prompts: str | dict[str, Any] | None = None
+    #: ask ``GET /models`` once at build time, so an unreachable endpoint fails the build (a 404 there is fine)
     check: bool = True
+    #: seeds the retry jitter
     seed: int = 0
 
 

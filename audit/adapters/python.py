@@ -56,7 +56,10 @@ ScoreFn = Callable[..., Any]
 
 
 class PythonConfig(StrictConfig):
-    """``generate`` / ``score``: ``"module:function"`` targets; ``options``: keyword arguments."""
+    """``generate``: ``"module:function"`` called as ``generate(requests, k, **options)``, one list of titles
+    (best first) per request; ``score``: ``"module:function"`` called as ``score(requests, items, **options)``,
+    one score per candidate (higher = better); give at least one of the two; ``options``: keyword arguments
+    passed to both."""
 
     generate: str | None = None
     score: str | None = None

@@ -73,13 +73,21 @@ class ReferenceConfig(StrictConfig):
 
     size: Literal["default", "small", "tiny"] = "default"
     path: str | None = None
+    #: training passes over the users' windows (None = the preset's: default 20, small 6, tiny 40)
     epochs: int | None = Field(default=None, ge=1)
+    #: width of the transformer (None = the preset's: 64, tiny 32)
     d_model: int | None = Field(default=None, ge=8)
+    #: transformer layers (None = the preset's: 2, tiny 1)
     n_layer: int | None = Field(default=None, ge=1)
+    #: attention heads (None = the preset's: 2)
     n_head: int | None = Field(default=None, ge=1)
+    #: dropout while training (None = the preset's: default 0.25, small 0.1, tiny 0)
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    #: most recent history items a prompt holds (None = the preset's: 50, tiny 12)
     max_history: int | None = Field(default=None, ge=1)
+    #: peak learning rate (None = the preset's: 0.01)
     lr: float | None = Field(default=None, gt=0.0)
+    #: training examples per step (None = the preset's: 64, tiny 32)
     train_batch_size: int | None = Field(default=None, ge=1)
     bf16: bool | None = None
     score_mode: Literal["item", "item+title"] = "item"

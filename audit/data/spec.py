@@ -56,19 +56,28 @@ DATASETS.register(CSV, "audit.data.loaders:CSV_DATASET", CSV_DESCRIPTION)
 class InteractionColumns(StrictConfig):
     """Column names in the interactions file (one row per user-item event)."""
 
+    #: the user id column
     user: str = "user_id"
+    #: the item id column (every id must be in the items file)
     item: str = "item_id"
+    #: integer seconds or a date/datetime (UTC); needed unless ``order: file``; null = no timestamp column
     timestamp: str | None = "timestamp"
+    #: a number per row (absent: 1.0, implicit feedback); null = no rating column
     rating: str | None = "rating"
 
 
 class ItemColumns(StrictConfig):
     """Column names in the items file (one row per item)."""
 
+    #: the item id column (one row per id)
     item: str = "item_id"
+    #: the title shown to the model and matched in its answers
     title: str = "title"
+    #: release year (absent: a trailing ``(YYYY)`` in the title); null = no year column
     year: str | None = "year"
+    #: genres, several in one cell split by ``genre_separator`` (absent: none); null = no genres column
     genres: str | None = "genres"
+    #: what separates genres within a cell
     genre_separator: str = Field(default="|", min_length=1)
 
 
@@ -76,15 +85,21 @@ class UserColumns(StrictConfig):
     """Column names in the users file; ``attributes`` lists columns (or maps attribute -> column).
     None = every column but the user id."""
 
+    #: the user id column
     user: str = "user_id"
+    #: the attribute columns (a list), or attribute name -> column (a mapping); null = every column but the
+    #: user id; a numeric ``age`` is bucketed like ML-100k's
     attributes: list[str] | dict[str, str] | None = None
 
 
 class CsvColumns(StrictConfig):
     """The column mappings of the three files."""
 
+    #: the interactions file's columns
     interactions: InteractionColumns = InteractionColumns()
+    #: the items file's columns
     items: ItemColumns = ItemColumns()
+    #: the users file's columns
     users: UserColumns = UserColumns()
 
 
@@ -97,13 +112,19 @@ class DatasetSpec(StrictConfig):
     CSV is turned into each user's sequence (see their descriptions; ML-100k has a timestamp on
     every rating and no user-item pair twice, so neither applies to it)."""
 
+    #: a data set by name (``ml-100k``, fetched with ``recaudit fetch ml-100k``) or ``csv`` (your own files)
     name: str
     users: int | None = Field(default=None, ge=1)
     seed: int = 0
+    #: ``csv``: the interactions file (one row per user-item event; required)
     interactions: str | None = None
+    #: ``csv``: the items file (one row per item, with its title; required)
     items: str | None = None
+    #: ``csv``: the users file with their attributes (optional; the fairness and leakage probes need attributes)
     users_file: str | None = None
+    #: ``csv``: the column names of the three files (see the tables below)
     columns: CsvColumns | None = None
+    #: ``csv``: one character (None = tab for ``.tsv``/``.tab`` files, else comma)
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     label: str | None = Field(default=None, min_length=1,
                               description="name shown in reports for a csv data set (default 'csv')")

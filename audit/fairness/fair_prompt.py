@@ -81,7 +81,9 @@ class FairPromptConfig(StrictConfig):
     validation split: ``validation_share`` of the fit users (never audited either) are held out,
     a prefix is fitted per λ on the rest, and the smallest λ whose validation attacker AUC (user
     representation, 5-fold logistic regression) is at or below ``target_auc`` is kept (else the
-    λ with the lowest validation AUC); the report lists every λ's validation AUC."""
+    λ with the lowest validation AUC); the report lists every λ's validation AUC.
+    ``validation_share``: share (0..1) of the fit users held out to choose λ (a list ``lam`` only);
+    ``target_auc``: the validation attacker AUC a λ has to reach (a list ``lam`` only)."""
 
     @field_validator("lam")
     @classmethod

@@ -25,15 +25,18 @@ if TYPE_CHECKING:
 
 
 class LoraVariantConfig(StrictConfig):
-    """LoRA: ``r`` (rank), ``alpha``, ``dropout``, ``target_modules`` (left out: the model's
+    """LoRA: ``r`` (rank), ``alpha`` (scaling: the update is multiplied by alpha / r), ``dropout`` (on the
+    LoRA input), ``target_modules`` (left out: the model's
     attention and MLP projections, whatever its architecture), ``layers`` (last N layers, None =
     all; left out: 8, or all of a model with fewer; see :class:`~audit.llm.lora.LoraOptions`).
     Training: ``epochs`` (passes over the users' drawn windows), ``lr`` (AdamW peak, linear
-    warm-up over ``warmup`` then decay), ``batch_size`` (examples per step),
+    warm-up over ``warmup`` then decay), ``warmup`` (share of the steps warming up), ``batch_size``
+    (examples per step),
     ``examples_per_user`` (windows per user per epoch), ``targets`` (answer items per example:
     the user's next items as a numbered list; 1 = the one-item TALLRec form), ``users`` (group;
     None = the recipe's: ``trained``, or ``finetune`` after a ``backdoor`` variant listed before),
-    ``attribute_dropout`` (0..1), ``seed``. Defaults were sized for SmolLM2-135M on 2 CPU cores
+    ``attribute_dropout`` (probability 0..1 that each profile attribute is hidden in an example's prompt),
+    ``seed`` (the training run's seed). Defaults were sized for SmolLM2-135M on 2 CPU cores
     (about 1 example/s): see BENCHMARKS.md. On an ``hf`` model with ``items: tokens`` the stage
     settings left out are the item-token recipe's (:class:`audit.llm.item_training.ItemRecipe`:
     1 epoch over every window, lr 3e-3, batch 4), ``targets`` and ``examples_per_user`` do not
@@ -55,8 +58,10 @@ class LoraVariantConfig(StrictConfig):
     attribute_dropout: float = Field(0.5, ge=0.0, le=1.0)
     seed: int = 0
     #: ``items: tokens`` only: how the item rows start (``titles``: the mean of the title's token
-    #: embeddings; ``random``: the ablation) and whether the item input rows train (else only the head)
+    #: embeddings; ``random``: the ablation; None = titles)
     item_init: Literal["titles", "random"] | None = None
+    #: ``items: tokens`` only: whether the item input rows train too (else only the output rows and bias;
+    #: None = the item-token recipe's)
     train_item_inputs: bool | None = None
 
 

@@ -104,7 +104,9 @@ class FairnessConfig(ProbeConfig):
     ``permutations``: for the SNSR/SNSV p-values (0 = none); ``min_group_users``: smallest real-attribute
     group kept for utility disparity; ``batch_size``: requests per ``generate`` call; ``placebo``:
     also run the placebo control, a non-sensitive attribute ``placebo_attribute`` with
-    ``placebo_values`` unrelated to the data (give it as many values as the sets you compare)."""
+    ``placebo_values`` unrelated to the data (give it as many values as the sets you compare);
+    ``placebo_attribute``: the placebo attribute's name as the prompt shows it; ``placebo_values``: its
+    values, one counterfactual prompt each."""
 
     attributes: list[list[str]] = [["gender"]]
     k: int = Field(10, ge=1, le=100)
