@@ -557,8 +557,10 @@ def data_format_page(undocumented: list[str] | None = None) -> str:
            "A suite's `dataset:` names a fetched data set or your own CSV files (`name: csv`).", "",
            "| name | what it is |", "|---|---|"]
     out += [f"| `{n}` | {cell(DATASETS.description(n))} |" for n in builtin(DATASETS)]
-    out += ["", "`recaudit fetch ml-100k` puts MovieLens-100k in the cache (`$RECAUDIT_HOME`, default "
-            "`~/.cache/recaudit`); a CSV data set needs no fetch.", "",
+    out += ["", "`recaudit fetch ml-100k [--source PATH]` puts MovieLens-100k in the cache (`$RECAUDIT_HOME`, "
+            "default `~/.cache/recaudit`): a local copy, else the GroupLens zip with its MD5, else RecBole's copy "
+            "from the package index checked by SHA-256; a fetch with a valid cache only checks the files' "
+            "hashes. A CSV data set needs no fetch: its files are read where the suite names them.", "",
             "## The `dataset:` keys", "", options_table(DatasetSpec, skip=("columns",), title="dataset",
                                                          undocumented=undocumented), "",
             "## CSV files", "", rst_to_markdown(inspect.getdoc(csv_loader) or ""), "",
