@@ -131,9 +131,10 @@ def render_support_table() -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     from audit.compare import compare_reports, render_comparison_markdown, render_comparison_text
 
-    cmp = compare_reports(args.run_a, args.run_b)
+    cmp = compare_reports(args.run_a, args.run_b, allow_different_data=args.allow_different_data)
     render = render_comparison_markdown if args.format == "markdown" else render_comparison_text
-    print(render(cmp))
+    rows = "changed" if args.changed_only else "all" if args.all else "default"
+    print(render(cmp, rows))
     return EXIT_GATE_FAILED if args.fail_on_regression and cmp.regressions else EXIT_OK
 
 
@@ -242,12 +243,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[common], help="list adapters, variants, probes and executors")
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("compare", parents=[common], help="compare two report directories")
-    p.add_argument("run_a", type=Path, metavar="RUN_A", help="baseline report directory")
-    p.add_argument("run_b", type=Path, metavar="RUN_B", help="candidate report directory")
+    p = sub.add_parser(
+        "compare", parents=[common], help="compare two report directories metric by metric",
+        description="Compare run B (candidate) with run A (baseline), metric by metric. The runs must have "
+                    "measured the same data (fingerprint), audited users, seeds and probe options, else exit 2 "
+                    "naming what differs. A change counts when it is beyond the uncertainty: with per-user "
+                    "values in both runs, the paired test (its 95% CI of B-A excludes 0 and p < 0.05); else "
+                    "the two 95% CIs do not overlap (the interval rule). Better or worse comes from each "
+                    "metric's declared direction; a metric without one is 'changed', never a regression. "
+                    "Metrics in one run only are listed apart, never regressions. Exit 0; 1 with "
+                    "--fail-on-regression when a metric got worse beyond the uncertainty; 2 when the runs "
+                    "cannot be compared.")
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="baseline report directory (or its report.json)")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="candidate report directory (or its report.json)")
     p.add_argument("--fail-on-regression", action="store_true",
-                   help="exit 1 when a metric gets worse beyond its confidence interval")
-    p.add_argument("--format", choices=("text", "markdown"), default="text")
+                   help="exit 1 when a metric with a declared direction got worse beyond the uncertainty")
+    p.add_argument("--allow-different-data", action="store_true",
+                   help="compare runs of different data, users, seeds or probe options anyway (a note says "
+                        "what differs; with different data no paired test, intervals only; metrics declared "
+                        "differently are listed apart)")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--changed-only", action="store_true",
+                       help="list only the metrics changed beyond the uncertainty (default: those and each "
+                            "job's headline metric, with a count of the unchanged ones)")
+    shown.add_argument("--all", action="store_true", help="list every compared metric")
+    p.add_argument("--format", choices=("text", "markdown"), default="text",
+                   help="text (default) or markdown (for a CI job summary or a pull-request comment)")
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("plan", parents=[common],
