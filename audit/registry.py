@@ -144,6 +144,8 @@ ADAPTERS.register("openai", "audit.adapters.openai:OpenAIAdapter",
                   "any OpenAI-compatible HTTP endpoint (vLLM, Ollama, llama.cpp, hosted APIs)")
 ADAPTERS.register("python", "audit.adapters.python:PythonAdapter",
                   "a plain Python callable given as module:function")
+ADAPTERS.register("popularity", "audit.adapters.popularity:PopularityAdapter",
+                  "most-popular-first from the data set's training interactions (a baseline to pair with)")
 
 PROBES.register("utility", "audit.probes.utility:UtilityProbe",
                 "HR@K, NDCG@K, MRR on leave-one-out with sampled negatives, and a popularity baseline")
