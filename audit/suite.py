@@ -179,10 +179,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate mapping keys (YAML would silently keep the last)."""
 
 
+_BOOL_TAG, _STR_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str"
+
+
 def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     loader.flatten_mapping(node)
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        # YAML 1.1 reads plain `on:`, `off:`, `yes:`, `no:` keys as booleans (a gate's `on: ci_low`
+        # would become `True: ci_low`); as keys they are the words written, as in YAML 1.2
+        if (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _BOOL_TAG and key_node.style is None
+                and key_node.value.lower() not in ("true", "false")):
+            key_node.tag = _STR_TAG
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen

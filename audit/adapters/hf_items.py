@@ -6,7 +6,7 @@ Suite entry::
 
 The prompt is the plain-completion ``generate`` template up to its ``{history}`` field (the
 instruction and the profile, so counterfactual fairness and attribute dropout act on words),
-then the last ``history`` history items as item tokens (default 100). Nothing follows them: the
+then the last ``history`` history items as item tokens (default 50). Nothing follows them: the
 state at the last item token predicts the next item, exactly as in training
 (:mod:`audit.llm.item_training`). Without a training variant the item rows are their
 title-embedding initialisation (the LLM's zero-shot reading of the titles).
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from audit.llm.item_training import ItemBaseParts, ItemTokenLM
     from audit.llm.item_tokens import ItemVocabulary
 
-#: history items per prompt and training window when ``history`` is not given
-ITEM_HISTORY = 100
+#: history items per prompt and training window when ``history`` is not given (ItemRecipe.history)
+ITEM_HISTORY = 50
 #: most catalog items that become tokens (each adds two rows of the model's width; DP keeps one
 #: gradient of every row per example of a batch)
 MAX_ITEM_TOKENS = 100_000

@@ -61,6 +61,16 @@ def test_duplicate_key_is_an_error_with_its_line(tmp_path: Path) -> None:
         load_suite(write(tmp_path, text))
 
 
+def test_yaml_1_1_boolean_words_as_keys_stay_the_words_written(tmp_path: Path) -> None:
+    from audit.suite import read_yaml
+
+    path = tmp_path / "k.yaml"
+    path.write_text("gate: {on: ci_low, yes: 1, Off: 2, 'no': 3, true: 4}\nflag: on\n")
+    data = read_yaml(path)
+    assert data["gate"] == {"on": "ci_low", "yes": 1, "Off": 2, "no": 3, True: 4}, "only true/false keys are booleans"
+    assert data["flag"] is True, "values keep YAML's reading"
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="suite file not found"):
         load_suite(tmp_path / "nope.yaml")

@@ -262,3 +262,10 @@ def test_token_logprobs_of_a_padded_batch_equal_each_text_alone(tiny_llama_dir, 
         [alone] = rec.token_logprobs([text])
         assert len(lp) == len(alone) == len(rec.text_item_ids(text)) - 1
         np.testing.assert_allclose(lp, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_the_adapters_default_history_is_the_recipes() -> None:
+    from audit.adapters.hf_items import ITEM_HISTORY
+    from audit.llm.item_training import ItemRecipe
+
+    assert ITEM_HISTORY == ItemRecipe().history, "one default: scoring prompts as long as training windows"
