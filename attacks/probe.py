@@ -56,7 +56,7 @@ from audit.interface import Recommender
 from audit.metrics import hit_at_k, ndcg_at_k
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, NameFamily, ProbeResult
 from audit.stats import mean_metric, paired_bootstrap
 
 
@@ -172,6 +172,28 @@ class PoisoningProbe(Probe):
     headline: ClassVar[str] = "target_hr@10"
     Config = PoisoningConfig
 
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """The module doc's names at the configured cut-offs, targets and groups. A target is named by
+        its item id, known before running only for ``targets.items`` (else a family); a group by its
+        attribute value (a family). The score figures (a recommender that scores), the baseline's (one
+        that carries the model it attacks) and the manifest's (what the attack recorded) depend on the
+        recommender: listed, the union."""
+        cfg: PoisoningConfig = config  # type: ignore[assignment]
+        names = [f"{m}@{k}" for k in cfg.k for m in ("target_hr", "target_ndcg")]
+        names += ["target_score", "target_percentile"]
+        names += [f"{m}@{k}" for k in _stealth_k(cfg) for m in ("hr", "ndcg")] if cfg.utility else []
+        names += [f"{m}@{k}" for k in cfg.k for m in ("baseline_target_hr", "exposure_ratio", "exposure_gain")]
+        names += ["score_shift", *MANIFEST_METRICS]
+        families: list[NameFamily] = []
+        for k in cfg.k:
+            if cfg.targets.items is not None:
+                names += [f"target_hr@{k}={t}" for t in cfg.targets.items]
+            else:
+                families.append(NameFamily((f"target_hr@{k}=", ""), ("target item id",)))
+            families += [NameFamily((f"target_hr@{k}_{attr}=", ""), (f"{attr} value",)) for attr in cfg.groups]
+        return MetricNames(tuple(names), tuple(families))
+
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: PoisoningConfig = self.config  # type: ignore[assignment]
         if not (rec.has("score") or rec.has("generate")):
@@ -261,7 +283,7 @@ class PoisoningProbe(Probe):
                  details: dict[str, Any]) -> None:
         from audit.probes.utility import UtilityConfig, UtilityProbe
 
-        ucfg = UtilityConfig(k=[k for k in cfg.k if k <= cfg.utility_negatives + 1] or [1],
+        ucfg = UtilityConfig(k=_stealth_k(cfg),
                              negatives=cfg.utility_negatives, users=cfg.users, seed=cfg.seed)
         res = UtilityProbe(ucfg).run(rec, ctx)
         for k in ucfg.k:
@@ -322,6 +344,17 @@ class PoisoningProbe(Probe):
             metrics["budget"] = Metric(value, n=1, unit=label)
             return value
         return None
+
+
+#: the names :meth:`PoisoningProbe._manifest_metrics` can read from an attack's recorded manifests
+MANIFEST_METRICS: tuple[str, ...] = ("fake_share", "fake_users", "backdoor_rate", "replaced_labels", "flagged_users",
+                                     "detector_precision", "detector_recall", "fake_base_rate", "edit_cost",
+                                     "max_edits", "budget")
+
+
+def _stealth_k(cfg: PoisoningConfig) -> list[int]:
+    """The stealth measure's cut-offs: the probe's that fit among its sampled negatives, else [1]."""
+    return [k for k in cfg.k if k <= cfg.utility_negatives + 1] or [1]
 
 
 def poisoning_spec(name: str) -> MetricSpec:

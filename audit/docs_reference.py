@@ -521,6 +521,7 @@ def adapters_page(undocumented: list[str] | None = None) -> str:
 
 def metrics_page() -> str:
     """docs/metrics.md: every probe's declared metrics, and how each probe measures."""
+    from audit.config import validate_config
     from audit.executors import FAILED_REQUESTS
     from audit.registry import PROBES
     from audit.results import spec_table_markdown
@@ -534,8 +535,10 @@ def metrics_page() -> str:
            "shown but never gated.", "",
            "Names: a family such as `hr@K` stands for every configured cut-off (`hr@10`); `_` families such as "
            "`snsr_` are prefixes of the emitted names. Each probe's section below (from its module's "
-           "documentation) says how its names are formed. A gate names an emitted metric: `{probe: utility, "
-           "metric: hr@10, ...}`.", "",
+           "documentation) says how its names are formed, and lists the names it emits with its default options "
+           "(`<...>`: a part known only from the data or the model, such as an attribute value). A gate names an "
+           "emitted metric: `{probe: utility, metric: hr@10, ...}`; a name the probe cannot emit with its options "
+           "is an error when the suite loads (exit 2, with \"did you mean\").", "",
            "Intervals: Wilson score intervals for shares of users (never zero-width at 0 or 1), the user "
            "bootstrap for other means and for shares of slots pooled over users. Means over users carry their "
            "per-user values (`\"per_unit\"`), so `recaudit compare` tests two runs that share users with a "
@@ -544,7 +547,11 @@ def metrics_page() -> str:
     for name in builtin(PROBES):
         cls = PROBES.get(name)
         out += [f"## `{name}`", "", cell(cls.description or PROBES.description(name)), "",
-                spec_table_markdown(cls.metric_specs), "", "### How it measures", "", _module_doc(cls), ""]
+                spec_table_markdown(cls.metric_specs), ""]
+        emitted = cls.emitted_metrics(validate_config(cls.Config, {}, f"probes.{name}"))
+        if emitted is not None:
+            out += ["Names with the default options: " + ", ".join(f"`{n}`" for n in emitted.shown()) + ".", ""]
+        out += ["### How it measures", "", _module_doc(cls), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -62,9 +62,13 @@ class EndpointError(RecauditError, ConnectionError):
     exit_code = EXIT_RUNTIME
 
 
+def suggest(close: list[str]) -> str:
+    """`` Did you mean 'x', 'y'?`` for the given suggestions, '' for none."""
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def did_you_mean(name: str, names: list[str]) -> str:
     """`` Did you mean 'x'?`` for close matches of ``name`` among ``names``, else ''."""
     import difflib
 
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return suggest(difflib.get_close_matches(name, names, n=3, cutoff=0.5))

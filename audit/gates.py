@@ -53,7 +53,8 @@ class GateSpec(StrictConfig):
 
     #: the probe's key in the suite's ``probes:``
     probe: str
-    #: an emitted metric name (``hr@10``, ``snsr_jaccard_gender``; docs/metrics.md lists the families)
+    #: an emitted metric name (``hr@10``, ``snsr_jaccard_gender``; docs/metrics.md lists the families); a name
+    #: the probe cannot emit with its options is an error at load
     metric: str
     #: the recommender whose value is gated (null = every recommender the probe runs on)
     recommender: str | None = None

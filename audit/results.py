@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Mapping
 
@@ -61,6 +62,90 @@ def spec_table_markdown(specs: Mapping[str, MetricSpec]) -> str:
         lines.append(f"| `{name}` | {better} | {rng} | {chance} | {unit} | {'yes' if s.sampled else 'no'} "
                      f"| {meaning} |")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class NameFamily:
+    """Metric names with parts known only when the probe runs (a data set's attribute value, an item
+    id, a canary repetition count): the literal ``parts`` with one parameter between each two of
+    them, ``params`` saying what each parameter is (shown as ``<...>``). ``integer``: the parameters
+    are whole numbers; else each is any text without ``=`` or ``&`` (the separators of conditions).
+
+    ``NameFamily(("hr_gender=", ""), ("gender value",))`` stands for ``hr_gender=F``, ``hr_gender=M``."""
+
+    parts: tuple[str, ...]
+    params: tuple[str, ...]
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.parts) != len(self.params) + 1 or not self.params:
+            raise ValueError(f"a name family has one more literal part than parameters, got {self.parts} "
+                             f"around {self.params}")
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` is one of this family's names."""
+        param = r"[0-9]+" if self.integer else r"[^=&]+"
+        return re.fullmatch(param.join(re.escape(p) for p in self.parts), name) is not None
+
+    @property
+    def shown(self) -> str:
+        """The family as messages and docs show it: ``hr_gender=<gender value>``."""
+        out = self.parts[0]
+        for param, part in zip(self.params, self.parts[1:]):
+            out += f"<{param}>{part}"
+        return out
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    """The metric names a probe can emit with one config, declared before it runs
+    (:meth:`audit.probes.base.Probe.emitted_metrics`): exact ``names`` and ``families`` of names
+    with a part known only when it runs. Where what a probe emits depends on the recommender (a
+    score-based figure only for a recommender that scores), this is the union over recommenders:
+    a name in it may be absent from one run, a name outside it is never emitted. The order is the
+    probe's (its main figures first): suggestions for a misspelt name keep it among equals."""
+
+    names: tuple[str, ...] = ()
+    families: tuple[NameFamily, ...] = ()
+
+    def __post_init__(self) -> None:  # each name once, in the order given
+        object.__setattr__(self, "names", tuple(dict.fromkeys(self.names)))
+        object.__setattr__(self, "families", tuple(dict.fromkeys(self.families)))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self.names or any(f.matches(name) for f in self.families))
+
+    def __or__(self, other: "MetricNames") -> "MetricNames":
+        return MetricNames(self.names + other.names, self.families + other.families)
+
+    def __len__(self) -> int:
+        return len(self.names) + len(self.families)
+
+    def shown(self) -> list[str]:
+        """Every exact name, then every family as :attr:`NameFamily.shown` writes it (declared order)."""
+        return list(self.names) + [f.shown for f in self.families]
+
+    def closest(self, name: str, n: int = 8, cutoff: float = 0.0) -> list[str]:
+        """Up to ``n`` shown names most like ``name``: first those holding all of its ``_``-separated
+        words in order (words left out: ``snsr_gender`` -> ``snsr_jaccard_gender``), fewest words
+        added first, then in declared order; then the rest with difflib's ratio >= ``cutoff``, most
+        alike first."""
+        import difflib
+
+        words = name.split("_")
+        # a family is compared by its literal text too (its parameters cannot be spelt wrong)
+        literals = list(self.names) + ["".join(f.parts) for f in self.families]
+        ranked: list[tuple[int, float, int, str]] = []  # (group, order within it, declared index, name)
+        for index, (shown, literal) in enumerate(zip(self.shown(), literals)):
+            parts = shown.split("_")
+            it = iter(parts)
+            if len(words) > 1 and all(w in it for w in words):
+                ranked.append((0, len(parts) - len(words), index, shown))
+                continue
+            ratio = max(difflib.SequenceMatcher(None, name, text).ratio() for text in {shown, literal})
+            if ratio >= cutoff:
+                ranked.append((1, -ratio, index, shown))
+        return [shown for *_, shown in sorted(ranked)[:n]]
 
 
 @dataclass(frozen=True)

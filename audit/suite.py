@@ -24,7 +24,8 @@ file, line and column), the top-level keys (pydantic), adapter / variant / probe
 executor names (registry messages with suggestions; checked before any of their
 modules is imported), adapter, variant and probe options, and the names gates
 refer to (a gate's ``pair`` must be a pair of the suite; a ``compare:`` pair must name two
-recommenders some probe runs on). The names and the data set spec are checked first, importing nothing they
+recommenders some probe runs on; a gate's ``metric`` must be one its probe declares it can emit
+with its options, :meth:`audit.probes.base.Probe.emitted_metrics`, with "did you mean"). The names and the data set spec are checked first, importing nothing they
 name; the options then import the modules that declare them (adapter, variant and probe
 modules import no model library at module level).
 
@@ -48,11 +49,11 @@ from pydantic import Field
 from audit.build import adapter_class, check_variants_supported, make_variants, parse_variants
 from audit.config import StrictConfig, validate_config
 from audit.data.spec import DatasetSpec
-from audit.errors import ConfigError, RecauditError, UnknownNameError
+from audit.errors import ConfigError, RecauditError, UnknownNameError, suggest
 from audit.gates import GateSpec
 from audit.errors import did_you_mean  # noqa: F401  (re-exported: callers import it from here)
 from audit.pairs import Pair, PairSpec, suite_pairs
-from audit.probes.base import ProbeConfig
+from audit.probes.base import Probe, ProbeConfig
 from audit.registry import ADAPTERS, EXECUTORS, PROBES, VARIANTS, Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+@=-]*$"
@@ -147,7 +148,8 @@ class Suite:
                                       f"suite.{did_you_mean(name, list(self.recommenders))}")
 
     def check_gates(self, gates: list[GateSpec], where: str = "gates") -> None:
-        """Raise ConfigError when a gate names a probe or recommender not in this suite."""
+        """Raise ConfigError when a gate names a probe or recommender not in this suite, or a metric
+        its probe cannot emit with its options (:meth:`audit.probes.base.Probe.emitted_metrics`)."""
         probes = [p.alias for p in self.probes]
         for i, gate in enumerate(gates):
             loc = f"{where}[{i}] ({gate.describe()})"
@@ -160,6 +162,23 @@ class Suite:
                 names = list(self.recommenders)
                 raise ConfigError(f"{loc}: unknown recommender {gate.recommender!r}."
                                   f"{did_you_mean(gate.recommender, names)} Recommenders of this suite: {', '.join(names)}")
+            self._check_gate_metric(gate, loc)
+
+    def _check_gate_metric(self, gate: GateSpec, loc: str) -> None:
+        from audit.executors import RUNNER_METRICS
+
+        probe = self.probe(gate.probe)
+        emitted = probe.cls.emitted_metrics(probe.config) if issubclass(probe.cls, Probe) else None
+        if emitted is None or gate.metric in emitted or gate.metric in RUNNER_METRICS:
+            return
+        close = emitted.closest(gate.metric, n=3, cutoff=0.5)
+        others = [n for n in emitted.closest(gate.metric, n=6 + len(close)) if n not in close][:6]
+        listed = f"{'Other names' if close else 'Names'} it emits: {', '.join(others)}" if others else ""
+        more = f" ({len(emitted)} in all; docs/metrics.md says how they are formed)" \
+            if len(emitted) > len(others) + len(close) else ""
+        which = f"probe {gate.probe!r}" + (f" ({probe.name})" if probe.name != gate.probe else "")
+        raise ConfigError(f"{loc}: {which} does not emit {gate.metric!r} with its options.{suggest(close)} "
+                          f"{listed}{more}".rstrip())
 
 
     def _check_gate_pair(self, gate: GateSpec, loc: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from audit.interface import Recommender
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, ProbeResult
 
 UNIT = "accounted"
 #: declared meanings: accounted (exact) figures, not sampled
@@ -54,6 +54,11 @@ class PrivacyAccountingProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = ProbeConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = PRIVACY_SPECS
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """``epsilon`` and ``delta``."""
+        return MetricNames(tuple(PRIVACY_SPECS))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         accounts = privacy_accounts(rec.info)

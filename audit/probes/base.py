@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from audit.config import StrictConfig
 from audit.interface import Generation, RecRequest, Recommender
-from audit.results import MetricSpec, ProbeResult
+from audit.results import MetricNames, MetricSpec, ProbeResult
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
@@ -115,6 +115,17 @@ class Probe:
 
     def __init__(self, config: ProbeConfig) -> None:
         self.config = config
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames | None:
+        """The metric names this probe can emit with ``config`` (validated), declared before it runs:
+        a gate naming any other name is a configuration error at load. Names that depend on the
+        recommender are the union over what any recommender could make it emit; names with a part
+        known only from the data or the model are :class:`~audit.results.NameFamily` entries. The
+        runner's own ``failed_requests`` is not listed here. None (the default, e.g. a plug-in
+        probe that declares nothing): not known before running, so gates on it are checked only
+        when the report is read."""
+        return None
 
     def missing_capabilities(self, rec: Recommender) -> list[str]:
         return sorted(self.requires - set(rec.capabilities))

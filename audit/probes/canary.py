@@ -49,7 +49,7 @@ from audit.memorisation.groups import model_manifest
 from audit.memorisation.scores import mean_nll
 from audit.memorisation.sequences import score_sequences
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, NameFamily, ProbeResult
 from audit.stats import mean_metric
 
 if TYPE_CHECKING:
@@ -116,6 +116,16 @@ class CanaryExposureProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = CanaryConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = SPECS
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """The epsilon bounds and ``canary_auroc``, and ``exposure_*_rep<r>`` for every repetition count r
+        of the recommender's ``canaries`` variant (families: r is the variant's, not this probe's)."""
+        cfg: CanaryConfig = config  # type: ignore[assignment]
+        kinds = ["exposure", "exposure_saturated", "exposure_margin"] + (["exposure_extrapolated"] if cfg.extrapolate
+                                                                         else [])
+        return MetricNames(("epsilon_lb_one_run", "epsilon_lb_clopper_pearson", "canary_auroc"),
+                           tuple(NameFamily((f"{kind}_rep", ""), ("repetitions",), integer=True) for kind in kinds))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         from audit.memorisation.exposure import (exposure, exposure_chance, extrapolation_cap,  # scipy

@@ -49,7 +49,7 @@ from audit.training.data import answer_start
 from audit.memorisation.sequences import TextFormat, default_text_format, render, resolve_answer_items
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, ProbeResult
 from audit.stats import mean_metric
 
 PARTS: tuple[str, ...] = ("history", "recall")
@@ -120,6 +120,19 @@ class ExtractionProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = ExtractionConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = EXTRACTION_SPECS
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """``extraction_{exact,fuzzy,items}_{members,heldout}`` with ``history`` in ``parts``,
+        ``recall_rate`` and ``recall_exact_rate`` with ``recall``."""
+        cfg: ExtractionConfig = config  # type: ignore[assignment]
+        names: list[str] = []
+        if "history" in cfg.parts:
+            names += [f"{family}_{group}" for group in ("members", "heldout")
+                      for family in ("extraction_exact", "extraction_fuzzy", "extraction_items")]
+        if "recall" in cfg.parts:
+            names += ["recall_rate", "recall_exact_rate"]
+        return MetricNames(tuple(names))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: ExtractionConfig = self.config  # type: ignore[assignment]

@@ -50,7 +50,7 @@ from audit.interface import RecRequest, Recommender
 from audit.metrics import hit_at_k, ndcg_at_k, rank_in_list
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, NameFamily, ProbeResult
 
 PLACEBO = "placebo"
 
@@ -129,6 +129,13 @@ class FairnessConfig(ProbeConfig):
         return self
 
 
+def condition_family(prefix: str, attributes: list[str] | tuple[str, ...]) -> NameFamily:
+    """The names ``prefix + condition`` for every condition of an attribute set, its values known only
+    from the data set: ``hr_gender=<gender value>&age=<age value>``."""
+    parts = [f"{prefix}{attributes[0]}="] + [f"&{a}=" for a in attributes[1:]] + [""]
+    return NameFamily(tuple(parts), tuple(f"{a} value" for a in attributes))
+
+
 def generate_conditions(rec: Recommender, ctx: ProbeContext, users: list[str],
                         conditions: list[tuple[str, dict[str, str]]], k: int,
                         batch_size: int, label: str) -> dict[str, dict[str, list[str]]]:
@@ -167,6 +174,35 @@ class CounterfactualFairnessProbe(Probe):
     #: summaries show the first attribute set's SNSR of Jaccard@K (a prefix: see the runner)
     headline: ClassVar[str] = "snsr_jaccard_"
     Config = FairnessConfig
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """The module doc's names for the configured attribute sets and placebo; names that end in a
+        condition (``sim_jaccard_gender=F``, ``hr_gender=F``, ``hr_group_gender=F``) are families, the
+        values being the data set's. ``hr_diff_*`` / ``ndcg_diff_*`` appear only where exactly two real
+        groups are large enough (listed: they can)."""
+        cfg: FairnessConfig = config  # type: ignore[assignment]
+        names: list[str] = []
+        families: list[NameFamily] = []
+        for attributes in cfg.attributes:
+            s = "_".join(attributes)
+            for mname in SIMILARITIES:
+                names += [f"snsr_{mname}_{s}", f"snsv_{mname}_{s}"]
+                names += [f"snsr_excess_{mname}_{s}"] if cfg.placebo else []
+                names += [f"pvalue_snsr_{mname}_{s}", f"pvalue_snsv_{mname}_{s}"]
+            names += [f"{m}_{kind}_{suffix}{s}" for m in ("hr", "ndcg") for kind in ("gap", "diff")
+                      for suffix in ("", "profiled_")]
+            names += [f"{m}_{mname}_{s}" for mname in NOTEBOOK_SIMILARITIES for m in ("snsr", "snsv")]
+            families += [condition_family(f"sim_{m}_", attributes) for m in (*SIMILARITIES, *NOTEBOOK_SIMILARITIES)]
+            families += [condition_family(p, attributes) for p in ("hr_", "ndcg_", "hr_group_", "ndcg_group_")]
+        names += ["hr_neutral", "ndcg_neutral"]
+        if cfg.placebo:
+            for mname in SIMILARITIES:
+                names += [f"snsr_{mname}_{PLACEBO}", f"snsv_{mname}_{PLACEBO}", f"pvalue_snsr_{mname}_{PLACEBO}"]
+            names += [f"{m}_{PLACEBO}={v}" for m in ("hr", "ndcg") for v in cfg.placebo_values]
+        if cfg.permutations:  # without permutations every p-value is NaN, and Holm leaves NaNs out
+            names += ["pvalue_holm_" + n[len("pvalue_"):] for n in names if n.startswith("pvalue_")]
+        return MetricNames(tuple(names), tuple(families))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: FairnessConfig = self.config  # type: ignore[assignment]

@@ -49,7 +49,7 @@ from audit.interface import Recommender
 from audit.metrics import hit_at_k, ndcg_at_k
 from audit.parsing import normalize_title
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, ProbeResult
 from audit.stats import mean_metric, paired_bootstrap, ratio_ci
 
 #: the declared meaning of every metric this probe emits (``@K`` = the configured k)
@@ -174,6 +174,12 @@ class HallucinationProbe(Probe):
     headline: ClassVar[str] = "hallucination_rate_of_k"
     metric_specs: ClassVar[dict[str, MetricSpec]] = METRIC_SPECS
     Config = HallucinationConfig
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """Every declared family, ``@K`` at the configured k."""
+        cfg: HallucinationConfig = config  # type: ignore[assignment]
+        return MetricNames(tuple(name.replace("@K", f"@{cfg.k}") for name in METRIC_SPECS))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: HallucinationConfig = self.config  # type: ignore[assignment]

@@ -28,7 +28,7 @@ from audit.fairness.metrics import top_k
 from audit.interface import Recommender
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.probes.fairness import generate_conditions
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, ProbeResult
 
 Source = Literal["list", "embed"]
 
@@ -86,6 +86,20 @@ class AttributeLeakageProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = LeakageConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = LEAKAGE_SPECS
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """``auc_`` / ``f1_<source>_<set>`` (and ``auc_<attacker>_<source>_<set>`` with several attackers)
+        for every configured source and set; a source the recommender cannot feed is left out of its
+        run (listed: the union)."""
+        cfg: LeakageConfig = config  # type: ignore[assignment]
+        names: list[str] = []
+        for attributes in cfg.attributes:
+            s = "_".join(attributes)
+            for source in cfg.sources:
+                names += [f"auc_{source}_{s}", f"f1_{source}_{s}"]
+                names += [f"auc_{a}_{source}_{s}" for a in cfg.attackers] if len(cfg.attackers) > 1 else []
+        return MetricNames(tuple(names))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         from audit.fairness.attacker import attack, bag_of_items  # scikit-learn: imported when run

@@ -54,7 +54,7 @@ from audit.memorisation.groups import calibration_reference, declared_trained_us
 from audit.memorisation.scores import loss_score, min_k, min_k_plus_plus, reference_calibrated, zlib_ratio
 from audit.memorisation.sequences import ScoredSequence, resolve_answer_items, score_sequences
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, ProbeResult
 
 ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp", "ref", "list")
 SEQUENCE_ATTACKS: tuple[str, ...] = ("loss", "zlib", "mink", "minkpp")
@@ -131,6 +131,19 @@ class MembershipInferenceProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = MembershipConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = SPECS
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """``mia_auroc_<attack>`` and ``tpr@<fpr>fpr_<attack>`` for every configured attack and FPR, and
+        the same with ``assumed_`` before them (a recommender that does not declare its training users;
+        never under ``control``). Which appear depends on the recommender (an attack it cannot support,
+        a TPR its non-members cannot resolve): listed, the union."""
+        from audit.memorisation.roc import fpr_label
+
+        cfg: MembershipConfig = config  # type: ignore[assignment]
+        own = [f"mia_auroc_{a}" for a in cfg.attacks] + [f"tpr@{fpr_label(f)}fpr_{a}" for a in cfg.attacks
+                                                           for f in cfg.fprs]
+        return MetricNames(tuple(own if cfg.control else own + [f"assumed_{n}" for n in own]))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         from audit.memorisation.roc import attack_summary, fpr_label  # scikit-learn: imported when run

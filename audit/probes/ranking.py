@@ -44,7 +44,7 @@ from audit.interface import RecRequest, Recommender
 from audit.metrics import TargetRank, hit_at_k, ndcg_at_k, target_rank
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
 from audit.probes.hallucination import ratio_metric
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, ProbeResult
 from audit.stats import mean_metric, paired_bootstrap
 
 PositionName = Literal["first", "mid", "last"]
@@ -179,6 +179,20 @@ class CandidateRankingProbe(Probe):
     headline: ClassVar[str] = "out_of_candidate_rate"
     Config = RankingConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = METRIC_SPECS
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """The names of the module doc at the configured k, positions and shuffle; ``score_hr@K`` and
+        ``score_ndcg@K`` only for a recommender that offers ``score`` (listed: the union)."""
+        cfg: RankingConfig = config  # type: ignore[assignment]
+        k, positions = cfg.k, cfg.resolved_positions()
+        names = ["out_of_candidate_rate", "compliance_rate", f"hr@{k}", f"ndcg@{k}"]
+        names += [f"position_bias_hr@1_pos{p}" for p in positions]
+        names += ["position_bias_hr@1_gap"] if len(positions) >= 2 else []
+        names += [f"popularity_mean_rank{r}" for r in range(1, k + 1)]
+        names += ["avg_rec_popularity", "candidate_popularity_mean", "popularity_lift"]
+        names += ["history_order_sensitivity"] if cfg.shuffle_history else []
+        return MetricNames(tuple(names + [f"score_hr@{k}", f"score_ndcg@{k}"]))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: RankingConfig = self.config  # type: ignore[assignment]

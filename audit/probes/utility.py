@@ -29,7 +29,7 @@ from audit.metrics import (TargetRank, chance_hit, chance_ndcg, chance_reciproca
                            reciprocal_rank, target_rank)
 from audit.parsing import title_year
 from audit.probes.base import Probe, ProbeConfig, ProbeContext
-from audit.results import Metric, MetricSpec, ProbeResult
+from audit.results import Metric, MetricNames, MetricSpec, ProbeResult
 from audit.stats import mean_metric
 
 #: declared meanings; ``@K`` = a configured cut-off. Chance (a random ranking of the held-out item
@@ -102,6 +102,13 @@ class UtilityProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = UtilityConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = METRIC_SPECS
+
+    @classmethod
+    def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
+        """``hr@K`` and ``ndcg@K`` for every configured K, ``mrr``, and each with ``popularity_`` before it."""
+        cfg: UtilityConfig = config  # type: ignore[assignment]
+        own = [f"{family}@{k}" for k in cfg.k for family in ("hr", "ndcg")] + ["mrr"]
+        return MetricNames(tuple(own + [f"popularity_{name}" for name in own]))
 
     def run(self, rec: Recommender, ctx: ProbeContext) -> ProbeResult:
         cfg: UtilityConfig = self.config  # type: ignore[assignment]

@@ -159,3 +159,24 @@ def test_ratio_metric_pairs_users_and_is_undefined_without_clean_exposure():
     m = ratio_metric(a, b)
     assert m.value == pytest.approx(1.5) and m.n == 4 and m.ci[0] <= 1.5 <= m.ci[1]
     assert np.isnan(ratio_metric(a, np.zeros(4)).value)
+
+
+@pytest.mark.parametrize("targets", [SPEC, TargetSpec(items=["3", "7"])], ids=["drawn", "listed"])
+def test_declared_names_are_the_names_the_probe_emits(longtail, targets):
+    """PoisoningProbe.emitted_metrics (what gates are checked against at load): every name a scorer with
+    a baseline, a manifest-carrying scorer and a generate-only recommender emit is declared, and every
+    declared name is emitted by one of them but the backdoor and item-text manifests' (not planted here)."""
+    from tests.audit.probes.names_testkit import assert_declared_as_emitted
+
+    drawn = select_targets(longtail, targets)
+    with_baseline = PopularityScorer(longtail)
+    with_baseline.baseline = PopularityScorer(longtail)
+    fakes = [f"fake-{i:05d}" for i in range(1, 6)]
+    recs = [with_baseline, ManifestRecommender(longtail, drawn, fakes, fakes[:2] + ["17"]),
+            TargetPushingGenerator(longtail, longtail.item_titles[drawn[0]], "F")]
+    options = {"targets": targets, "k": [5, 10], "groups": ["gender", "age"], "utility_negatives": 6}
+    emitted = {name for rec in recs for name in _run(rec, longtail, **options)[0].metrics}
+    declared = PoisoningProbe.emitted_metrics(PoisoningConfig(**options))
+    assert_declared_as_emitted(declared, emitted, {"backdoor_rate", "replaced_labels", "edit_cost", "max_edits"})
+    assert ("target_hr@5=3" in declared.names) == (targets.items is not None)
+    assert "hr@10" not in declared and "hr@5" in declared, "stealth cut-offs fit among 6 negatives + 1"

@@ -31,9 +31,27 @@ def test_every_builtin_probe_declares_the_metrics_it_emits() -> None:
     from audit.registry import PROBES
 
     for name in PROBES.names():
-        if PROBES.origin(name) != "recaudit":
+        if PROBES.origin(name) != "recaudit" or name.startswith("test-"):  # test plug-ins: runner_testkit
             continue
         specs = PROBES.get(name).metric_specs
         assert specs, f"probe {name!r} declares no metric_specs"
         for family, spec in specs.items():
             assert isinstance(spec, MetricSpec) and spec.meaning, f"{name}.{family}: no declared meaning"
+
+
+def test_name_families_match_their_names_only() -> None:
+    """MetricNames (a probe's declared emitted names): exact names, and families whose parameters
+    are integers or condition values (never across a condition's '=' / '&' separators)."""
+    from audit.results import MetricNames, NameFamily
+
+    reps = NameFamily(("exposure_rep", ""), ("repetitions",), integer=True)
+    cond = NameFamily(("hr_gender=", "&age=", ""), ("gender value", "age value"))
+    names = MetricNames(("hr_neutral", "hr_neutral", "mrr"), (reps, cond))
+    assert names.names == ("hr_neutral", "mrr"), "each name once, in the declared order"
+    assert "exposure_rep16" in names and "exposure_rep" not in names and "exposure_rep1x" not in names
+    assert "hr_gender=F&age=25-34" in names and "hr_gender=F" not in names and "hr_gender=F&age=" not in names
+    assert "hr_gender=F=G&age=1" not in names and 3 not in names
+    assert names.shown() == ["hr_neutral", "mrr", "exposure_rep<repetitions>",
+                             "hr_gender=<gender value>&age=<age value>"]
+    assert names.closest("hr_gendr=F&age=25-34", 1) == ["hr_gender=<gender value>&age=<age value>"]
+    assert names.closest("mrr_x", 1, cutoff=0.9) == []

@@ -102,3 +102,13 @@ def test_the_secret_seed_caveat_is_dropped_only_when_every_stage_used_the_secure
                      {"name": "b", "summary": {"trainer": "dp", "privacy": _account(1.0)}}])
     note = _run(mixed, tiny_dataset).details["randomness"]
     assert "assumes that seed stays secret" in note and "'b'" in note and "'a'" not in note and "secure_mode: true" in note
+
+
+def test_declared_names_are_the_names_the_probe_emits(tiny_dataset):
+    """PrivacyAccountingProbe.emitted_metrics (what gates are checked against at load) is what it reports."""
+    from tests.audit.probes.names_testkit import assert_declared_as_emitted
+
+    result = _run(Trained([{"name": "finetune", "summary": {"privacy": _account(2.0)}}]), tiny_dataset)
+    assert result.status == "pass"
+    assert_declared_as_emitted(PrivacyAccountingProbe.emitted_metrics(PrivacyAccountingProbe.Config()),
+                               result.metrics)
