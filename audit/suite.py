@@ -9,7 +9,7 @@ recommenders:
   reference: {adapter: reference}
   reference+constrained: {adapter: reference, variant: constrained-decoding}
 probes:
-  utility: {k: 10}
+  utility: {k: [10]}
   fairness_age: {probe: fairness, attributes: [[age]]}   # alias: run one probe twice
 gates:
   - {probe: utility, metric: ndcg@10, recommender: reference, op: ">=", threshold: 0.05}

@@ -93,3 +93,15 @@ def test_every_gate_of_the_example_suites_names_a_metric_its_probe_emits(path: P
         probe = suite.probe(gate.probe)
         declared = probe.cls.emitted_metrics(probe.config)
         assert declared is not None and gate.metric in declared, f"{path.name}: {gate.describe()}"
+
+
+def test_the_suite_reference_example_loads_gates_included(tmp_path: Path) -> None:
+    """The example at the top of audit/suite.py (docs/suite-reference.md) is a valid suite."""
+    import audit.suite
+
+    path = tmp_path / "quick.yaml"
+    path.write_text(audit.suite.__doc__.split("```yaml\n")[1].split("```")[0])
+    data = audit.suite.read_yaml(path)
+    data.pop("include")
+    suite = suite_from_mapping(data, validate_dataset=False)
+    assert [g.metric for g in suite.gates] == ["ndcg@10", "hr@10"]
