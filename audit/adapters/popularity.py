@@ -21,7 +21,9 @@ import numpy as np
 
 from audit.config import StrictConfig
 from audit.errors import ConfigError
-from audit.interface import Adapter, RecRequest
+import json
+
+from audit.interface import Adapter, Generation, RecRequest
 
 
 class PopularityConfig(StrictConfig):
@@ -61,6 +63,14 @@ class PopularityAdapter(Adapter):
         return [np.asarray([self._by_title.get(t, 0) for t in row], dtype=np.float64) for row in items]
 
     def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
+        return [list(g.items) for g in self.generate_detailed(reqs, k)]
+
+    def generate_detailed(self, reqs: Sequence[RecRequest], k: int) -> list[Generation]:
+        """The most popular unconsumed titles; no prompt (the ranking reads no text), raw = the list as JSON."""
+        return [Generation(prompt="", raw=json.dumps(items, ensure_ascii=False), items=tuple(items))
+                for items in self._lists(reqs, k)]
+
+    def _lists(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
         out = []
         for req in reqs:
             consumed = set(req.history)
