@@ -139,10 +139,6 @@ FAILED_REQUESTS = MetricSpec(
             "rates count them as empty answers or leave their users out, never as the model's answer")
 
 
-#: metric names the runner adds to a probe's own (:meth:`audit.probes.base.Probe.emitted_metrics`):
-#: ``failed_requests`` to every probe that sent generate requests
-RUNNER_METRICS: frozenset[str] = frozenset({"failed_requests"})
-
 
 def add_failed_requests(result: ProbeResult, probe_ctx: ProbeContext) -> None:
     """Report the probe's failed generate requests (count, share, a warning) beside its metrics."""

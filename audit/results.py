@@ -96,6 +96,11 @@ class NameFamily:
         return out
 
 
+#: metric names the runner adds to a probe's own (:meth:`audit.probes.base.Probe.emitted_metrics`):
+#: ``failed_requests`` to every probe that sent generate requests
+RUNNER_METRICS: frozenset[str] = frozenset({"failed_requests"})
+
+
 @dataclass(frozen=True)
 class MetricNames:
     """The metric names a probe can emit with one config, declared before it runs

@@ -55,6 +55,7 @@ from audit.errors import did_you_mean  # noqa: F401  (re-exported: callers impor
 from audit.pairs import Pair, PairSpec, suite_pairs
 from audit.probes.base import Probe, ProbeConfig
 from audit.registry import ADAPTERS, EXECUTORS, PROBES, VARIANTS, Registry
+from audit.results import RUNNER_METRICS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+@=-]*$"
 PROBE_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_+-]*$"
@@ -165,8 +166,6 @@ class Suite:
             self._check_gate_metric(gate, loc)
 
     def _check_gate_metric(self, gate: GateSpec, loc: str) -> None:
-        from audit.executors import RUNNER_METRICS
-
         probe = self.probe(gate.probe)
         emitted = probe.cls.emitted_metrics(probe.config) if issubclass(probe.cls, Probe) else None
         if emitted is None or gate.metric in emitted or gate.metric in RUNNER_METRICS:

@@ -15,14 +15,14 @@ title outside the catalog scores 0 (never trained on).
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from audit.config import StrictConfig
+from audit.data.dataset import natural_key
 from audit.errors import ConfigError
-import json
-
 from audit.interface import Adapter, Generation, RecRequest
 
 
@@ -42,7 +42,7 @@ class PopularityAdapter(Adapter):
         self._by_title: dict[str, int] = {}
         for item, title in titles.items():
             self._by_title[title] = max(self._by_title.get(title, 0), int(counts.get(item, 0)))
-        order = sorted(titles, key=lambda i: (-int(counts.get(i, 0)), _natural(i)))
+        order = sorted(titles, key=lambda i: (-int(counts.get(i, 0)), natural_key(i)))
         seen: set[str] = set()
         self._ranked: list[str] = []
         for item in order:
@@ -61,9 +61,6 @@ class PopularityAdapter(Adapter):
 
     def score(self, reqs: Sequence[RecRequest], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
         return [np.asarray([self._by_title.get(t, 0) for t in row], dtype=np.float64) for row in items]
-
-    def generate(self, reqs: Sequence[RecRequest], k: int) -> list[list[str]]:
-        return [list(g.items) for g in self.generate_detailed(reqs, k)]
 
     def generate_detailed(self, reqs: Sequence[RecRequest], k: int) -> list[Generation]:
         """The most popular unconsumed titles; no prompt (the ranking reads no text), raw = the list as JSON."""
@@ -88,7 +85,3 @@ class PopularityAdapter(Adapter):
 
     def manifest(self) -> dict[str, Any]:
         return {"adapter": "popularity", "data": self._fingerprint}
-
-
-def _natural(item: str) -> tuple[int, int | str]:
-    return (0, int(item)) if item.isdigit() else (1, item)

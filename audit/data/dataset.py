@@ -219,7 +219,7 @@ class Dataset:
         ordered by item id in natural order (numerically where ids are numbers, so "9" < "10";
         ids that are not numbers after all numeric ones, by string), never by string order of
         numbers, which would put ids starting with "9" last; see ``tied_next_share``."""
-        df = self.interactions.assign(_order=self.interactions["item_id"].astype(str).map(_natural_key))
+        df = self.interactions.assign(_order=self.interactions["item_id"].astype(str).map(natural_key))
         df = df.sort_values(["user_id", "timestamp", "_order"], kind="stable")
         out: dict[str, UserSequence] = {}
         for uid, items in df.groupby("user_id", sort=True)["item_id"]:
@@ -251,7 +251,7 @@ class Dataset:
         return counts
 
     def user_ids(self) -> list[str]:
-        return sorted(self.sequences, key=_natural_key)
+        return sorted(self.sequences, key=natural_key)
 
     def evaluable_users(self) -> list[str]:
         """Users with a test item, in natural id order."""
@@ -261,12 +261,12 @@ class Dataset:
         """A seeded sample of ``n`` evaluable users (all when n is None or larger), sorted."""
         pool = [u for u in (among if among is not None else self.evaluable_users())
                 if u in self.sequences and self.sequences[u].test is not None]
-        pool = sorted(set(pool), key=_natural_key)
+        pool = sorted(set(pool), key=natural_key)
         if n is None or n >= len(pool):
             return pool
         rng = np.random.default_rng(seed)
         picked = rng.choice(len(pool), size=n, replace=False)
-        return sorted((pool[i] for i in picked), key=_natural_key)
+        return sorted((pool[i] for i in picked), key=natural_key)
 
     def user_groups(self, *, seed: int = 0, pretrain: float = 0.5, heldout: float = 0.1) -> UserGroups:
         """Seeded split of all users into pretrain / finetune / heldout shares (fractions of users)."""
@@ -277,7 +277,7 @@ class Dataset:
         n_pre = int(round(pretrain * len(ids)))
         n_held = int(round(heldout * len(ids)))
         shuffled = [ids[i] for i in order]
-        key = _natural_key
+        key = natural_key
         return UserGroups(
             pretrain=tuple(sorted(shuffled[:n_pre], key=key)),
             heldout=tuple(sorted(shuffled[n_pre:n_pre + n_held], key=key)),
@@ -309,7 +309,8 @@ class Dataset:
         return Dataset(name or self.name, inter, self.items, users, self.source, dict(self.meta))
 
 
-def _natural_key(uid: str) -> tuple[int, str]:
+def natural_key(uid: str) -> tuple[int, str]:
+    """Sort key of a user or item id: numbers numerically ("9" < "10"), then other ids as text."""
     return (int(uid), uid) if uid.isdigit() else (1 << 62, uid)
 
 

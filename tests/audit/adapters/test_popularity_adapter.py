@@ -17,12 +17,6 @@ from audit.data.dataset import Dataset
 from audit.interface import RecRequest
 
 
-@pytest.fixture(autouse=True)
-def _plugins() -> None:
-    kit.register()
-    kit.reset_counters()
-
-
 def test_generate_ranks_by_training_count_and_skips_consumed_titles() -> None:
     rec = PopularityAdapter({"1": 5, "2": 9, "3": 9, "10": 1}, {"1": "A", "2": "B", "3": "C", "10": "D"}, "fp")
     assert rec.generate([RecRequest(history=())], 3) == [["B", "C", "A"]], "ties by natural item id"
