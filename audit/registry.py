@@ -28,6 +28,10 @@ from audit.errors import ConfigError, UnknownNameError
 T = TypeVar("T")
 
 
+#: Top-level packages of recaudit itself: a name registered from anywhere else is not a built-in.
+BUILTIN_PACKAGES = frozenset({"audit", "attacks", "privacy", "dashboard"})
+
+
 class Registry(Generic[T]):
     """A name -> object map whose values may be lazy ``"module:attr"`` strings."""
 
@@ -37,6 +41,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T | str] = {}
         self._descriptions: dict[str, str] = {}
         self._origins: dict[str, str] = {}  # name -> distribution, for plugin entries
+        self._registered_by: dict[str, str] = {}  # name -> "module <m>", for register() from outside recaudit
         self._problems: list[str] = []
         self._plugins_read = group is None
 
@@ -62,9 +67,10 @@ class Registry(Generic[T]):
         return list(self._problems)
 
     def origin(self, name: str) -> str:
-        """``recaudit`` for built-ins, else the distribution that registered ``name``."""
+        """``recaudit`` for built-ins, else the distribution (entry points) or ``module <name>``
+        (:meth:`register` called from code outside recaudit's packages) that registered ``name``."""
         self._read_plugins()
-        return self._origins.get(name, "recaudit")
+        return self._origins.get(name) or self._registered_by.get(name, "recaudit")
 
     def register(self, name: str, target: T | str, description: str = "") -> None:
         """Register ``target`` (an object or a ``"module:attr"`` string) under ``name``."""
@@ -72,6 +78,9 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = target
         self._descriptions[name] = description
+        module = target.partition(":")[0] if isinstance(target, str) else getattr(target, "__module__", "")
+        if module and module.split(".")[0] not in BUILTIN_PACKAGES:
+            self._registered_by[name] = f"module {module}"  # at run time, by user code or a test
 
     def __contains__(self, name: object) -> bool:
         self._read_plugins()

@@ -96,3 +96,17 @@ def test_a_plugin_adapter_that_is_not_an_adapter_subclass_is_refused_at_load(tmp
     with pytest.raises(ConfigError, match="not an audit.interface.Adapter subclass"):
         adapter_class("test-not-an-adapter", "recommenders.x")
     assert adapter_class("python", "recommenders.y").__name__ == "PythonAdapter"
+
+
+def test_a_name_registered_from_outside_recaudit_is_not_a_builtin() -> None:
+    """What `docs_reference.builtin` lists (the generated docs): a name registered at run time by a
+    user's module or a test kit is not documented as part of recaudit."""
+    from audit.docs_reference import builtin
+
+    registry: Registry = Registry("probe")
+    registry.register("utility", "audit.probes.utility:UtilityProbe")
+    registry.register("mine", "my_company.probes:Mine")
+    registry.register("kit", kit.HitConfig)
+    assert registry.origin("utility") == "recaudit"
+    assert registry.origin("mine") == "module my_company.probes" and registry.origin("kit") == "module runner_testkit"
+    assert builtin(registry) == ["utility"]
