@@ -45,6 +45,7 @@ its adapter does not declare fails at load time, naming the adapters that can.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,18 @@ class RecRequest:
     def to_json(self) -> dict[str, Any]:
         return {"history": list(self.history), "profile": dict(self.profile),
                 "candidates": list(self.candidates), "user": self.user}
+
+    @property
+    def history_id(self) -> str:
+        """The content address of ``history`` (:func:`history_id`): ``outputs.jsonl`` stores each
+        distinct history once under it."""
+        return history_id(self.history)
+
+
+def history_id(titles: Sequence[str]) -> str:
+    """Content address of a history: 16 hex characters of SHA-256 over the titles in order
+    (equal histories, equal ids; the order counts)."""
+    return hashlib.sha256("\x1f".join(titles).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

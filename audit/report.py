@@ -5,7 +5,11 @@
 - ``report.json``: the run (schema below, ``schema_version: 2``: each metric may carry its
   declared meaning ``spec`` and its per-user values ``per_unit``);
 - ``outputs.jsonl``: one line per model call (recommender, probe, user, condition,
-  prompt, raw, parsed, plus probe-specific keys) so every number can be recomputed;
+  prompt, raw, parsed, plus probe-specific keys) so every number can be recomputed. A call made
+  for a request also names the request's history by its content address, ``history_id``; the
+  titles themselves (``history``, oldest first) are written once per file, on the first line
+  with that id (:func:`read_outputs` fills them in on every line; the ``python`` adapter's
+  prompt names the history by this id instead of repeating it);
 - ``summary.md``: Markdown tables for a PR comment or ``$GITHUB_STEP_SUMMARY``;
 - ``junit.xml``: one test case per probe result and per gate;
 - ``jobs/``: one record per finished job, written as each finishes (the resume state).
@@ -26,7 +30,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jsonschema
 
@@ -212,6 +216,41 @@ def validate_report(path: str | Path) -> dict[str, Any]:
 load_report = validate_report
 
 
+def read_outputs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The call records of an ``outputs.jsonl``, each with its ``history`` filled in from the
+    first line that carries the titles of its ``history_id``."""
+    with open(path, encoding="utf-8") as fh:
+        return list(with_histories(json.loads(line) for line in fh if line.strip()))
+
+
+def with_histories(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``records`` (in file order) with ``history`` set on every record that names a ``history_id``
+    whose titles an earlier (or the same) record carries."""
+    seen: dict[str, Any] = {}
+    for rec in records:
+        hid = rec.get("history_id")
+        if isinstance(hid, str):
+            if "history" in rec:
+                seen.setdefault(hid, rec["history"])
+            elif hid in seen:
+                rec = {**rec, "history": seen[hid]}
+        yield rec
+
+
+def histories_once(outputs: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """``outputs`` with each history's titles kept on the first record naming its ``history_id``
+    only (each job's records carry their own first copy; the report file needs one)."""
+    written: set[str] = set()
+    for rec in outputs:
+        hid = rec.get("history_id")
+        if isinstance(hid, str) and "history" in rec:
+            if hid in written:
+                rec = {k: v for k, v in rec.items() if k != "history"}
+            else:
+                written.add(hid)
+        yield rec
+
+
 # -- writing ----------------------------------------------------------------------------
 def write_report_dir(out: Path, report: Mapping[str, Any], outputs: Iterable[Mapping[str, Any]],
                      *, junit_xml: str, summary_md: str) -> dict[str, Path]:
@@ -222,7 +261,7 @@ def write_report_dir(out: Path, report: Mapping[str, Any], outputs: Iterable[Map
     validate_report_data(json.loads(text), f"report for {out}")
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        atomic_write_jsonl(stage / OUTPUTS_FILE, outputs)
+        atomic_write_jsonl(stage / OUTPUTS_FILE, histories_once(outputs))
         atomic_write_text(stage / SUMMARY_FILE, summary_md)
         atomic_write_text(stage / JUNIT_FILE, junit_xml)
         atomic_write_text(stage / REPORT_FILE, text)

@@ -230,11 +230,13 @@ def read_outputs(path: Path, *, recommender: str | None = None, probe: str | Non
                  user: str | None = None, fields: tuple[str, ...] | None = None
                  ) -> tuple[list[dict[str, Any]], int]:
     """Stream ``outputs.jsonl`` keeping the records that match every given filter (only the
-    named ``fields`` of each when given).
+    named ``fields`` of each when given). A record naming a ``history_id`` gets its ``history``
+    from the first line that carries those titles (the file stores each history once).
 
     Returns the records and the number of unreadable lines (bad JSON or not an object).
     """
     records: list[dict[str, Any]] = []
+    histories: dict[str, Any] = {}
     bad = 0
     with path.open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
@@ -248,6 +250,12 @@ def read_outputs(path: Path, *, recommender: str | None = None, probe: str | Non
             if not isinstance(rec, dict):
                 bad += 1
                 continue
+            hid = rec.get("history_id")
+            if isinstance(hid, str):
+                if "history" in rec:
+                    histories.setdefault(hid, rec["history"])
+                elif hid in histories:
+                    rec["history"] = histories[hid]
             if recommender is not None and rec.get("recommender") != recommender:
                 continue
             if probe is not None and rec.get("probe") != probe:

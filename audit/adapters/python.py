@@ -27,6 +27,11 @@ a runtime error (exit 3) naming the callable and what it returned, never a silen
   (``Generation.raw`` keeps the full returned list as JSON);
 - ``score`` returns one 1-D array-like of numbers per candidate list, each as long as its list.
 
+A generation's ``prompt`` is the request as JSON (``history_id``, ``profile``, ``candidates``,
+``user``): the callable reads the request, not a text. The history is named by its content address
+(:attr:`RecRequest.history_id`); ``outputs.jsonl`` holds the titles once, on the first call record
+with that id (its ``history``), instead of once per call.
+
 Exceptions raised inside the user's function propagate: the runner reports the job as an
 error with the message.
 """
@@ -222,7 +227,7 @@ class PythonAdapter(Adapter):
         for req, items in zip(reqs, lists):
             if len(items) > k:
                 self.info["truncated_lists"] += 1
-            prompt = encode({"history": req.history, "profile": dict(req.profile),
+            prompt = encode({"history_id": req.history_id, "profile": dict(req.profile),
                              "candidates": req.candidates, "user": req.user})
             out.append(Generation(prompt=prompt, raw=encode(items), items=tuple(items[: max(k, 0)])))
         return out

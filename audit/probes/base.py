@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from audit.config import StrictConfig
-from audit.interface import Generation, RecRequest, Recommender
+from audit.interface import Generation, RecRequest, Recommender, history_id
 from audit.results import MetricNames, MetricSpec, ProbeResult
 
 if TYPE_CHECKING:
@@ -25,16 +25,28 @@ class ProbeConfig(StrictConfig):
 
 @dataclass
 class OutputRecorder:
-    """Collects one record per model call for ``outputs.jsonl``."""
+    """Collects one record per model call for ``outputs.jsonl``.
+
+    A call made for a request records the request's ``history_id``
+    (:attr:`~audit.interface.RecRequest.history_id`) and, on the first record with that id only,
+    the ``history`` itself (titles, oldest first): a user's history is stored once however many
+    calls (conditions, probes) send it, and the report writer keeps one copy per file."""
 
     recommender: str
     probe: str
     records: list[dict[str, Any]] = field(default_factory=list)
+    _histories: set[str] = field(default_factory=set, repr=False)
 
     def record(self, *, user: str | None, condition: str, prompt: str, raw: str,
-               parsed: Sequence[str], **extra: Any) -> None:
+               parsed: Sequence[str], history: Sequence[str] | None = None, **extra: Any) -> None:
         rec = {"recommender": self.recommender, "probe": self.probe, "user": user,
                "condition": condition, "prompt": prompt, "raw": raw, "parsed": list(parsed)}
+        if history is not None:
+            hid = history_id(history)
+            rec["history_id"] = hid
+            if hid not in self._histories:
+                self._histories.add(hid)
+                rec["history"] = list(history)
         rec.update(extra)
         self.records.append(rec)
 
@@ -93,7 +105,7 @@ class ProbeContext:
         for req, gen, cond in zip(reqs, gens, conds):
             more = dict(extra, failed=gen.failed) if gen.failed is not None else extra
             self.recorder.record(user=req.user, condition=cond, prompt=gen.prompt, raw=gen.raw,
-                                 parsed=gen.items, **more)
+                                 parsed=gen.items, history=req.history, **more)
         self.requests += len(gens)
         self.failed_requests += sum(g.failed is not None for g in gens)
         return gens

@@ -9,7 +9,8 @@ import streamlit as st
 
 from dashboard.loader import ReportsRoot
 
-SHOWN_FIELDS = ("recommender", "probe", "user", "condition", "prompt", "raw", "parsed", "grounded")
+SHOWN_FIELDS = ("recommender", "probe", "user", "condition", "prompt", "raw", "parsed", "grounded", "history",
+                "history_id")
 
 
 def item_lists(record: dict[str, Any]) -> pd.DataFrame:
@@ -49,6 +50,10 @@ def render(root: ReportsRoot, run_id: str) -> None:
     for i, rec in enumerate(records):
         condition = rec.get("condition") or "(no condition)"
         with st.expander(f"{i + 1}. condition: {condition}", expanded=i < 2):
+            history = rec.get("history")
+            if isinstance(history, list):
+                st.markdown(f"**History** ({len(history)} titles, oldest first; id `{rec.get('history_id')}`)")
+                st.code("\n".join(str(t) for t in history), language=None, height=160)
             st.markdown("**Prompt**")
             st.code(str(rec.get("prompt", "")), language=None, wrap_lines=True)
             st.markdown("**Raw answer**")

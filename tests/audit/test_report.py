@@ -14,7 +14,8 @@ import yaml
 import runner_testkit as kit
 from audit.data.dataset import Dataset
 from audit.errors import ConfigError
-from audit.report import OUTPUT_KEYS, validate_report, validate_report_data, write_report_dir
+from audit.interface import history_id
+from audit.report import OUTPUT_KEYS, read_outputs, validate_report, validate_report_data, write_report_dir
 from audit.stats import wilson_ci
 from audit.runner import RunOutcome, run_suite_file
 
@@ -81,6 +82,33 @@ def test_outputs_jsonl_has_one_line_per_model_call(mixed_run: RunOutcome) -> Non
         assert set(OUTPUT_KEYS) <= set(line)
         assert (line["recommender"], line["probe"], line["condition"]) == ("echo", "test-hit", "neutral")
         assert json.loads(line["raw"]) == line["parsed"] and len(line["parsed"]) == 3
+
+
+def test_each_history_is_written_once_and_every_call_reads_it_back(tmp_path: Path, tiny_dataset: Dataset,
+                                                                   recaudit_home: Path) -> None:
+    """A python recommender under utility (1 call per user) and fairness (5 conditions per user:
+    neutral, 2 genders, 2 placebos):
+    every call names its request's history by id, outputs.jsonl carries each history's titles on
+    one line only, and read_outputs gives every call the titles it was sent."""
+    spec = kit.utility_suite()
+    spec["recommenders"].pop("reverse")
+    spec["probes"]["fairness"] = {"attributes": [["gender"]], "k": 3}
+    path = kit.write_suite(tmp_path / "s", spec, dataset=tiny_dataset)
+    outcome = run_suite_file(path, out=tmp_path / "r")
+    raw = [json.loads(line) for line in (outcome.out / "outputs.jsonl").read_text().splitlines()]
+    calls = [r for r in raw if r["probe"] in ("utility", "fairness")]
+    assert len(calls) == 12 * 6 and all(set(OUTPUT_KEYS) | {"history_id"} <= set(r) for r in calls)
+    carried = [r["history_id"] for r in raw if "history" in r]
+    assert len(carried) == len(set(carried)) == len({r["history_id"] for r in calls}) == 12, \
+        "one copy per distinct history in the file (the user's test history, sent by both probes)"
+    assert all("history" not in json.loads(r["prompt"]) for r in calls)
+    titles = tiny_dataset.item_titles
+    for rec in read_outputs(outcome.out / "outputs.jsonl"):
+        sent = [titles[i] for i in tiny_dataset.sequences[rec["user"]].test_history]
+        assert rec["history"] == sent and rec["history_id"] == history_id(sent)
+    jobs = [json.loads(line) for job in sorted((outcome.out / "jobs").glob("*.outputs.jsonl"))
+            for line in job.read_text().splitlines()]
+    assert sum("history" in r for r in jobs) == 24, "each job's records keep their own copy (resume, cache)"
 
 
 def test_junit_counts_results_and_gates(mixed_run: RunOutcome, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ and it works through build_recommender."""
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -236,7 +237,9 @@ def test_direct_construction_from_callables() -> None:
     rec = PythonAdapter(lambda reqs, k: [["X"] * k for _ in reqs], name="lam")
     assert rec.generate(REQS, 2) == [["X", "X"], ["X", "X"]]
     gen = rec.generate_detailed(REQS[:1], 1)[0]
-    assert '"history"' in gen.prompt and gen.raw == '["X"]'
+    assert gen.raw == '["X"]'
+    assert json.loads(gen.prompt)["history_id"] == REQS[0].history_id, "the prompt names the history by its id"
+    assert "A (1990)" not in gen.prompt, "the titles are recorded once per file, not in every prompt"
 
 
 def test_a_run_on_a_generate_returning_a_string_exits_3_naming_it(tmp_path, tiny_dataset, recaudit_home, capsys,
