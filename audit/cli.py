@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 import traceback
 import warnings
@@ -195,7 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard import launch_command
+    from dashboard import launch_command, run_server
 
     command = launch_command(args.reports, streamlit_args=["--server.address", args.host,
                                                            "--server.port", str(args.port)])
@@ -205,7 +204,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if args.print_command:
         print(" ".join(command))
         return EXIT_OK
-    return subprocess.call(command)
+    return run_server(command)  # stops the server on SIGTERM / SIGINT to recaudit
 
 
 # -- parser ---------------------------------------------------------------------------------
