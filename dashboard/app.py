@@ -16,7 +16,7 @@ from audit.errors import ConfigError
 from dashboard import reports_dir_from
 from dashboard.loader import ReportAccessError, ReportsRoot, RunEntry
 from dashboard.model import Report, ReportFormatError
-from dashboard.views import compare, outputs, probes, runs
+from dashboard.views import compare, outputs, pairs, probes, runs
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ def _probes_view(page: Page) -> None:
 VIEWS: dict[str, Callable[[Page], None]] = {
     "Runs": _runs_view,
     "Probes": _probes_view,
-    "Defended vs undefended": lambda page: compare.render_defended(page.report, page.run_id),
+    "Defended vs undefended": lambda page: pairs.render(page.report),
+    "Any two recommenders": lambda page: compare.render_defended(page.report, page.run_id),
     "Run vs run": lambda page: compare.render_two_runs(page.runs, page.run_id),
     "Raw outputs": lambda page: outputs.render(page.root, page.run_id),
 }

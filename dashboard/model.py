@@ -131,6 +131,9 @@ class Report:
     recommenders: tuple[RecommenderInfo, ...]
     results: tuple[ResultRow, ...]
     gates: tuple[GateRow, ...]
+    #: the report's ``pairs`` entries as written (paired differences b - a); read one by one by
+    #: :func:`dashboard.pairs.pair_sections`, so one malformed entry does not hide the others
+    pairs: tuple[Any, ...] = ()
 
     @property
     def probes(self) -> list[str]:
@@ -245,8 +248,10 @@ def parse_report(data: Any) -> Report:
     gates = tuple(GateRow(probe=g.probe, metric=g.metric, recommender=g.recommender, op=g.op,
                           threshold=g.threshold, value=g.value, passed=g.passed)
                   for g in model.gates)
+    raw_pairs = (model.model_extra or {}).get("pairs")
     return Report(suite=model.suite, created=model.created, dataset=dict(model.dataset),
-                  recommenders=recommenders, results=results, gates=gates)
+                  recommenders=recommenders, results=results, gates=gates,
+                  pairs=tuple(raw_pairs) if isinstance(raw_pairs, list) else ())
 
 
 def format_value(x: float | None, digits: int = 3) -> str:

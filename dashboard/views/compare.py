@@ -50,7 +50,7 @@ def _render_tables(tables: dict[str, pd.DataFrame], label_a: str, label_b: str, 
 def render_defended(report: Report, run_id: str) -> None:
     """Pick a base (default: the recommender without variants) and the recommenders to compare
     with it (default: those with variants); one delta table per probe for each pair."""
-    st.subheader("Defended vs undefended")
+    st.subheader("Any two recommenders")
     st.caption(SIGNIFICANCE_RULE + " Delta = B − A.")
     names = report.recommender_names
     if len(names) < 2:

@@ -1,4 +1,4 @@
-"""Take the README picture: the defended-vs-undefended view of the fixture reports.
+"""Take the README picture: the "Any two recommenders" view of the fixture reports.
 
     .venv/bin/python tests/dashboard/screenshot.py [OUT.png]   (default: docs/dashboard.png)
 
@@ -26,7 +26,7 @@ def take(out: Path) -> Path:
         reports = write_fixture_reports(Path(tmp) / "reports")
         with bs.streamlit_server(reports, Path(tmp) / "streamlit.log") as url, \
                 bs.chromium(WIDTH, HEIGHT) as driver:
-            bs.open_view(driver, url, view="Defended vs undefended")
+            bs.open_view(driver, url, view="Any two recommenders")
             bs.wait_for_text(driver, "do not overlap")
             bs.wait_for_chart(driver)
             bs.settle(driver)

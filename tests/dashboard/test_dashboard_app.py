@@ -103,7 +103,7 @@ def test_unknown_probe_still_shows_its_metrics_table(reports_dir: Path, run_app)
 
 
 def test_defended_vs_undefended_table_has_deltas_and_ci_verdicts(reports_dir: Path, run_app) -> None:
-    at = run_app(reports_dir, view="Defended vs undefended")
+    at = run_app(reports_dir, view="Any two recommenders")
     assert not at.exception
     assert at.selectbox(key=f"cmp_base:{RUN_NEW}").value == "reference"
     assert at.multiselect(key=f"cmp_other:{RUN_NEW}").value == [
@@ -122,7 +122,7 @@ def test_defended_vs_undefended_table_has_deltas_and_ci_verdicts(reports_dir: Pa
 
 
 def test_picking_another_base_recomputes_the_deltas(reports_dir: Path, run_app) -> None:
-    at = run_app(reports_dir, view="Defended vs undefended")
+    at = run_app(reports_dir, view="Any two recommenders")
     at.selectbox(key=f"cmp_base:{RUN_NEW}").set_value("reference+dp8").run()
     at.multiselect(key=f"cmp_other:{RUN_NEW}").set_value(["reference+dp1"]).run()
     table = next(df.value for df in at.dataframe

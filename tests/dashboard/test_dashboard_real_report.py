@@ -64,7 +64,7 @@ def test_a_runner_report_loads_and_its_numbers_reach_the_comparison(real_reports
 
 
 @pytest.mark.parametrize("view, probe", [("Runs", None), ("Probes", "hallucination"), ("Probes", "fairness"),
-                                         ("Defended vs undefended", None), ("Raw outputs", None)])
+                                         ("Any two recommenders", None), ("Raw outputs", None)])
 def test_every_view_renders_a_runner_report_without_errors(real_reports: Path, run_app, view: str,
                                                            probe: str | None) -> None:
     at = run_app(real_reports, view=view, **({"probe": probe} if probe else {}))
