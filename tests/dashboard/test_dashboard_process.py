@@ -1,5 +1,6 @@
 """`recaudit dashboard` as a user starts it: the real console script, its real Streamlit child on a
-free port, stopped by SIGTERM as a service manager or `kill` stops it (issue 30, point 8)."""
+free port, a browser's websocket handshake on /_stcore/stream, then SIGTERM as a service manager or
+`kill` stops it (issue 30, point 8)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def stopped_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stop
     reports = write_fixture_reports(tmp / "reports")
     port = _free_port()
     script = Path(sys.executable).with_name("recaudit")
-    env = {**os.environ, "STREAMLIT_SERVER_HEADLESS": "true", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "STREAMLIT_SERVER_HEADLESS": "true", "PYTHONUNBUFFERED": "1",
+           "PYTHONWARNINGS": "default"}  # Python's warnings shown once each, as a user's shell would
     out, err = (tmp / "stdout.log").open("w"), (tmp / "stderr.log").open("w")
     parent = subprocess.Popen([str(script), "dashboard", str(reports), "--port", str(port)],
                               stdout=out, stderr=err, env=env)
@@ -85,6 +87,10 @@ def stopped_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stop
             assert time.monotonic() < deadline, "the dashboard did not answer HTTP"
             time.sleep(0.3)
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"], open_timeout=30) as ws:
+            assert ws.subprotocol == "streamlit"  # the handshake a browser tab makes
         children = _children(parent.pid)
         assert len(children) == 1, f"expected one Streamlit child of recaudit, found {children}"
         child = children[0]
@@ -114,3 +120,14 @@ def test_the_stop_is_reported_in_one_line(stopped_dashboard: Stopped) -> None:
     lines = [line for line in stopped_dashboard.stderr.splitlines() if line.startswith("recaudit dashboard: stopped")]
     assert lines == [f"recaudit dashboard: stopped by SIGTERM; the Streamlit server "
                      f"(pid {stopped_dashboard.child}) exited"]
+
+
+def test_a_started_dashboard_prints_no_websockets_or_uvicorn_warning(stopped_dashboard: Stopped) -> None:
+    """Streamlit warns at every start when the installed websockets and uvicorn can abort the
+    /_stcore/stream handshake (websockets >= 17 with uvicorn < 0.52); pyproject.toml keeps the pair
+    apart, so nothing but Uvicorn's start line and recaudit's stop line reaches stderr."""
+    lines = [line for line in stopped_dashboard.stderr.splitlines() if line.strip()]
+    noisy = [line for line in lines
+             if any(word in line.lower() for word in ("warning", "deprecat", "handshake", "upgrade", "websockets"))]
+    assert noisy == []
+    assert len(lines) == 2 and "Uvicorn server started on 127.0.0.1:" in lines[0], lines
