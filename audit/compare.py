@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from audit.errors import ConfigError
-from audit.paired import Paired, paired_units
+from audit.paired import METHODS, Paired, paired_units
 from audit.report import fmt_number, validate_report
 
 Direction = Literal["higher", "lower"]
@@ -56,6 +56,14 @@ MIN_PAIRED = 2
 SPEC_FIELDS: tuple[str, ...] = ("direction", "range", "chance", "unit")
 #: probe options that do not change what a probe measures (where it runs)
 PLACEMENT_OPTIONS: frozenset[str] = frozenset({"recommenders"})
+#: the rule for "beyond the uncertainty" on per-user values, in words, from the methods
+#: :func:`audit.paired.paired_units` chooses between (the dashboard shows :data:`SIGNIFICANCE_RULE`)
+PER_USER_RULE = (f"a paired test on the users both sides measured: {METHODS['newcombe-mcnemar']}, else "
+                 f"{METHODS['paired-bootstrap-mean']}; a change counts when that 95% CI of B − A "
+                 f"excludes 0 and p < {ALPHA:g}")
+SIGNIFICANCE_RULE = (f"with per-user values on both sides (at least {MIN_PAIRED} users shared), {PER_USER_RULE}; "
+                     "else the two 95% CIs do not overlap; with a CI on one side only, the other value lies "
+                     "outside it; with no CI on either side (an accounted epsilon, say), any change.")
 BASIS_TEXT = {
     "paired": "paired test on per-user values (its 95% CI of B-A excludes 0 and p < 0.05)",
     "intervals": "interval rule, no per-user values (the two 95% CIs do not overlap)",

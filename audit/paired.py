@@ -33,6 +33,19 @@ from audit.stats import CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_ci, is_binary, 
 ALPHA = 0.05
 POWER = 0.80
 
+#: each :attr:`Paired.method` of this module in words; ``recaudit compare``'s and the dashboard's
+#: rule texts (:data:`audit.compare.SIGNIFICANCE_RULE`) are built from these, so they name what runs
+METHODS: dict[str, str] = {
+    "newcombe-mcnemar": "McNemar's exact test with Newcombe's interval of the difference for 0/1 values "
+                        "(hit or miss)",
+    "paired-bootstrap-mean": "the percentile bootstrap CI of the mean per-user difference with the paired "
+                             "t-test for other values",
+    "paired-bootstrap-auroc": "a paired bootstrap of the AUROC difference (members and non-members resampled "
+                              "separately)",
+    "paired-bootstrap-tpr": "a paired bootstrap of the difference in TPR at a fixed FPR (members and "
+                            "non-members resampled separately)",
+}
+
 
 @dataclass(frozen=True)
 class Paired:

@@ -1,11 +1,11 @@
 """Side-by-side comparisons: defended vs undefended recommenders, and one run vs another.
 
 The rule for calling a difference significant is ``recaudit compare``'s
-(:func:`audit.compare.beyond_uncertainty`), so the dashboard and the CLI always agree: with
-per-user values on both sides (``per_unit``, schema 2), a paired Wilcoxon signed-rank test on
-the shared users at 5%; else with a 95% CI on both sides, the CIs do not overlap; with a CI on
-one side only, the other value lies outside it; with no CI on either side (an accounted
-epsilon, say), any change. Whether a change is better or worse is read from the metric's
+(:func:`audit.compare.beyond_uncertainty`), so the dashboard and the CLI always agree, and so is its
+text (:data:`audit.compare.SIGNIFICANCE_RULE`, built from the methods :mod:`audit.paired` runs):
+with per-user values on both sides (``per_unit``, schema 2), a paired test on the shared users;
+else the 95% CIs; with no CI on either side (an accounted epsilon, say), any change.
+Whether a change is better or worse is read from the metric's
 declared direction (``better`` column: up / down / blank for undeclared or undirected).
 """
 
@@ -15,14 +15,13 @@ import math
 
 import pandas as pd
 
+from audit.compare import SIGNIFICANCE_RULE as COMPARE_RULE
 from audit.compare import beyond_uncertainty
 from audit.results import Metric
 from dashboard.model import Report
 
 SIGNIFICANCE_RULE = ("A delta is marked significant when it is beyond the uncertainty, as in "
-                     "`recaudit compare`: with per-user values in both runs, a paired Wilcoxon test on the "
-                     "shared users (p < 0.05); else the two 95% CIs do not overlap; with a CI on one side "
-                     "only, the other value lies outside it; with no CI on either side, any change.")
+                     f"`recaudit compare`: {COMPARE_RULE}")
 
 COLUMNS = ["metric", "a", "a_lo", "a_hi", "a_n", "b", "b_lo", "b_hi", "b_n", "delta", "significant", "better"]
 
