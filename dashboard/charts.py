@@ -7,6 +7,7 @@ rows without a CI are drawn as points only.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import altair as alt
@@ -32,11 +33,19 @@ def _y_axis() -> alt.Axis:
     return alt.Axis(labelLimit=280)
 
 
+#: the least height, in pixels, of one ``y`` row of :func:`ci_dots` (its label is 11 px high)
+MIN_ROW_PX = 26
+
+
 def ci_dots(frame: pd.DataFrame, *, y: str = "metric", color: str = "recommender",
             x_title: str = CI_TITLE, title: str = "", row_px: int = 12) -> alt.Chart:
-    """Dot-and-whisker plot: one row per ``y`` value, one dot per ``color`` group with its CI."""
-    rows = max(1, frame[y].nunique())
+    """Dot-and-whisker plot: one row per ``y`` value, one dot per ``color`` group with its CI.
+
+    Each group's dot gets ``row_px`` pixels and each row at least :data:`MIN_ROW_PX`, as a Vega-Lite
+    step: the chart grows with its rows, and its labels never overlap (a fixed total height is
+    shrunk by Streamlit's theme to fit title, axis and legend, which crushed two or three rows)."""
     groups = max(1, frame[color].nunique())
+    step = max(row_px, math.ceil(MIN_ROW_PX / groups))
     base = alt.Chart(frame, title=title).encode(
         y=alt.Y(f"{y}:N", title=None, sort=None, axis=_y_axis()),
         yOffset=alt.YOffset(f"{color}:N"),
@@ -45,7 +54,7 @@ def ci_dots(frame: pd.DataFrame, *, y: str = "metric", color: str = "recommender
     )
     whiskers = base.mark_rule(strokeWidth=2).encode(x=alt.X("lo:Q", title=x_title), x2="hi:Q")
     dots = base.mark_point(filled=True, size=70).encode(x=alt.X("value:Q", title=x_title))
-    return alt.layer(whiskers, dots).properties(height=rows * (groups * row_px + 8) + 60)
+    return alt.layer(whiskers, dots).properties(height=alt.Step(step))
 
 
 def forest(frame: pd.DataFrame, *, title: str = "", panel_width: int = 230, panel_height: int = 22,

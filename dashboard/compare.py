@@ -5,8 +5,11 @@ The rule for calling a difference significant is ``recaudit compare``'s
 text (:data:`audit.compare.SIGNIFICANCE_RULE`, built from the methods :mod:`audit.paired` runs):
 with per-user values on both sides (``per_unit``, schema 2), a paired test on the shared users;
 else the 95% CIs; with no CI on either side (an accounted epsilon, say), any change.
-Whether a change is better or worse is read from the metric's
-declared direction (``better`` column: up / down / blank for undeclared or undirected).
+Whether a change is better or worse is ``recaudit compare``'s verdict too
+(:attr:`audit.compare.MetricDelta.change`), read from the metric's declared direction (the ``better``
+column: higher / lower / None for undeclared or undirected), never from its name: the ``change``
+column is better / worse / changed (beyond the uncertainty, no declared direction) / same (within
+it) / n/a (a value missing).
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import math
 import pandas as pd
 
 from audit.compare import SIGNIFICANCE_RULE as COMPARE_RULE
-from audit.compare import beyond_uncertainty
+from audit.compare import MetricDelta, beyond_uncertainty, paired_difference
 from audit.results import Metric
 from dashboard.model import Report
 
 SIGNIFICANCE_RULE = ("A delta is marked significant when it is beyond the uncertainty, as in "
                      f"`recaudit compare`: {COMPARE_RULE}")
 
-COLUMNS = ["metric", "a", "a_lo", "a_hi", "a_n", "b", "b_lo", "b_hi", "b_n", "delta", "significant", "better"]
+COLUMNS = ["metric", "a", "a_lo", "a_hi", "a_n", "b", "b_lo", "b_hi", "b_n", "delta", "significant", "better",
+           "change"]
 
 
 def _as_record(m: Metric) -> dict:
@@ -44,13 +48,22 @@ def significant_change(a: Metric, b: Metric) -> bool | None:
     return beyond_uncertainty(_as_record(a), _as_record(b))
 
 
+def metric_change(a: Metric, b: Metric) -> MetricDelta:
+    """``recaudit compare``'s judgement of ``b`` against ``a``: ``.beyond`` (the module's rule) and
+    ``.change`` (better / worse / changed / same / n/a by the declared direction)."""
+    ra, rb = _as_record(a), _as_record(b)
+    return MetricDelta("", "", "", ra, rb, better_direction(a, b), paired_difference(ra, rb))
+
+
 def metric_deltas(a: dict[str, Metric], b: dict[str, Metric]) -> pd.DataFrame:
     """One row per metric present on both sides: values, CIs, n, ``delta`` = b - a and
-    ``significant`` (beyond the uncertainty: True/False, or None without values). Metrics on one side
+    ``significant`` (beyond the uncertainty: True/False, or None without values), the declared
+    ``better`` direction and the ``change`` verdict (:func:`metric_change`). Metrics on one side
     only are left out. Columns: see ``COLUMNS``."""
     rows = []
     for name in [k for k in a if k in b]:
         ma, mb = a[name], b[name]
+        judged = metric_change(ma, mb)
         rows.append({
             "metric": name,
             "a": ma.value, "a_lo": ma.ci[0] if ma.ci else math.nan, "a_hi": ma.ci[1] if ma.ci else math.nan,
@@ -58,8 +71,9 @@ def metric_deltas(a: dict[str, Metric], b: dict[str, Metric]) -> pd.DataFrame:
             "b": mb.value, "b_lo": mb.ci[0] if mb.ci else math.nan, "b_hi": mb.ci[1] if mb.ci else math.nan,
             "b_n": mb.n,
             "delta": mb.value - ma.value,
-            "significant": significant_change(ma, mb),
-            "better": better_direction(ma, mb),
+            "significant": judged.beyond,
+            "better": judged.direction,
+            "change": judged.change,
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["significant"] = table["significant"].astype(object)  # True / False / None, not numpy bools

@@ -18,15 +18,19 @@ _NUMBER = st.column_config.NumberColumn(format="%.3f")
 
 
 def summary_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per probe: how many metrics were compared, how many deltas are beyond the uncertainty,
-    and those deltas (``metric +0.012``)."""
+    """Per probe: how many metrics were compared, how many deltas are beyond the uncertainty, how
+    many of those are better and worse (by the declared direction), and those deltas
+    (``metric +0.012 (worse)``; no verdict for a metric that declares no direction)."""
     rows = []
     for probe, table in tables.items():
         sig = table[table["significant"].map(lambda v: v is True)]
-        deltas = ", ".join(f"{m} {d:+.3f}" for m, d in zip(sig["metric"], sig["delta"]))
+        change = sig["change"] if "change" in sig else pd.Series(["changed"] * len(sig), index=sig.index)
+        deltas = ", ".join(f"{m} {d:+.3f}" + (f" ({c})" if c in ("better", "worse") else "")
+                           for m, d, c in zip(sig["metric"], sig["delta"], change))
         rows.append({"probe": probe, "metrics": len(table), "significant": len(sig),
+                     "better": int((change == "better").sum()), "worse": int((change == "worse").sum()),
                      "significant deltas": deltas})
-    return pd.DataFrame(rows, columns=["probe", "metrics", "significant", "significant deltas"])
+    return pd.DataFrame(rows, columns=["probe", "metrics", "significant", "better", "worse", "significant deltas"])
 
 
 def _render_tables(tables: dict[str, pd.DataFrame], label_a: str, label_b: str, key: str) -> None:
@@ -36,15 +40,13 @@ def _render_tables(tables: dict[str, pd.DataFrame], label_a: str, label_b: str, 
     st.dataframe(summary_table(tables), hide_index=True, key=f"{key}__summary")
     for probe, table in tables.items():
         st.markdown(f"**{probe}**")
-        left, right = st.columns([5, 3])
-        with left:
-            st.dataframe(comparison_display(table, label_a, label_b), hide_index=True,
-                         key=f"{key}_{probe}",
-                         column_config={"delta (B − A)": _NUMBER})
-        with right:
-            with_ci = table[table["a_lo"].notna() & table["b_lo"].notna()]
-            if not with_ci.empty:
-                st.altair_chart(charts.comparison_chart(with_ci, label_a, label_b), width="stretch")
+        # the table has the page's width, so its verdict columns (change, beyond uncertainty,
+        # better, n) are never cut off; the chart of the two sides goes under it
+        st.dataframe(comparison_display(table, label_a, label_b), hide_index=True, key=f"{key}_{probe}",
+                     column_config={"delta (B − A)": _NUMBER})
+        with_ci = table[table["a_lo"].notna() & table["b_lo"].notna()]
+        if not with_ci.empty:
+            st.altair_chart(charts.comparison_chart(with_ci, label_a, label_b), width="stretch")
 
 
 def render_defended(report: Report, run_id: str) -> None:

@@ -29,18 +29,27 @@ def value_ci_text(value: float, lo: float, hi: float) -> str:
     return text if not (math.isfinite(lo) and math.isfinite(hi)) else f"{text} {ci_text(lo, hi)}"
 
 
+#: the words of the ``change`` column (:attr:`audit.compare.MetricDelta.change`)
+CHANGE_LABELS = {"better": "better", "worse": "worse", "changed": "changed (no direction)",
+                 "same": "same", "n/a": "–"}
+
+
 def comparison_display(table: pd.DataFrame, label_a: str, label_b: str) -> pd.DataFrame:
     """A :func:`dashboard.compare.metric_deltas` table with readable columns: each side as
-    ``value [95% CI]`` text, the delta numeric, whether it is beyond the uncertainty (paired test
-    or disjoint CIs: yes/no/–), the declared better direction, and n."""
+    ``value [95% CI]`` text, the delta numeric, whether it is better or worse (``change``: by the
+    metric's declared direction, when beyond the uncertainty), whether it is beyond the uncertainty
+    (paired test or CIs: yes/no/–), the declared better direction (``better when``), and n."""
+    n = len(table)
+    better = table["better"] if "better" in table else [None] * n
+    change = table["change"] if "change" in table else ["n/a"] * n
     return pd.DataFrame({
         "metric": table["metric"],
         label_a: [value_ci_text(v, lo, hi) for v, lo, hi in zip(table["a"], table["a_lo"], table["a_hi"])],
         label_b: [value_ci_text(v, lo, hi) for v, lo, hi in zip(table["b"], table["b_lo"], table["b_hi"])],
         "delta (B − A)": table["delta"],
+        "change": [CHANGE_LABELS.get(c, "–") for c in change],
         "beyond uncertainty": [significance_label(s) for s in table["significant"]],
-        "better": [{"higher": "higher", "lower": "lower"}.get(b, "–") if "better" in table else "–"
-                   for b in (table["better"] if "better" in table else [None] * len(table))],
+        "better when": [b if b in ("higher", "lower") else "–" for b in better],
         "n": [f"{a} / {b}" for a, b in zip(table["a_n"], table["b_n"])],
     })
 
