@@ -195,7 +195,11 @@ def test_pytest_plugin_fails_a_test_listing_the_failing_gates(pytester: pytest.P
     result.stdout.fnmatch_lines(["*gate failed: reverse:utility.hr@5 >= 0.9 (got 0)*"])
 
 
-def test_serve_answers_over_http_until_interrupted(tmp_path: Path, tiny_dataset: Dataset) -> None:
+@pytest.mark.parametrize("stop, why", [("SIGINT", "interrupted"), ("SIGTERM", "SIGTERM")])
+def test_serve_answers_over_http_until_stopped_and_logs_how(tmp_path: Path, tiny_dataset: Dataset,
+                                                             stop: str, why: str) -> None:
+    """The real console script: Ctrl-C or a service manager's SIGTERM ends it with exit 0 and one
+    line on stderr saying how it stopped, after how many requests (issue 30, point 8)."""
     pytest.importorskip("audit.serve")
     import signal
     import socket
@@ -226,6 +230,7 @@ def test_serve_answers_over_http_until_interrupted(tmp_path: Path, tiny_dataset:
         answer = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=10).json()
         assert json.loads(answer["choices"][0]["message"]["content"]) == ["B", "C"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
-    assert code == 0
+        proc.send_signal(getattr(signal, stop))
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert f"recaudit serve: stopped ({why}) after 1 request(s), 0 error(s); recommender closed" in stderr
