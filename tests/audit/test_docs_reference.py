@@ -101,3 +101,26 @@ def test_suite_reference_documents_every_builtin_adapter_variant_probe_and_execu
         for name in registry.names():
             if registry.origin(name) == "recaudit":
                 assert f"## `{name}`\n" in pages[page], f"{registry.kind} {name!r} missing from docs/{page}"
+
+
+def test_a_fenced_block_in_a_docstring_is_kept_as_written() -> None:
+    from audit.docs_reference import rst_to_markdown
+
+    doc = 'Intro with ``code``.\n\n```yaml\nname: x\nprobes:\n  utility: {k: [10]}   # ``not markup``\n```\n\nAfter ``y``.'
+    assert rst_to_markdown(doc) == ('Intro with `code`.\n\n```yaml\nname: x\nprobes:\n  utility: {k: [10]}   '
+                                    '# ``not markup``\n```\n\nAfter `y`.')
+
+
+def test_the_suite_reference_shows_the_suite_example_as_a_yaml_block_line_for_line() -> None:
+    """The example at the top of audit/suite.py reaches docs/suite-reference.md as a fenced YAML
+    block with its own line breaks (it was once flattened into one inline code span)."""
+    import inspect
+
+    from audit import suite
+
+    doc = inspect.getdoc(suite) or ""
+    example = doc.split("```yaml\n", 1)[1].split("\n```", 1)[0]
+    assert example.count("\n") >= 10
+    pages, _ = render_pages()
+    assert f"\n```yaml\n{example}\n```\n" in pages["suite-reference.md"]
+    assert f"\n```yaml\n{example}\n```\n" in (DOCS / "suite-reference.md").read_text(encoding="utf-8")
