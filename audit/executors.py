@@ -104,11 +104,17 @@ class RunContext:
     entries: dict[str, dict[str, Any]]
     base_dir: Path
     progress: bool = False
+    #: recommender -> the users its probes report on (:meth:`audit.probes.base.Probe.audited_users`);
+    #: a recommender not listed: every run user
+    audited: dict[str, frozenset[str]] = field(default_factory=dict)
 
-    def build_context(self, progress: bool | None = None) -> BuildContext:
+    def build_context(self, recommender: str | None = None, progress: bool | None = None) -> BuildContext:
+        """The build context of ``recommender``: its ``audit_users`` are the users its own probes
+        report on (every run user when not known), the users a user-fitting variant must leave out."""
+        audit_users = self.audited.get(recommender, frozenset(self.users)) if recommender else frozenset(self.users)
         return BuildContext(dataset=self.dataset, cache_dir=self.cache_dir, seed=self.seed,
                             progress=self.progress if progress is None else progress, suite_dir=self.base_dir,
-                            audit_users=frozenset(self.users))
+                            audit_users=audit_users)
 
 
 OnDone = Callable[[JobOutcome], None]
@@ -249,7 +255,7 @@ def run_job_in_worker(job: Job, entry: dict[str, Any], snapshot: dict[str, dict[
     """Body of a Ray task: re-build the recommender (from the model cache) and run the probe."""
     install_snapshot(snapshot)
     try:
-        rec = build_recommender(job.recommender, entry, ctx.build_context(progress=False))
+        rec = build_recommender(job.recommender, entry, ctx.build_context(job.recommender, progress=False))
     except Exception as exc:  # noqa: BLE001
         return error_outcome(job, exc, context=f"building recommender {job.recommender!r} in a worker: ")
     try:

@@ -29,16 +29,17 @@ is then not (re)written.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from audit.build import build_recommender, parse_variants
+from audit.build import build_recommender, make_variants, parse_variants
 from audit.cache import (ResultCache, atomic_write_json, atomic_write_jsonl, atomic_write_text, code_version,
                          job_key, load_job_files, recommender_identity, to_jsonable)
-from audit.data.dataset import Dataset
+from audit.data.dataset import Dataset, natural_key
 from audit.data.loaders import load_dataset_from_spec
 from audit.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, ConfigError, RecauditError
 from audit.executors import EXECUTORS, Job, JobOutcome, RunContext, error_outcome, skip_reason
@@ -49,6 +50,7 @@ from audit.junit import render_junit
 from audit.paths import models_dir, recaudit_home
 from audit.report import SCHEMA_VERSION, now_iso, render_summary_markdown, write_report_dir
 from audit.results import ProbeResult
+from audit.variants import Variant
 from audit.suite import Suite, load_suite, validate_dataset_spec
 
 log = logging.getLogger(__name__)
@@ -99,11 +101,48 @@ def sample_users(suite: Suite, dataset: Dataset, limit_users: int | None) -> lis
     return users
 
 
-def plan_jobs(suite: Suite, dataset: Dataset, users: Sequence[str]) -> list[Job]:
-    """All jobs in suite order (recommenders outer, probes inner) with their cache keys."""
+def audited_by_recommender(suite: Suite, dataset: Dataset, users: Sequence[str]) -> dict[str, frozenset[str]]:
+    """recommender -> the union of the users its probes report on (:meth:`Probe.audited_users`)."""
+    out: dict[str, frozenset[str]] = {}
+    for rec in suite.recommenders:
+        picked: set[str] = set()
+        for probe in suite.probes:
+            if probe.config.recommenders is None or rec in probe.config.recommenders:
+                picked.update(probe.cls.audited_users(probe.config, dataset, users, suite.seed))
+        out[rec] = frozenset(picked)
+    return out
+
+
+def user_fitting_variants(entry: dict[str, Any]) -> list[Variant]:
+    """The variants of a recommender entry that fit something on users (:attr:`Variant.fits_on_users`)."""
+    return [v for v in make_variants(entry.get("variant"), "variant") if v.fits_on_users]
+
+
+def preflight(suite: Suite, ctx: RunContext) -> None:
+    """Every user-fitting variant's :meth:`~audit.variants.Variant.preflight` in its recommender's build
+    context: a ConfigError (exit 2) names the recommender before any job runs."""
+    for rec, entry in suite.recommenders.items():
+        for variant in user_fitting_variants(entry):
+            try:
+                variant.preflight(ctx.build_context(rec, progress=False))
+            except ConfigError as exc:
+                raise ConfigError(f"recommenders.{rec}: {exc}") from None
+
+
+def plan_jobs(suite: Suite, dataset: Dataset, users: Sequence[str],
+              audited: Mapping[str, frozenset[str]] | None = None) -> list[Job]:
+    """All jobs in suite order (recommenders outer, probes inner) with their cache keys. A
+    recommender with a user-fitting variant is also keyed on ``audited[rec]``: its build (the users
+    it fits on) changes when another of its probes reports on other users."""
     version = code_version()
     dirs = [Path(suite.base_dir).resolve(), Path.cwd().resolve()]  # where the python adapter looks
-    identity = {rec: recommender_identity(entry, dirs) for rec, entry in suite.recommenders.items()}
+    audited = audited if audited is not None else audited_by_recommender(suite, dataset, users)
+    identity: dict[str, dict[str, Any]] = {}
+    for rec, entry in suite.recommenders.items():
+        identity[rec] = dict(recommender_identity(entry, dirs))
+        if user_fitting_variants(entry):
+            identity[rec]["fit_excludes"] = hashlib.sha256(
+                "\n".join(sorted(audited.get(rec, ()), key=natural_key)).encode()).hexdigest()
     return [Job(recommender=rec, probe=probe,
                 key=job_key(dataset_fingerprint=dataset.fingerprint, recommender=rec, entry=entry,
                             probe=probe.alias, probe_name=probe.name, probe_config=probe.config_json(),
@@ -181,7 +220,11 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
     if dataset is None:
         dataset = load_suite_dataset(suite, home)
     users = sample_users(suite, dataset, limit_users)
-    jobs = plan_jobs(suite, dataset, users)
+    audited = audited_by_recommender(suite, dataset, users)
+    ctx = RunContext(dataset=dataset, users=users, seed=suite.seed, cache_dir=models_dir(home),
+                     entries=suite.recommenders, base_dir=suite.base_dir, progress=progress, audited=audited)
+    preflight(suite, ctx)
+    jobs = plan_jobs(suite, dataset, users, audited)
     shared_cache = ResultCache(home / "results") if suite.cache else None
     state = _Progress(out / "jobs", shared_cache)
 
@@ -199,8 +242,6 @@ def run_suite(suite: Suite, *, out: Path | None = None, dataset: Dataset | None 
                     len(state.reused), len(jobs), ", ".join(state.reused))
     log.info("%s: %d jobs, %d reused, %d to run", suite.name, len(jobs), len(jobs) - len(pending), len(pending))
 
-    ctx = RunContext(dataset=dataset, users=users, seed=suite.seed, cache_dir=models_dir(home),
-                     entries=suite.recommenders, base_dir=suite.base_dir, progress=progress)
     infos: dict[str, dict[str, Any]] = {}
     by_name = {(j.recommender, j.probe.alias): j for j in pending}
 
@@ -244,7 +285,7 @@ def _built(mine: Sequence[Job], ctx: RunContext, state: _Progress, infos: dict[s
     name = mine[0].recommender
     try:
         log.info("building recommender %r", name)
-        rec = build_recommender(name, ctx.entries[name], ctx.build_context())
+        rec = build_recommender(name, ctx.entries[name], ctx.build_context(name))
     except Exception as exc:  # noqa: BLE001 - e.g. EndpointError: the other recommenders go on
         for job in mine:
             state.done(job, error_outcome(job, exc, context=f"building recommender {name!r} failed: "))

@@ -58,6 +58,16 @@ class Variant:
     def __init__(self, config: StrictConfig) -> None:
         self.config = config
 
+    #: True when building fits something on users (a defense's prompt, an attack's search): the runner
+    #: then gives it only users outside those the recommender's probes report on (``ctx.audit_users``),
+    #: checks :meth:`preflight` before any job runs, and keys the recommender's cached results on them.
+    fits_on_users: ClassVar[bool] = False
+
+    def preflight(self, ctx: BuildContext) -> None:
+        """Raise :class:`~audit.errors.ConfigError` when this variant cannot be built in ``ctx`` (e.g.
+        no users left to fit on outside ``ctx.audit_users``); called after the data set is loaded and
+        before any job runs, so the run stops with exit 2 instead of failing an hour in. Must be cheap."""
+
     def modify_recipe(self, recipe: Any, ctx: BuildContext) -> Any:
         """Return the training recipe this variant trains with (training variants only)."""
         return recipe

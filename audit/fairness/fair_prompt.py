@@ -10,7 +10,7 @@ Suite usage::
 ``wrap`` learns a prefix of ``prefix_len`` input embeddings for the selected attribute set
 (:func:`audit.fairness.soft_prompt.train_fair_prompt`: recommendation loss − λ · discriminator
 loss, the model's weights frozen) on the model's *trained* users only (never held-out ones)
-and, in a suite run, only on users outside the run's audited users (so the leakage and fairness
+and, in a suite run, only on users outside those its probes report on (so the leakage and fairness
 figures of the defended model are out of sample), caches it as safetensors under ``<cache_dir>/fair-prompt/<key>`` and returns
 ``rec.with_soft_prefix(prefix)``. The key hashes the base model (its cache key and a digest of
 its weights), the variant config, the data fingerprint and the soft-prompt code, so a later
@@ -125,6 +125,21 @@ class FairPromptVariant(Variant):
     requires: ClassVar[frozenset[str]] = frozenset({"soft-prompt"})
     Config = FairPromptConfig
     trains: ClassVar[bool] = False
+    fits_on_users: ClassVar[bool] = True
+
+    def preflight(self, ctx: BuildContext) -> None:
+        """ConfigError unless at least :data:`MIN_FIT_USERS` users with a history are outside the users
+        this recommender's probes report on (the model's trained users among them are checked again
+        at build, from its manifest)."""
+        if ctx.audit_users is None:
+            return
+        outside = sum(1 for u in ctx.dataset.user_ids() if u in ctx.dataset.sequences and u not in ctx.audit_users)
+        if outside < MIN_FIT_USERS:
+            raise ConfigError(
+                f"variant 'fair-prompt': only {outside} user(s) are outside the {len(ctx.audit_users)} users this "
+                f"recommender's probes report on (at least {MIN_FIT_USERS} needed to fit the prompt out of sample): "
+                "give its probes fewer users (`users:` on the probes that list it) or leave it out of a probe "
+                "that reads every user")
 
     def wrap(self, rec: Recommender, ctx: BuildContext) -> Recommender:
         cfg: FairPromptConfig = self.config  # type: ignore[assignment]
@@ -231,7 +246,7 @@ def choose_lam(rec: Any, ctx: BuildContext, cfg: FairPromptConfig, sequences: di
 
 def training_users(rec: Any, ctx: BuildContext, cfg: FairPromptConfig) -> list[str]:
     """The users the base model trained on (from its manifest; held-out users never appear there),
-    restricted to real users of the data set outside the run's audited users
+    restricted to real users of the data set outside the users this recommender's probes report on
     (``ctx.audit_users``), optionally a seeded sample of ``cfg.users``."""
     trained: set[str] = set()
     for stage in rec.manifest.get("stages", []):
@@ -244,9 +259,9 @@ def training_users(rec: Any, ctx: BuildContext, cfg: FairPromptConfig) -> list[s
         outside = [u for u in users if u not in ctx.audit_users]
         if len(outside) < MIN_FIT_USERS:
             raise ConfigError(f"variant 'fair-prompt': only {len(outside)} of the model's {len(users)} trained users "
-                              f"are outside the run's {len(ctx.audit_users)} audited users (at least {MIN_FIT_USERS} "
-                              "needed): audit fewer users (the suite's dataset.users) so the prompt is fitted on "
-                              "users it is not audited on")
+                              f"are outside the {len(ctx.audit_users)} users this recommender's probes report on "
+                              f"(at least {MIN_FIT_USERS} needed): give its probes fewer users so the prompt is "
+                              "fitted on users it is not audited on")
         users = outside
     if cfg.users is not None and cfg.users < len(users):
         users = ctx.dataset.sample_users(cfg.users, cfg.seed, among=users)

@@ -51,6 +51,11 @@ class OutputRecorder:
         self.records.append(rec)
 
 
+def sample_probe_users(config: ProbeConfig, dataset: Dataset, users: Sequence[str], seed: int) -> list[str]:
+    """The run's ``users`` cut to ``config.users`` by a seeded sample (seed: the run's + the probe's)."""
+    return dataset.sample_users(config.users, seed + config.seed, among=users)
+
+
 @dataclass
 class ProbeContext:
     """What a probe may use besides the recommender: data, the users to audit, a seed,
@@ -67,7 +72,7 @@ class ProbeContext:
 
     def probe_users(self, config: ProbeConfig) -> list[str]:
         """The run's users, cut to ``config.users`` by a seeded sample."""
-        return self.dataset.sample_users(config.users, self.seed + config.seed, among=self.users)
+        return sample_probe_users(config, self.dataset, self.users, self.seed)
 
     def titles(self, item_ids: Sequence[str]) -> tuple[str, ...]:
         t = self.dataset.item_titles
@@ -138,6 +143,15 @@ class Probe:
         probe that declares nothing): not known before running, so gates on it are checked only
         when the report is read."""
         return None
+
+    @classmethod
+    def audited_users(cls, config: ProbeConfig, dataset: Dataset, users: Sequence[str], seed: int) -> list[str]:
+        """The users whose results this probe reports, known before it runs (the runner gives a
+        variant that fits something on users, e.g. the fair prompt, only users outside the union of
+        these over the recommender's probes). Default: :meth:`ProbeContext.probe_users`'s sample. A
+        probe that picks its users otherwise (members and non-members) overrides it; every run user
+        is the safe answer."""
+        return sample_probe_users(config, dataset, users, seed)
 
     def missing_capabilities(self, rec: Recommender) -> list[str]:
         return sorted(self.requires - set(rec.capabilities))

@@ -118,6 +118,11 @@ class CanaryExposureProbe(Probe):
     metric_specs: ClassVar[dict[str, MetricSpec]] = SPECS
 
     @classmethod
+    def audited_users(cls, config: Any, dataset: Any, users: Any, seed: int) -> list[str]:
+        """None of the run's users: it measures planted synthetic canaries, never a real user's result."""
+        return []
+
+    @classmethod
     def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
         """The epsilon bounds and ``canary_auroc``, and ``exposure_*_rep<r>`` for every repetition count r
         of the recommender's ``canaries`` variant (families: r is the variant's, not this probe's)."""

@@ -122,6 +122,13 @@ class ExtractionProbe(Probe):
     metric_specs: ClassVar[dict[str, MetricSpec]] = EXTRACTION_SPECS
 
     @classmethod
+    def audited_users(cls, config: Any, dataset: Any, users: Any, seed: int) -> list[str]:
+        """None of the run's sampled users as such: its groups come from the model's training split
+        (members are trained users, which is all a user-fitting variant such as the fair prompt fits
+        on), so fitting on them measures a real effect of the variant, not an in-sample one."""
+        return []
+
+    @classmethod
     def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:
         """``extraction_{exact,fuzzy,items}_{members,heldout}`` with ``history`` in ``parts``,
         ``recall_rate`` and ``recall_exact_rate`` with ``recall``."""

@@ -43,7 +43,7 @@ once); ``details["reference_scores"]`` says which.
 from __future__ import annotations
 
 import json
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -131,6 +131,13 @@ class MembershipInferenceProbe(Probe):
     requires: ClassVar[frozenset[str]] = frozenset()
     Config = MembershipConfig
     metric_specs: ClassVar[dict[str, MetricSpec]] = SPECS
+
+    @classmethod
+    def audited_users(cls, config: Any, dataset: Any, users: Any, seed: int) -> list[str]:
+        """None of the run's sampled users as such: its groups come from the model's training split
+        (members are trained users, which is all a user-fitting variant such as the fair prompt fits
+        on), so fitting on them measures a real effect of the variant, not an in-sample one."""
+        return []
 
     @classmethod
     def emitted_metrics(cls, config: ProbeConfig) -> MetricNames:

@@ -4,6 +4,7 @@ prefix that changes its outputs, trains only on the model's trained users, cache
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,7 @@ def test_in_a_suite_run_the_prompt_is_fitted_only_on_users_outside_the_audited_o
     # auditing (almost) everyone leaves nothing to fit on: one message naming the fix
     everyone = BuildContext(dataset=ctx.dataset, cache_dir=tmp_path, seed=0, progress=False,
                             audit_users=frozenset(ctx.dataset.user_ids()))
-    with pytest.raises(ConfigError, match="audit fewer users"):
+    with pytest.raises(ConfigError, match="give its probes fewer users"):
         variant(attributes=["gender"]).wrap(base, everyone)
 
 
@@ -194,3 +195,71 @@ def test_a_lambda_grid_is_chosen_on_validation_users_by_the_stated_rule(
         variant(lam=[])
     with pytest.raises(ConfigError, match="lam"):
         variant(lam=[1.0, -2.0])
+
+
+def fair_suite(tmp_path: Path, dataset: Dataset, probes: dict[str, Any]) -> Path:
+    from tests.audit import runner_testkit as kit
+
+    return kit.write_suite(tmp_path / "suite", {
+        "name": "fairfit", "dataset": {"seed": 0},
+        "recommenders": {"ref": BASE, "ref+fair": {**BASE, "variant": {"fair-prompt": FAST}}},
+        "probes": probes}, dataset=dataset)
+
+
+def test_in_a_run_the_prompt_leaves_out_only_the_users_its_own_probes_report_on(
+        tiny_dataset: Dataset, tmp_path: Path, recaudit_home: Path) -> None:
+    """Utility reads every user but only on the undefended model; fairness reads 12 users on both:
+    the prompt is fitted on trained users outside those 12 (users the undefended model's utility
+    reads are fair game), and the runner's union of probe samples is what the probes then audit."""
+    from audit.runner import audited_by_recommender, run_suite_file
+    from audit.suite import load_suite
+
+    path = fair_suite(tmp_path, tiny_dataset, {
+        "utility": {"k": [5], "negatives": 10, "recommenders": ["ref"]},
+        "fairness": {"attributes": [["gender"]], "k": 3, "users": 12}})
+    outcome = run_suite_file(path, out=tmp_path / "r")
+    assert outcome.exit_code == 0, [j.result.message for j in outcome.jobs]
+    suite = load_suite(path)
+    audited = audited_by_recommender(suite, tiny_dataset, tiny_dataset.sample_users(None, 0))
+    records = [json.loads(line) for line in (outcome.out / "outputs.jsonl").read_text().splitlines()]
+    fairness_users = {r["user"] for r in records if r["probe"] == "fairness"}
+    assert audited["ref+fair"] == frozenset(fairness_users) and len(fairness_users) == 12
+    assert audited["ref"] == frozenset(tiny_dataset.sample_users(None, 0))
+    [entry] = [r for r in outcome.report["recommenders"] if r["name"] == "ref+fair"]
+    fit = entry["info"]["fair_prompt"]["fit_users"]
+    groups = tiny_dataset.user_groups(seed=0, pretrain=0.5, heldout=0.1)
+    assert fit["n"] == len(set(groups.trained) - fairness_users)
+
+
+def test_a_probe_reading_every_user_on_the_defended_model_stops_the_run_at_load_with_exit_2(
+        tiny_dataset: Dataset, tmp_path: Path, recaudit_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from audit.cli import main
+
+    path = fair_suite(tmp_path, tiny_dataset, {"utility": {"k": [5], "negatives": 10}})
+    assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "recommenders.ref+fair: variant 'fair-prompt': only 0 user(s) are outside" in err
+    assert "give its probes fewer users" in err
+    assert not (tmp_path / "r" / "jobs").exists() or not any((tmp_path / "r" / "jobs").iterdir()), \
+        "no job ran (the undefended model's utility included)"
+    assert not (recaudit_home / "models").exists() or not any((recaudit_home / "models").rglob("*.safetensors"))
+
+
+def test_the_defended_models_cached_results_are_keyed_on_the_users_it_leaves_out(
+        tiny_dataset: Dataset, tmp_path: Path) -> None:
+    """Another probe reading other users changes what the prompt is fitted on, so every cached job
+    of the defended model is recomputed; the undefended model's keys stay."""
+    from audit.runner import plan_jobs
+    from audit.suite import load_suite
+
+    def keys(fairness_users: int) -> dict[tuple[str, str], str]:
+        path = fair_suite(tmp_path / str(fairness_users), tiny_dataset, {
+            "utility": {"k": [5], "negatives": 10, "users": 10},
+            "fairness": {"attributes": [["gender"]], "k": 3, "users": fairness_users}})
+        suite = load_suite(path)
+        return {(j.recommender, j.probe.alias): j.key
+                for j in plan_jobs(suite, tiny_dataset, tiny_dataset.sample_users(None, 0))}
+
+    a, b = keys(12), keys(14)
+    assert a[("ref", "utility")] == b[("ref", "utility")]
+    assert a[("ref+fair", "utility")] != b[("ref+fair", "utility")]
