@@ -252,8 +252,10 @@ class PoisoningProbe(Probe):
                           metrics: dict[str, Metric]) -> None:
         for k in cfg.k:
             hits = exp.hits(k)
-            metrics[f"target_hr@{k}"] = mean_metric(_row_mean(hits), seed=seed)
-            metrics[f"target_ndcg@{k}"] = mean_metric(_row_mean(exp.ndcg(k)), seed=seed)
+            # per-user values, so the runner pairs an attacked model with its clean parent on the same users
+            hr, ndcg = _row_mean(hits), _row_mean(exp.ndcg(k))
+            metrics[f"target_hr@{k}"] = mean_metric(hr, seed=seed).with_units(exp.users, hr)
+            metrics[f"target_ndcg@{k}"] = mean_metric(ndcg, seed=seed).with_units(exp.users, ndcg)
             for j, t in enumerate(exp.targets):
                 metrics[f"target_hr@{k}={t}"] = mean_metric(hits[:, j], seed=seed)
             profiles = ds.user_profiles

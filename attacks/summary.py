@@ -16,7 +16,9 @@ Usage::
     python -m attacks.summary reports/poisoning --clean clean [--clean backdoor-as-is=pretrained] [--k 10]
 
 ``--clean NAME`` is the default twin; ``--clean REC=NAME`` pairs one recommender with another
-twin (e.g. the as-is backdoored model with the clean pretrained-only model).
+twin (e.g. the as-is backdoored model with the clean pretrained-only model). Below the table it
+prints the report's own paired differences of the probe (:func:`pairs_markdown`: the runner pairs
+each variant with its parent, e.g. ``clean`` -> ``fake-1pct``, and the suite's ``compare:`` pairs).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 
 from attacks.probe import ratio_metric
 from audit.errors import ConfigError, RecauditError
-from audit.report import OUTPUTS_FILE, fmt_metric, report_path, validate_report
+from audit.report import OUTPUTS_FILE, fmt_metric, pair_table_markdown, report_path, validate_report
 from audit.results import Metric
 from audit.stats import mean_metric
 
@@ -144,6 +146,24 @@ def render_markdown(rows: Sequence[SummaryRow], k: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_entries(report: Mapping[str, Any], probe: str = "poisoning") -> list[Mapping[str, Any]]:
+    """The report's ``pairs`` entries of ``probe`` (the runner's paired differences b - a: each variant
+    against its parent, e.g. ``clean`` -> ``fake-1pct``, and the suite's ``compare:`` pairs), in report order."""
+    return [e for e in report.get("pairs", []) if e["probe"] == probe]
+
+
+def pairs_markdown(report: Mapping[str, Any], probe: str = "poisoning") -> str:
+    """:func:`paired_entries` as a Markdown section ("" when there are none): target exposure and
+    utility, b - a with its 95% CI and n on the users both saw, p with Holm and BH adjusted p, MDE, verdict."""
+    entries = paired_entries(report, probe)
+    if not entries:
+        return ""
+    return "\n".join([f"Paired differences of `{probe}` in the report (b - a on the users both saw; each variant "
+                      "against its parent and the suite's `compare:` pairs; p with Holm and Benjamini-Hochberg "
+                      "adjusted p across the run's pairs; verdict from the metric's declared better direction):",
+                      "", *pair_table_markdown(entries)]) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attacks.summary", description=__doc__.split("\n")[0])
     parser.add_argument("report", help="report directory (or its report.json)")
@@ -163,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     sys.stdout.write(render_markdown(rows, args.k))
+    paired = pairs_markdown(validate_report(args.report), args.probe)
+    if paired:
+        sys.stdout.write("\n" + paired)
     if args.json is not None:
         args.json.write_text(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
     return 0

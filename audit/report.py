@@ -354,6 +354,15 @@ def pair_rows(entries: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return rows
 
 
+PAIR_HEADER = ("pair (b vs a)", "probe", "metric", "b - a [95% CI] n", "p (Holm, BH)", "MDE", "verdict")
+
+
+def pair_table_markdown(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The lines of a Markdown table of ``pairs`` entries (:data:`PAIR_HEADER`, :func:`pair_rows`)."""
+    return (["| " + " | ".join(PAIR_HEADER) + " |", "|" + "---|" * len(PAIR_HEADER)]
+            + ["| " + " | ".join(_md(c) for c in row) + " |" for row in pair_rows(entries)])
+
+
 def _headline_pairs(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The pairs entries of each result's headline metric (what the summary tables show first)."""
     heads = {(r["recommender"], r["probe"]): r.get("headline") for r in report["results"]}
@@ -403,18 +412,15 @@ def render_summary_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| `{_md(gate_text(g))}` | {fmt_number(g['value'])} | {verdict}{why} |")
     pairs = report.get("pairs", [])
     if pairs:
-        header = ["pair (b vs a)", "probe", "metric", "b - a [95% CI] n", "p (Holm, BH)", "MDE", "verdict"]
         lines += ["", "### Paired differences", "",
                   "Each variant against its parent (and the suite's `compare:` pairs) on the units both saw: "
                   "the difference b - a with its 95% CI, p-value with Holm and Benjamini-Hochberg adjusted "
                   "p-values across the run's pairs, and the minimum detectable effect (80% power, alpha 0.05). "
                   "The verdict follows the metric's declared better direction. Headline metrics here; every "
-                  "metric below.", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in pair_rows(_headline_pairs(report))]
-        lines += ["", "<details><summary>All paired differences</summary>", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in pair_rows(pairs)]
+                  "metric below.", ""]
+        lines += pair_table_markdown(_headline_pairs(report))
+        lines += ["", "<details><summary>All paired differences</summary>", ""]
+        lines += pair_table_markdown(pairs)
         lines += ["", "</details>"]
     unmeasured = [r for r in report["results"] if r["status"] in ("skip", "error")]
     if unmeasured:

@@ -9,7 +9,10 @@ AUROC of the strongest attack present (``ref`` > ``minkpp`` > ``mink`` > ``loss`
 outrank every reference: then it is a lower bound), the log-likelihood margin that keeps
 resolving past saturation, and ``epsilon_lb_*``. A missing measurement
 is ``None`` (printed as a dash). Rows come sorted as an epsilon series: undefended models
-(no accounted epsilon) first, then by epsilon, largest first.
+(no accounted epsilon) first, then by epsilon, largest first. Below the table, the report's paired
+differences of those figures (each variant against its parent, the suite's ``compare:`` pairs):
+b - a with its 95% CI on the units both saw, instead of two intervals to compare by eye
+(:func:`pairs_markdown`).
 
 Run: ``.venv/bin/python -m privacy.table reports/privacy/report.json`` (Markdown to stdout).
 """
@@ -23,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from audit.report import pair_table_markdown
 
 ATTACK_PREFERENCE: tuple[str, ...] = ("ref", "minkpp", "mink", "loss", "zlib", "list")
 
@@ -147,13 +152,57 @@ def to_markdown(rows: list[PrivacyRow], k: int = 10) -> str:
     return "\n".join(lines)
 
 
+#: (probe, metric prefixes) of the figures whose paired differences :func:`pairs_markdown` lists
+_PAIRED_FIGURES: dict[str, tuple[str, ...]] = {"canary": ("exposure_rep", "exposure_margin_rep")}
+
+
+def _shown_in_table(entry: Mapping[str, Any], probe_name: str | None, k: int,
+                    attacks: Mapping[str, str | None]) -> bool:
+    metric = entry["metric"]
+    if probe_name == "utility":
+        return metric in (f"hr@{k}", f"ndcg@{k}")
+    if probe_name == "membership":  # the attack the table shows for the defended / compared side
+        return attacks.get(entry["b"]) is not None and metric == f"mia_auroc_{attacks[entry['b']]}"
+    return any(metric.startswith(prefix) for prefix in _PAIRED_FIGURES.get(probe_name or "", ()))
+
+
+def paired_entries(report: Mapping[str, Any], k: int = 10) -> list[Mapping[str, Any]]:
+    """The report's ``pairs`` entries (paired differences b - a) of the figures the table shows:
+    HR@K and NDCG@K of ``utility``, the MIA AUROC of the attack shown for ``b`` (not the null-audit
+    control), canary exposure and its margin per repetition; in report order."""
+    names: dict[str, str] = {}
+    for r in report.get("results", []):
+        if r.get("details", {}).get("control"):
+            names.setdefault(r["probe"], "control")
+        names.setdefault(r["probe"], r.get("probe_name", r["probe"]))
+    attacks = {row.recommender: row.mia_attack for row in privacy_utility_table(report, k)}
+    return [e for e in report.get("pairs", []) if _shown_in_table(e, names.get(e["probe"]), k, attacks)]
+
+
+def pairs_markdown(report: Mapping[str, Any], k: int = 10) -> str:
+    """The paired differences of the table's figures as a Markdown section ("" when the report has
+    none): each variant against its parent and the suite's ``compare:`` pairs, b - a with its 95% CI
+    and n on the units both saw, p with Holm and BH adjusted p, MDE and the verdict."""
+    entries = paired_entries(report, k)
+    if not entries:
+        return ""
+    lines = ["Paired differences (b - a on the users or canaries both saw; each variant against its parent and "
+             "the suite's `compare:` pairs; p with Holm and Benjamini-Hochberg adjusted p across the run's "
+             "pairs; verdict from the metric's declared better direction):", "", *pair_table_markdown(entries)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="privacy-utility table of a recaudit report")
     ap.add_argument("report", type=Path, help="report.json, or the report directory")
     ap.add_argument("--k", type=int, default=10)
     args = ap.parse_args(argv)
     path = args.report / "report.json" if args.report.is_dir() else args.report
-    print(to_markdown(privacy_utility_table(json.loads(path.read_text()), args.k), args.k))
+    report = json.loads(path.read_text())
+    print(to_markdown(privacy_utility_table(report, args.k), args.k))
+    paired = pairs_markdown(report, args.k)
+    if paired:
+        print("\n" + paired)
 
 
 if __name__ == "__main__":

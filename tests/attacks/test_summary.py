@@ -3,6 +3,7 @@ recommender with its clean twin in :mod:`attacks.summary`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,33 @@ def test_cli_prints_a_table_and_names_a_missing_twin(report_dir: Path, capsys, t
     assert "| boosted | clean |" in table and (tmp_path / "s.json").is_file()
     assert main([str(report_dir), "--clean", "nobody"]) == ConfigError.exit_code
     assert "nobody" in capsys.readouterr().err
+
+
+def test_the_reports_paired_differences_of_target_exposure_are_printed_under_the_table(
+        tmp_path: Path, longtail, recaudit_home: Path, capsys) -> None:
+    """Issue 27: the poisoning probe keeps per-user target exposure, so the runner pairs the boosted
+    recommender (declared against clean) and the item-text variant (derived from boosted) on the same
+    users; the summary command prints those differences with their CIs and verdicts."""
+    register()
+    suite = {"name": "poison-pairs", "dataset": {"name": "longtail", "seed": 0, "users": 80},
+             "recommenders": {"clean": {"adapter": "test-popularity"},
+                              "boosted": {"adapter": "test-popularity", "boost_targets": True},
+                              "boosted+text": {"adapter": "test-popularity", "boost_targets": True,
+                                               "variant": {"item-text": {"targets": TARGETS, "search_users": 5}}}},
+             "probes": {"poisoning": {"targets": TARGETS, "k": [5], "utility_negatives": 20}},
+             "compare": [{"a": "clean", "b": "boosted"}]}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    out = tmp_path / "report"
+    run_suite_file(path, out=out, dataset=longtail)
+    report = json.loads((out / "report.json").read_text())
+    gain = next(e for e in report["pairs"] if (e["a"], e["b"], e["metric"]) == ("clean", "boosted", "target_hr@5"))
+    assert gain["origin"] == "declared" and gain["value"] == pytest.approx(1.0) and gain["better"] == "a"
+    assert any((e["a"], e["b"], e["origin"]) == ("boosted", "boosted+text", "variant") for e in report["pairs"])
+    assert main([str(out), "--clean", "clean", "--k", "5"]) == 0
+    table, _, paired = capsys.readouterr().out.partition("Paired differences of `poisoning`")
+    assert "| boosted | clean |" in table
+    rows = [line for line in paired.splitlines() if line.startswith("| boosted vs clean | poisoning | target_hr@5 |")]
+    cell = f"{gain['value']:+.3f} [{gain['ci'][0]:.3f}, {gain['ci'][1]:.3f}] n={gain['n']}"
+    assert len(rows) == 1 and cell in rows[0] and "worse than clean" in rows[0]
+    assert "| boosted+text vs boosted | poisoning |" in paired

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from privacy.table import privacy_utility_table, to_markdown
+import json
+
+from privacy.table import paired_entries, pairs_markdown, privacy_utility_table, to_markdown
 
 
 def _m(v, ci=None, n=300):
@@ -87,3 +89,52 @@ def test_a_saturated_exposure_is_shown_as_a_lower_bound_beside_the_margin_that_s
     assert "margin rep1 (SD)" in head and "margin rep16 (SD)" in head
     assert "≥ 13.29 (5/5 saturated)" in row and "6.12 [5.31, 6.95]" in row and "14.57 [14.29, 14.83]" in row
     assert "9.50 [8.00, 11.00]" in row  # not saturated: a plain estimate
+
+
+# -- paired differences (issue 27) ---------------------------------------------------------------------
+def _pair(a, b, probe, metric, value=-0.1, ci=(-0.2, -0.05)):
+    return {"a": a, "b": b, "origin": "variant", "probe": probe, "metric": metric, "method": "paired-bootstrap-mean",
+            "value": value, "ci": list(ci), "n": 300, "unit": "users", "p_value": 0.01, "p_holm": 0.03,
+            "p_bh": 0.02, "mde": 0.05, "better": None}
+
+
+def test_the_paired_differences_listed_are_those_of_the_figures_the_table_shows():
+    report = {**REPORT, "results": [*REPORT["results"],
+                                    {**_result("dp1", "membership", {"mia_auroc_loss": _m(0.5)}, {"control": True}),
+                                     "probe": "membership-null"}]}
+    report["pairs"] = [
+        _pair("plain", "dp1", "utility", "hr@10"), _pair("plain", "dp1", "utility", "mrr"),
+        _pair("plain", "dp1", "membership", "mia_auroc_loss"),  # the attack shown for dp1
+        _pair("plain", "dp1", "membership", "mia_auroc_ref"),  # dp1 has no ref attack in the table
+        _pair("plain", "dp1", "membership-null", "mia_auroc_loss"),  # the null-audit control
+        _pair("plain", "dp1", "canary", "exposure_rep16"), _pair("plain", "dp1", "canary", "epsilon_lb_one_run"),
+    ]
+    shown = [(e["probe"], e["metric"]) for e in paired_entries(report)]
+    assert shown == [("utility", "hr@10"), ("membership", "mia_auroc_loss"), ("canary", "exposure_rep16")]
+    text = pairs_markdown(report)
+    assert "| dp1 vs plain | utility | hr@10 | -0.100 [-0.200, -0.050] n=300 | 0.010 (0.030, 0.020) |" in text
+    assert pairs_markdown(REPORT) == ""
+
+
+def test_a_real_runs_paired_differences_are_printed_under_the_table(tmp_path, tiny_dataset, recaudit_home, capsys):
+    """The real runner on python-adapter recommenders of known behaviour (oracle HR@5 = 1, reverse 0),
+    oracle -> reverse declared: the table's command prints the report's hr@5 / ndcg@5 differences."""
+    from tests.audit import runner_testkit as kit
+
+    from audit.runner import run_suite_file
+    from privacy.table import main
+
+    suite = kit.write_suite(tmp_path / "suite", kit.utility_suite(compare=[{"a": "oracle", "b": "reverse"}]),
+                            dataset=tiny_dataset)
+    run_suite_file(suite, out=tmp_path / "run", no_cache=True)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    main([str(tmp_path / "run"), "--k", "5"])
+    out = capsys.readouterr().out
+    table, _, paired = out.partition("Paired differences")
+    assert "| oracle | undefended | 1.000 [" in table
+    lines = {line.split(" | ")[2]: line for line in paired.splitlines() if line.startswith("| reverse vs oracle")}
+    assert set(lines) == {"hr@5", "ndcg@5"}  # mrr and the popularity baseline are not figures of the table
+    for e in report["pairs"]:
+        if e["metric"] in lines:
+            cell = f"{e['value']:+.3f} [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}] n={e['n']}"
+            assert cell in lines[e["metric"]] and "worse than oracle" in lines[e["metric"]]
