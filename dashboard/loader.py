@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from audit.errors import ConfigError, RecauditError
-from audit.report import validate_report_data
+from audit.report import validate_report_data, with_histories
 from dashboard.model import Report, ReportFormatError, parse_report
 
 REPORT_FILE = "report.json"
@@ -235,10 +235,10 @@ def read_outputs(path: Path, *, recommender: str | None = None, probe: str | Non
 
     Returns the records and the number of unreadable lines (bad JSON or not an object).
     """
-    records: list[dict[str, Any]] = []
-    histories: dict[str, Any] = {}
     bad = 0
-    with path.open(encoding="utf-8", errors="replace") as fh:
+
+    def parsed(fh: Any) -> Iterator[dict[str, Any]]:
+        nonlocal bad
         for line in fh:
             if not line.strip():
                 continue
@@ -250,12 +250,11 @@ def read_outputs(path: Path, *, recommender: str | None = None, probe: str | Non
             if not isinstance(rec, dict):
                 bad += 1
                 continue
-            hid = rec.get("history_id")
-            if isinstance(hid, str):
-                if "history" in rec:
-                    histories.setdefault(hid, rec["history"])
-                elif hid in histories:
-                    rec["history"] = histories[hid]
+            yield rec
+
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for rec in with_histories(parsed(fh)):
             if recommender is not None and rec.get("recommender") != recommender:
                 continue
             if probe is not None and rec.get("probe") != probe:

@@ -20,6 +20,7 @@ import altair as alt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from audit.paired import better_side
 from audit.report import fmt_p
 from audit.results import Metric
 from dashboard.model import Report, format_value
@@ -140,10 +141,8 @@ def verdict(direction: str | None, lo: float, hi: float) -> str:
         return NO_CI
     if lo <= 0.0 <= hi:
         return NO_DIFFERENCE
-    if direction not in ("higher", "lower"):
-        return UNDIRECTED
-    up = lo > 0.0
-    return BETTER if up == (direction == "higher") else WORSE
+    side = better_side(direction, (lo, hi))  # the runner's rule for the entry's ``better``
+    return UNDIRECTED if side is None else BETTER if side == "b" else WORSE
 
 
 def metric_direction(a: Metric | None, b: Metric | None) -> str | None:

@@ -154,3 +154,18 @@ def test_run_without_outputs_file_has_no_outputs(reports_dir: Path) -> None:
     root = ReportsRoot(reports_dir)
     assert root.outputs(RUN_OLD) == ([], 0)
     assert root.outputs_index(RUN_OLD) == ({}, 0)
+
+
+def test_read_outputs_fills_each_history_from_its_first_line_and_counts_bad_lines(tmp_path: Path) -> None:
+    """outputs.jsonl stores a history once (on the first line with its id): a record filtered for
+    later in the file still gets the titles; unreadable lines are counted, not fatal."""
+
+    lines = [{"recommender": "a", "probe": "utility", "user": "1", "history_id": "h1", "history": ["X", "Y"]},
+             "not json", [1, 2],
+             {"recommender": "b", "probe": "fairness", "user": "1", "history_id": "h1"},
+             {"recommender": "b", "probe": "fairness", "user": "2", "history_id": "h2"}]
+    path = tmp_path / "outputs.jsonl"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    records, bad = read_outputs(path, recommender="b")
+    assert bad == 2
+    assert [r.get("history") for r in records] == [["X", "Y"], None]
